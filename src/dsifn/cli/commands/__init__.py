@@ -1,0 +1,1 @@
+"""One module per ``dsifn`` sub-command (see :mod:`dsifn.cli.main`)."""

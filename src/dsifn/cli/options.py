@@ -1,0 +1,63 @@
+"""Command-line options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, get_args
+
+from dsifn.models.dsifn import Variant
+from dsifn.runtime import Precision
+
+__all__ = [
+    "add_device_options",
+    "add_model_options",
+    "add_overwrite_option",
+    "model_options_from_args",
+]
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision``."""
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N [auto]"
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=get_args(Precision),
+        help="numeric precision; auto picks bf16 where the hardware has it, else fp32 [auto]",
+    )
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: allow replacing existing outputs."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace outputs that already exist"
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options that build a :class:`dsifn.DSIFNConfig`."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--bands", type=int, default=3, help="bands per image [3]")
+    group.add_argument(
+        "--separate-trunks", action="store_true", help="one VGG16 trunk per date, not shared"
+    )
+    group.add_argument(
+        "--trainable-trunk", action="store_true", help="train the VGG16 trunk (frozen by default)"
+    )
+    group.add_argument(
+        "--stage1-attention", action="store_true", help="channel attention on stage 1 too"
+    )
+    group.add_argument("--variant", default="pytorch", choices=get_args(Variant))
+
+
+def model_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :class:`dsifn.DSIFNConfig` from :func:`add_model_options`."""
+    return {
+        "in_channels": args.bands,
+        "shared_encoder": not args.separate_trunks,
+        "freeze_encoder": not args.trainable_trunk,
+        "stage1_channel_attention": args.stage1_attention,
+        "variant": args.variant,
+    }

@@ -1,0 +1,441 @@
+"""DSIFN: the deeply supervised image fusion network for bi-temporal change detection.
+
+Zhang, Yue, Tapete, Jiang, Shangguan, Huang & Liu, "A deeply supervised image fusion network for
+change detection in high resolution bi-temporal remote sensing images", ISPRS Journal of
+Photogrammetry and Remote Sensing 166:183-200, 2020.
+
+A VGG16 trunk (DFEN) extracts five feature maps from each date; a decoder (DDN) of five stages
+goes from stride 16 back to stride 1, each stage fusing the two dates' features with the decoder
+state through channel and spatial attention and emitting a one-channel change map (deep
+supervision). The model returns logits; sigmoid and threshold belong to prediction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dsifn._validation import check_choice
+from dsifn.errors import ConfigError, InputError
+from dsifn.models.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization
+from dsifn.models.vgg import VGG16Encoder, load_vgg16_state_dict, torchvision_to_encoder
+
+__all__ = ["DSIFN", "DSIFNConfig", "DSIFNOutput", "DecoderStage", "decoder_widths"]
+
+Variant = Literal["pytorch", "keras"]
+PReLUMode = Literal["layer", "channel", "element"]
+
+# Input sides must be multiples of this: the trunk halves the resolution four times.
+SIZE_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class DSIFNConfig:
+    """Everything needed to rebuild a DSIFN. Defaults follow the paper.
+
+    ``variant`` selects where the authors' two files differ (``../shared/DSIFN_SPEC.md``):
+    ``"pytorch"`` (one PReLU slope per layer, bias-free attention MLP, BatchNorm eps 1e-5 and a
+    BatchNorm after stage 5's spatial attention) or ``"keras"`` (one PReLU slope per element at a
+    fixed ``input_size``, attention MLP with biases, BatchNorm eps 1e-3 and momentum 0.99, no
+    BatchNorm after stage 5's spatial attention).
+    """
+
+    in_channels: int = 3  # bands of each date's image
+    shared_encoder: bool = True  # one VGG16 trunk for both dates (paper, Keras file)
+    freeze_encoder: bool = True  # trunk gets no gradient and stays in eval mode
+    dropout: float = 0.6  # probability of every decoder Dropout
+    stage1_channel_attention: bool = False  # the official code leaves it off
+    encoder_weights: str | None = None  # None, "imagenet" or a torchvision-format VGG16 file
+    variant: Variant = "pytorch"  # which official file's details to follow
+    input_size: int | None = None  # fixed square side; required by (and only for) "keras"
+    normalization: Normalization | None = (
+        None  # None: the one belonging to the weights (see input_normalization)
+    )
+
+    def __post_init__(self) -> None:
+        """Check values and resolve the default normalisation."""
+        check_choice("variant", self.variant, get_args(Variant))
+        if self.in_channels < 1:
+            raise ConfigError(f"in_channels must be at least 1; got {self.in_channels}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.variant == "keras":
+            size = 512 if self.input_size is None else self.input_size
+            if size < SIZE_MULTIPLE or size % SIZE_MULTIPLE:
+                raise ConfigError(f"input_size must be a multiple of 16; got {size}")
+            object.__setattr__(self, "input_size", size)
+        elif self.input_size is not None:
+            raise ConfigError("input_size is fixed only by the 'keras' variant; leave it None")
+        norm = self.normalization
+        if isinstance(norm, Mapping):  # rebuilt from a checkpoint's plain dict
+            norm = Normalization(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in norm.items()}
+            )
+            object.__setattr__(self, "normalization", norm)
+        if norm is not None and norm.bands != self.in_channels:
+            raise ConfigError(
+                f"normalization has {norm.bands} bands but in_channels is {self.in_channels}"
+            )
+
+    @property
+    def input_normalization(self) -> Normalization:
+        """The normalisation to apply: the configured one, else the one of the weights.
+
+        ImageNet statistics (torchvision convention) for the ``"pytorch"`` variant and Caffe's
+        BGR mean subtraction for ``"keras"``, repeated cyclically when there are not 3 bands.
+        """
+        if self.normalization is not None:
+            return self.normalization
+        default = CAFFE_BGR if self.variant == "keras" else IMAGENET_RGB
+        return default.for_bands(self.in_channels)
+
+    @property
+    def prelu(self) -> PReLUMode:
+        """PReLU slope sharing: one per layer (PyTorch file) or per element (Keras default)."""
+        return "element" if self.variant == "keras" else "layer"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, ``weights_only``-safe dictionary of this configuration."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DSIFNConfig:
+        """Rebuild a configuration from :meth:`to_dict`'s output, refusing unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown model option(s): {', '.join(unknown)}")
+        return cls(**dict(values))
+
+
+class DSIFNOutput(NamedTuple):
+    """The five side outputs of DSIFN as logits, finest first. Each is (B, 1, h, w)."""
+
+    stride1: Tensor  # (B, 1, H, W): the change map
+    stride2: Tensor  # (B, 1, H/2, W/2)
+    stride4: Tensor  # (B, 1, H/4, W/4)
+    stride8: Tensor  # (B, 1, H/8, W/8)
+    stride16: Tensor  # (B, 1, H/16, W/16)
+
+
+class ElementwisePReLU(nn.Module):
+    """PReLU with one slope per element of a (C, H, W) input, as Keras's default PReLU."""
+
+    def __init__(self, shape: tuple[int, int, int], init: float = 0.25) -> None:
+        """Create slopes of the given (C, H, W) shape."""
+        super().__init__()
+        self.weight = nn.Parameter(torch.full(shape, init))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply ``max(0, x) + weight * min(0, x)`` to (B, C, H, W) input."""
+        return torch.where(x >= 0, x, x * self.weight)
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention (Woo et al., ECCV 2018), as used in DSIFN's decoder.
+
+    Average- and max-pooled descriptors go through one shared MLP (C -> C/r -> ReLU -> C);
+    their sum, squashed by a sigmoid, reweights the channels.
+    """
+
+    def __init__(self, channels: int, reduction: int = 8, bias: bool = False) -> None:
+        """Create the shared MLP as 1x1 convolutions."""
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=bias)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Reweight the channels of (B, C, H, W) input."""
+        avg = self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1))))
+        peak = self.fc2(F.relu(self.fc1(F.adaptive_max_pool2d(x, 1))))
+        return x * torch.sigmoid(avg + peak)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial attention: a 7x7 convolution over per-pixel channel mean and max."""
+
+    def __init__(self, kernel_size: int = 7) -> None:
+        """Create the 2 -> 1 convolution."""
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Reweight the pixels of (B, C, H, W) input."""
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(pooled))
+
+
+def decoder_widths(encoder_channels: Sequence[int]) -> list[tuple[int, ...]]:
+    """Output channels of each decoder stage's conv blocks, coarsest stage first.
+
+    The paper's table: a stage working at the scale of an encoder tap with ``c`` channels has
+    blocks (c, c) at the coarsest scale, (c, c/2, c/2) in between and (c, c/2, c/4) at the
+    finest. For VGG16 this gives (512, 512), (512, 256, 256), (256, 128, 128), (128, 64, 64),
+    (64, 32, 16).
+
+    Args:
+        encoder_channels: Channels of the encoder taps, finest first.
+
+    Returns:
+        One tuple of widths per stage, coarsest first.
+    """
+    coarse_first = list(reversed(encoder_channels))
+    widths: list[tuple[int, ...]] = []
+    for i, c in enumerate(coarse_first):
+        if i == 0:
+            widths.append((c, c))
+        elif i == len(coarse_first) - 1:
+            widths.append((c, c // 2, c // 4))
+        else:
+            widths.append((c, c // 2, c // 2))
+    return widths
+
+
+class DecoderStage(nn.Module):
+    """One DDN stage: [up] -> concat -> [channel attention] -> conv blocks -> SA -> [BN].
+
+    A conv block is 3x3 conv -> PReLU -> BatchNorm -> Dropout. The stage's output state feeds
+    its side head and the next stage's transposed-convolution upsampling.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        widths: Sequence[int],
+        *,
+        previous_channels: int | None,
+        channel_attention: bool,
+        bn_after_attention: bool,
+        attention_bias: bool,
+        dropout: float,
+        prelu: PReLUMode,
+        spatial_size: int | None,
+        bn_eps: float,
+        bn_momentum: float,
+    ) -> None:
+        """Build one stage.
+
+        Args:
+            in_channels: Channels of the concatenated input (state and both dates' features).
+            widths: Output channels of the conv blocks.
+            previous_channels: Channels of the previous stage's state, or None for the first.
+            channel_attention: Put channel attention on the concatenated input.
+            bn_after_attention: Put a BatchNorm after the spatial attention.
+            attention_bias: Give the channel-attention MLP biases (Keras file).
+            dropout: Dropout probability in each conv block.
+            prelu: PReLU slope sharing.
+            spatial_size: Side of this stage's feature maps, needed when ``prelu="element"``.
+            bn_eps: BatchNorm epsilon.
+            bn_momentum: BatchNorm momentum (PyTorch convention).
+        """
+        super().__init__()
+        self.up = (
+            None
+            if previous_channels is None
+            else nn.ConvTranspose2d(previous_channels, previous_channels, kernel_size=2, stride=2)
+        )
+        self.channel_attention = (
+            ChannelAttention(in_channels, bias=attention_bias) if channel_attention else None
+        )
+        blocks: list[nn.Module] = []
+        channels = in_channels
+        for width in widths:
+            if prelu == "element":
+                if spatial_size is None:
+                    raise ConfigError("per-element PReLU needs a fixed input size")
+                act: nn.Module = ElementwisePReLU((width, spatial_size, spatial_size))
+            else:
+                act = nn.PReLU(width if prelu == "channel" else 1)
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(channels, width, kernel_size=3, padding=1),
+                    act,
+                    nn.BatchNorm2d(width, eps=bn_eps, momentum=bn_momentum),
+                    nn.Dropout(dropout),
+                )
+            )
+            channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.spatial_attention = SpatialAttention()
+        self.norm = (
+            nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
+            if bn_after_attention
+            else None
+        )
+        self.out_channels = channels
+
+    def forward(self, t1: Tensor, t2: Tensor, previous: Tensor | None = None) -> Tensor:
+        """Fuse one scale.
+
+        Args:
+            t1: (B, c, h, w) T1 features at this scale.
+            t2: (B, c, h, w) T2 features at this scale.
+            previous: (B, p, h/2, w/2) previous stage's state, None for the first stage.
+
+        Returns:
+            (B, out_channels, h, w) decoder state.
+        """
+        if self.up is not None and previous is not None:
+            x = torch.cat([self.up(previous), t1, t2], dim=1)
+        else:
+            x = torch.cat([t1, t2], dim=1)
+        if self.channel_attention is not None:
+            x = self.channel_attention(x)
+        x = self.spatial_attention(self.blocks(x))
+        if self.norm is not None:
+            x = self.norm(x)
+        return x
+
+
+class DSIFN(nn.Module):
+    """The DSIFN change-detection network (Zhang et al., ISPRS J. P&RS 166, 2020).
+
+    Example:
+        >>> model = DSIFN(encoder_weights=None)
+        >>> out = model(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
+        >>> out.stride1.shape
+        torch.Size([1, 1, 64, 64])
+
+    Inputs whose sides are not multiples of 16 are padded at the bottom and right by
+    reflection up to the next multiple, and every output is cropped back to
+    ``ceil(side / stride)``, so output pixel (i, j) at stride s always covers input pixels
+    [i*s, (i+1)*s) x [j*s, (j+1)*s). The ``"keras"`` variant takes only its fixed input size.
+    """
+
+    def __init__(self, config: DSIFNConfig | None = None, **options: Any) -> None:
+        """Build the network.
+
+        Args:
+            config: Full configuration; ``options`` override single fields of it.
+            **options: Fields of :class:`DSIFNConfig`, e.g. ``in_channels=4``.
+        """
+        super().__init__()
+        base = config if config is not None else DSIFNConfig()
+        self.config = dataclasses.replace(base, **options) if options else base
+        cfg = self.config
+        # What a checkpoint recorded besides weights (threshold, provenance); see load_checkpoint.
+        self.checkpoint_meta: dict[str, Any] = {}
+        self.encoder = VGG16Encoder(cfg.in_channels)
+        self.encoder_t2 = None if cfg.shared_encoder else VGG16Encoder(cfg.in_channels)
+
+        keras = cfg.variant == "keras"
+        enc_channels = self.encoder.out_channels
+        strides = self.encoder.strides
+        stages: list[DecoderStage] = []
+        previous: int | None = None
+        for i, widths in enumerate(decoder_widths(enc_channels)):
+            level = len(enc_channels) - 1 - i  # encoder tap used by this stage
+            in_ch = 2 * enc_channels[level] + (previous or 0)
+            first, last = i == 0, i == len(enc_channels) - 1
+            stage = DecoderStage(
+                in_ch,
+                widths,
+                previous_channels=previous,
+                channel_attention=cfg.stage1_channel_attention if first else True,
+                bn_after_attention=not (keras and last),
+                attention_bias=keras,
+                dropout=cfg.dropout,
+                prelu=cfg.prelu,
+                spatial_size=None if cfg.input_size is None else cfg.input_size // strides[level],
+                bn_eps=1e-3 if keras else 1e-5,
+                bn_momentum=0.01 if keras else 0.1,  # Keras 0.99 is PyTorch 0.01
+            )
+            stages.append(stage)
+            previous = stage.out_channels
+        self.stages = nn.ModuleList(stages)
+        self.heads = nn.ModuleList(nn.Conv2d(s.out_channels, 1, kernel_size=1) for s in stages)
+
+        if cfg.encoder_weights is not None:
+            self.load_encoder_weights(cfg.encoder_weights)
+        if cfg.freeze_encoder:
+            for encoder in self.encoders:
+                encoder.requires_grad_(False)
+
+    @property
+    def encoders(self) -> list[VGG16Encoder]:
+        """The trunk(s): one when shared, else T1's then T2's."""
+        return [self.encoder] if self.encoder_t2 is None else [self.encoder, self.encoder_t2]
+
+    def load_encoder_weights(self, source: str) -> None:
+        """Load torchvision-format VGG16 weights into the trunk(s).
+
+        Args:
+            source: ``"imagenet"`` or a path to a torchvision ``vgg16`` state dict.
+        """
+        state = torchvision_to_encoder(load_vgg16_state_dict(source), self.config.in_channels)
+        for encoder in self.encoders:
+            encoder.load_state_dict(state)
+
+    def train(self, mode: bool = True) -> DSIFN:
+        """Set training mode; a frozen trunk always stays in eval mode."""
+        super().train(mode)
+        if self.config.freeze_encoder:
+            for encoder in self.encoders:
+                encoder.eval()
+        return self
+
+    def _check_inputs(self, t1: Tensor, t2: Tensor) -> None:
+        cfg = self.config
+        for name, x in (("t1", t1), ("t2", t2)):
+            if not isinstance(x, Tensor):
+                raise InputError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+            if not x.is_floating_point():
+                raise InputError(
+                    f"{name} must be a float tensor (scaled and normalised); got {x.dtype}"
+                )
+            if x.ndim != 4:
+                raise InputError(f"{name} must have shape (B, C, H, W); got {tuple(x.shape)}")
+        if t1.shape != t2.shape:
+            raise InputError(f"t1 and t2 shapes differ: {tuple(t1.shape)} vs {tuple(t2.shape)}")
+        _, bands, height, width = t1.shape
+        if bands != cfg.in_channels:
+            raise InputError(f"expected {cfg.in_channels} bands per date; got {bands}")
+        if min(height, width) < SIZE_MULTIPLE:
+            raise InputError(f"image sides must be at least 16 pixels; got {height}x{width}")
+        if cfg.input_size is not None and (height, width) != (cfg.input_size, cfg.input_size):
+            raise InputError(
+                f"this {cfg.variant} model takes {cfg.input_size}x{cfg.input_size} inputs only; "
+                f"got {height}x{width} (tile larger images)"
+            )
+
+    def forward(self, t1: Tensor, t2: Tensor) -> DSIFNOutput:
+        """Predict change logits for a batch of image pairs.
+
+        Args:
+            t1: (B, C, H, W) normalised image of the first date, H, W >= 16.
+            t2: (B, C, H, W) normalised image of the second date.
+
+        Returns:
+            Five logit maps, finest first; the stride-s map is (B, 1, ceil(H/s), ceil(W/s)).
+        """
+        self._check_inputs(t1, t2)
+        height, width = t1.shape[-2:]
+        pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
+        if pad_h or pad_w:
+            t1 = F.pad(t1, (0, pad_w, 0, pad_h), mode="reflect")
+            t2 = F.pad(t2, (0, pad_w, 0, pad_h), mode="reflect")
+
+        if self.encoder_t2 is None:
+            # One trunk pass over both dates: halves the kernel launches, same result.
+            both = self.encoder(torch.cat([t1, t2], dim=0))
+            feats1 = [f[: t1.shape[0]] for f in both]
+            feats2 = [f[t1.shape[0] :] for f in both]
+        else:
+            feats1, feats2 = self.encoder(t1), self.encoder_t2(t2)
+
+        logits: list[Tensor] = []
+        state: Tensor | None = None
+        levels = len(feats1)
+        for i, (stage, head) in enumerate(zip(self.stages, self.heads, strict=True)):
+            level = levels - 1 - i
+            state = stage(feats1[level], feats2[level], state)
+            stride = 2**level
+            logits.append(head(state)[..., : -(-height // stride), : -(-width // stride)])
+        return DSIFNOutput(*reversed(logits))
