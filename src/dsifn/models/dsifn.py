@@ -282,6 +282,7 @@ class DecoderStage(nn.Module):
         Returns:
             (B, out_channels, h, w) decoder state.
         """
+        x: Tensor
         if self.up is not None and previous is not None:
             x = torch.cat([self.up(previous), t1, t2], dim=1)
         else:
