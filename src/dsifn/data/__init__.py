@@ -1,0 +1,1 @@
+"""Datasets of image pairs and change masks."""

@@ -1,0 +1,1 @@
+"""Prediction on image pairs and whole scenes."""
