@@ -1,0 +1,48 @@
+import re
+import subprocess
+import sys
+
+import pytest
+
+from dsifn import __version__
+from dsifn.cli.main import main
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dsifn {__version__}"
+
+
+def test_info_counts_parameters_and_flops(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--size", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "35,727,549" in out and "21,012,861" in out
+    flops = float(re.search(r"([\d.]+) GFLOP", out).group(1))  # type: ignore[union-attr]
+    assert 150 < flops < 165  # about 158 GFLOP (79 G multiply-accumulates) per 256x256 pair
+
+
+def test_info_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--size", "64", "--separate-trunks", "--trainable-trunk"]) == 0
+    out = capsys.readouterr().out
+    total = int(re.search(r"parameters:\s+([\d,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    trainable = int(re.search(r"trainable parameters:\s+([\d,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert total == trainable and round(total / 1e6, 1) == 50.4
+
+
+def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at least 16" in err and "Traceback" not in err
+
+
+def test_console_script_runs_without_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dsifn.cli.main", "info", "--size", "7"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "at least 16" in result.stderr
