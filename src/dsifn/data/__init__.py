@@ -1,1 +1,24 @@
-"""Datasets of image pairs and change masks."""
+"""Datasets of image pairs and change masks.
+
+Readers for the layouts public change-detection datasets are distributed in (DSIFN-CD,
+LEVIR-CD, WHU-CD, CDD, SYSU-CD, S2Looking, list files) and for folders the user names; checks
+of a dataset before training; per-band statistics for normalisation; seeded augmentation.
+"""
+
+from dsifn.data.checks import check_splits, compute_band_stats
+from dsifn.data.config import AugmentConfig, DataConfig, Layout
+from dsifn.data.dataset import ChangeDetectionDataset
+from dsifn.data.layouts import DetectedLayout, Sample, SplitFiles, detect_layout
+
+__all__ = [
+    "AugmentConfig",
+    "ChangeDetectionDataset",
+    "DataConfig",
+    "DetectedLayout",
+    "Layout",
+    "Sample",
+    "SplitFiles",
+    "check_splits",
+    "compute_band_stats",
+    "detect_layout",
+]

@@ -1,0 +1,101 @@
+"""``dsifn stats``: per-band mean and std of a dataset, for a training config's normalisation."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+NAME = "stats"
+HELP = "per-band mean and std of a dataset's images (both dates), for the model's normalization"
+
+
+def _bands(text: str) -> tuple[int, ...]:
+    try:
+        bands = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        message = f"not a comma-separated list of band numbers: {text!r}"
+        raise argparse.ArgumentTypeError(message) from exc
+    if not bands or min(bands) < 1:
+        raise argparse.ArgumentTypeError(f"band numbers start at 1: {text!r}")
+    return bands
+
+
+def _folders(text: str) -> tuple[str, str, str]:
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 3 or not all(parts):
+        raise argparse.ArgumentTypeError(f"three folder names T1,T2,MASK expected: {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``stats``'s options."""
+    from typing import get_args
+
+    from dsifn.data.config import Layout
+
+    parser.add_argument("--data", required=True, metavar="PATH", help="dataset folder")
+    parser.add_argument("--split", default="train", help="split to measure [train]")
+    parser.add_argument(
+        "--layout", default="auto", choices=get_args(Layout), help="folder layout [auto]"
+    )
+    parser.add_argument(
+        "--folders",
+        type=_folders,
+        metavar="T1,T2,MASK",
+        help="folder names for the generic layout, e.g. before,after,labels",
+    )
+    parser.add_argument(
+        "--bands", type=_bands, metavar="B,B,...", help="1-based bands to use, e.g. 4,3,2 [all]"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        help="raw value that maps to 1 (e.g. 10000 for reflectance) [by dtype: 255, 65535]",
+    )
+    parser.add_argument(
+        "--max-images", type=int, metavar="N", help="use N pairs spread over the split [all]"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def format_yaml(mean: Sequence[float], std: Sequence[float]) -> str:
+    """The ``model.normalization`` section of a training config holding ``mean`` and ``std``."""
+
+    def values(numbers: Sequence[float]) -> str:
+        return "[" + ", ".join(f"{n:.6f}" for n in numbers) + "]"
+
+    return f"model:\n  normalization:\n    mean: {values(mean)}\n    std: {values(std)}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Detect the layout, measure, print the numbers and a YAML snippet."""
+    from dsifn.data import DataConfig, compute_band_stats, detect_layout
+    from dsifn.errors import InputError
+
+    if args.max_images is not None and args.max_images < 1:
+        raise InputError(f"--max-images must be at least 1; got {args.max_images}")
+    if args.scale is not None and not args.scale > 0:
+        raise InputError(f"--scale must be positive; got {args.scale}")
+    config = DataConfig(
+        root=args.data,
+        layout=args.layout,
+        folders=args.folders,
+        bands=args.bands,
+        scale=args.scale,
+    )
+    layout = detect_layout(config.root, config.layout, config.folders)
+    print(layout.describe())
+    files = layout.split(args.split)
+    count = len(files.samples)
+    used = count if args.max_images is None else min(count, args.max_images)
+    mean, std = compute_band_stats(
+        config, args.split, args.max_images, layout=layout, progress=not args.no_progress
+    )
+    print(f"split {args.split}: {used} of {count} pairs, both dates, values scaled to [0, 1]")
+    print(f"{'band':>4}  {'mean':>10}  {'std':>10}")
+    bands = args.bands or tuple(range(1, len(mean) + 1))
+    for band, m, s in zip(bands, mean, std, strict=True):
+        print(f"{band:>4}  {m:>10.6f}  {s:>10.6f}")
+    print("paste into a training config (normalization of the images scaled to [0, 1]):")
+    print(format_yaml(mean, std))
+    return 0

@@ -1,0 +1,158 @@
+"""Configuration of the dataset readers and of training-time augmentation."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from dsifn._validation import check_choice
+from dsifn.errors import ConfigError
+
+__all__ = ["AugmentConfig", "DataConfig", "Layout"]
+
+Layout = Literal["auto", "dsifn", "levir", "whu", "cdd", "sysu", "s2looking", "list", "generic"]
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} is a probability and must be in [0, 1]; got {value}")
+
+
+def _check_nonnegative(name: str, value: float) -> None:
+    if value < 0.0:
+        raise ConfigError(f"{name} must be at least 0; got {value}")
+
+
+def _check_range(name: str, value: tuple[float, float], low: float) -> None:
+    if len(value) != 2 or not low < value[0] <= value[1]:
+        raise ConfigError(
+            f"{name} must be two numbers (min, max) with {low} < min <= max; got {value}"
+        )
+
+
+def _known_keys(cls: type[Any], values: Mapping[str, Any], what: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {what} option(s): {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+        )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random transforms applied by :class:`~dsifn.data.ChangeDetectionDataset` when training.
+
+    Joint transforms move both dates, the mask and the valid map together, so the label stays on
+    the pixels it describes. Photometric transforms change each date independently and never the
+    mask: the network must learn that illumination, colour, focus and noise are not change.
+    With every field at its "off" value (probabilities 0, ranges (1, 1), magnitudes 0) the
+    augmentation is the identity.
+    """
+
+    # Joint: the same draw for T1, T2, mask and valid.
+    hflip: float = 0.5  # probability of a left-right flip
+    vflip: float = 0.5  # probability of an up-down flip
+    rotate90: float = 0.5  # probability of a rotation by 90, 180 or 270 degrees (180 if not square)
+    scale: tuple[float, float] = (1.0, 1.0)  # rescale factor range, drawn uniformly before the crop
+    # Per date: each date draws its own values.
+    brightness: float = 0.0  # gain drawn in [1 - b, 1 + b]
+    contrast: float = 0.0  # contrast factor drawn in [1 - c, 1 + c], around the image mean
+    hue: float = 0.0  # hue rotation drawn in [-h, h] turns (0.5 = 180 degrees); first 3 bands
+    blur: float = 0.0  # probability of a Gaussian blur
+    blur_sigma: tuple[float, float] = (0.5, 1.5)  # blur sigma range in pixels, drawn uniformly
+    noise: float = 0.0  # std of additive Gaussian noise is drawn in [0, noise] (values in [0, 1])
+
+    def __post_init__(self) -> None:
+        """Check ranges; accept lists (from YAML) for the range fields."""
+        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        object.__setattr__(self, "blur_sigma", tuple(float(v) for v in self.blur_sigma))
+        for name in ("hflip", "vflip", "rotate90", "blur"):
+            _check_probability(f"augment.{name}", getattr(self, name))
+        for name in ("brightness", "contrast", "hue", "noise"):
+            _check_nonnegative(f"augment.{name}", getattr(self, name))
+        if self.brightness > 1.0 or self.contrast > 1.0:
+            raise ConfigError("augment.brightness and augment.contrast must be at most 1")
+        _check_range("augment.scale", self.scale, 0.0)
+        _check_range("augment.blur_sigma", self.blur_sigma, 0.0)
+
+    @classmethod
+    def off(cls) -> AugmentConfig:
+        """An augmentation that changes nothing."""
+        return cls(hflip=0.0, vflip=0.0, rotate90=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary (lists for ranges), for YAML files and checkpoints."""
+        out = dataclasses.asdict(self)
+        out["scale"] = list(self.scale)
+        out["blur_sigma"] = list(self.blur_sigma)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> AugmentConfig:
+        """Rebuild from :meth:`to_dict`'s output, refusing unknown keys."""
+        _known_keys(cls, values, "augment")
+        return cls(**dict(values))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where a change-detection dataset is and how to read it.
+
+    Scaling of raw pixel values to [0, 1] when ``scale`` is None: 8-bit images are divided by
+    255, other integer types by their type's maximum (uint16 by 65535), floating-point images
+    are taken as they are (assumed to be in [0, 1] already). A fixed divisor keeps both dates
+    and every tile on the same scale; a per-image stretch would invent changes. For 12-bit or
+    reflectance data set ``scale`` (4095, 10000, ...) so values spread over [0, 1], and compute
+    the normalisation with ``dsifn stats``. Scaled values are clipped to [0, 1] except for
+    floating-point images read with ``scale`` None.
+    """
+
+    root: str = ""  # dataset folder
+    layout: Layout = "auto"  # which folder layout; "auto" detects it (see detect_layout)
+    folders: tuple[str, str, str] | None = None  # generic layout: (t1, t2, mask) folder names
+    bands: tuple[int, ...] | None = None  # 1-based band selection, in this order; None = all
+    scale: float | None = None  # raw value that maps to 1.0; None = by dtype (see above)
+    ignore_value: int | None = None  # mask value meaning "not labelled": valid False there
+    nodata: float | None = None  # raw image value meaning "no data"; None = the file's tag
+    crop_size: int | None = None  # training: random square crop of this side; None = full image
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training only
+
+    def __post_init__(self) -> None:
+        """Check values; accept lists (from YAML) and a plain dict for ``augment``."""
+        check_choice("data.layout", self.layout, get_args(Layout))
+        if self.folders is not None:
+            if isinstance(self.folders, str) or len(self.folders) != 3:
+                raise ConfigError(
+                    f"data.folders must name three folders (t1, t2, mask); got {self.folders!r}"
+                )
+            object.__setattr__(self, "folders", tuple(str(f) for f in self.folders))
+        if self.bands is not None:
+            bands = tuple(int(b) for b in self.bands)
+            if not bands or any(b < 1 for b in bands):
+                raise ConfigError(f"data.bands are 1-based band numbers; got {self.bands!r}")
+            object.__setattr__(self, "bands", bands)
+        if self.scale is not None and not self.scale > 0:
+            raise ConfigError(f"data.scale must be positive; got {self.scale}")
+        if self.crop_size is not None and self.crop_size < 1:
+            raise ConfigError(f"data.crop_size must be positive; got {self.crop_size}")
+        if isinstance(self.augment, Mapping):
+            object.__setattr__(self, "augment", AugmentConfig.from_dict(self.augment))
+        if self.layout == "generic" and self.folders is None:
+            raise ConfigError("data.layout 'generic' needs data.folders: (t1, t2, mask) names")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary (lists for tuples), for YAML files and checkpoints."""
+        out = dataclasses.asdict(self)
+        out["folders"] = None if self.folders is None else list(self.folders)
+        out["bands"] = None if self.bands is None else list(self.bands)
+        out["augment"] = self.augment.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
+        """Rebuild from :meth:`to_dict`'s output (or a YAML section), refusing unknown keys."""
+        _known_keys(cls, values, "data")
+        return cls(**dict(values))

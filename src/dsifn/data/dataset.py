@@ -1,0 +1,201 @@
+"""The change-detection dataset: one split of image pairs and masks as tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch.utils.data import Dataset
+
+from dsifn.data.augment import augment_sample, sample_generator
+from dsifn.data.config import DataConfig
+from dsifn.data.layouts import DetectedLayout, Sample, detect_layout
+from dsifn.data.readers import read_mask, read_raster, scale_to_unit, select_bands
+from dsifn.errors import DataError
+
+__all__ = ["ChangeDetectionDataset", "load_pair", "read_dates"]
+
+# How many offenders an error message names before it just counts the rest.
+_SHOWN = 5
+
+
+def read_dates(
+    sample: Sample, config: DataConfig
+) -> tuple[NDArray[np.float32], NDArray[np.bool_] | None]:
+    """Read both dates of one sample.
+
+    Args:
+        sample: The pair's files.
+        config: Band selection, scaling and nodata.
+
+    Returns:
+        ``(image, has_data)``: (2, C, H, W) float32 in [0, 1], T1 then T2, 0 where there is no
+        data; (H, W) bool, True where both dates have data, or None if neither file marks
+        missing data.
+
+    Raises:
+        DataError: If a file is unreadable, a selected band does not exist, or the dates differ
+            in size or band count.
+    """
+    dates = []
+    has_data: NDArray[np.bool_] | None = None
+    for path in (sample.t1, sample.t2):
+        raster = read_raster(path, nodata=config.nodata)
+        data = select_bands(raster.data, config.bands, path)
+        dates.append(scale_to_unit(data, config.scale))
+        if raster.nodata is not None:
+            has_data = ~raster.nodata if has_data is None else has_data & ~raster.nodata
+    t1, t2 = dates
+    if t1.shape != t2.shape:
+        raise DataError(
+            f"{sample.name}: the dates differ: {_describe(t1)} in {sample.t1}, "
+            f"{_describe(t2)} in {sample.t2}"
+        )
+    image = np.stack(dates)
+    if has_data is not None:
+        image *= has_data  # no-data fill values mean nothing; make them 0
+    return image, has_data
+
+
+def load_pair(
+    sample: Sample, config: DataConfig
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]:
+    """Read one sample's files into arrays (no augmentation).
+
+    Args:
+        sample: The three files.
+        config: Band selection, scaling, nodata and ignore value.
+
+    Returns:
+        ``(image, mask, valid)``: (2, C, H, W) float32 in [0, 1] (T1 then T2; 0 where there is
+        no data), (1, H, W) float32 0/1, (1, H, W) bool (False where the label is ignored or
+        either date has no data).
+
+    Raises:
+        DataError: If a file is unreadable, the dates differ in size or band count, the mask
+            differs in size, or a selected band does not exist.
+    """
+    image, has_data = read_dates(sample, config)
+    mask, valid = read_mask(sample.mask, ignore_value=config.ignore_value)
+    if mask.shape[-2:] != image.shape[-2:]:
+        raise DataError(
+            f"{sample.name}: mask {_size(mask)} in {sample.mask} but images {_size(image)}"
+        )
+    if has_data is not None:
+        valid &= has_data
+    return image, mask, valid
+
+
+def _size(array: NDArray[Any]) -> str:
+    return f"{array.shape[-1]}x{array.shape[-2]}"
+
+
+def _describe(array: NDArray[Any]) -> str:
+    return f"{array.shape[0]} band(s) {_size(array)}"
+
+
+def _incomplete_error(split: str, problems: tuple[str, ...], root: Path) -> DataError:
+    shown = "; ".join(problems[:_SHOWN])
+    more = f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
+    return DataError(
+        f"{len(problems)} incomplete pair(s) in split {split} of {root}: {shown}{more}"
+    )
+
+
+class ChangeDetectionDataset(Dataset[dict[str, Any]]):
+    """One split of a change-detection dataset on disk.
+
+    A sample is ``{"image": (2, C, H, W) float32 in [0, 1] (T1 then T2), "mask": (1, H, W)
+    float32 0/1, "valid": (1, H, W) bool, "name": str}``. Normalisation is not applied: the
+    training engine applies the model's own (``model.config.input_normalization``).
+
+    With ``train=True`` each sample is randomly cropped to ``config.crop_size`` (if set) and
+    augmented by ``config.augment``; the randomness is a pure function of (``seed``, epoch,
+    index), so any number of loader workers, or a resumed run, gives the same samples. The epoch
+    lives in shared memory, so :meth:`set_epoch` reaches persistent loader workers too.
+
+    With ``train=False`` samples are full images, exactly as on disk: no augmentation and no
+    crop even when ``crop_size`` is set (the network takes any size of at least 16 pixels;
+    cutting scenes into tiles is the job of scene inference).
+
+    Args:
+        config: Where the data is and how to read it.
+        split: ``"train"``, ``"val"``, ``"test"`` (or another split found on disk; ``"all"``
+            for three folders directly under the root).
+        train: Whether to crop and augment.
+        seed: Seed of the augmentation.
+        layout: An already detected layout of ``config.root``, to skip detecting it again.
+
+    Raises:
+        DataError: If the split is not on disk or has files without partners.
+    """
+
+    def __init__(
+        self,
+        config: DataConfig,
+        split: str,
+        *,
+        train: bool = False,
+        seed: int = 0,
+        layout: DetectedLayout | None = None,
+    ) -> None:
+        self.config = config
+        self.split = split
+        self.train = train
+        self.seed = seed
+        self.layout = layout or detect_layout(config.root, config.layout, config.folders)
+        files = self.layout.split(split)
+        if files.problems:
+            raise _incomplete_error(split, files.problems, self.layout.root)
+        if not files.samples:
+            raise DataError(f"split {split} of {self.layout.root} holds no image pairs")
+        self.samples: tuple[Sample, ...] = files.samples
+        self.names: list[str] = [s.name for s in self.samples]
+        self.bands: int = self._band_count()
+        # Shared memory: loader workers (forked, spawned, persistent) see set_epoch's value.
+        self._epoch = torch.zeros((), dtype=torch.int64)
+        self._epoch.share_memory_()  # type: ignore[no-untyped-call]
+
+    def _band_count(self) -> int:
+        if self.config.bands is not None:
+            return len(self.config.bands)
+        first = self.samples[0].t1
+        return read_raster(first, nodata=self.config.nodata).shape[0]
+
+    @property
+    def epoch(self) -> int:
+        """The epoch last given to :meth:`set_epoch` (0 at first)."""
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose augmentations the following samples get."""
+        self._epoch.fill_(int(epoch))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index = index % len(self)
+        sample = self.samples[index]
+        image_np, mask_np, valid_np = load_pair(sample, self.config)
+        image = torch.from_numpy(image_np)
+        mask = torch.from_numpy(mask_np)
+        valid = torch.from_numpy(valid_np)
+        if self.train:
+            generator = sample_generator(self.seed, self.epoch, index)
+            image, mask, valid = augment_sample(
+                image, mask, valid, self.config.augment, generator, self.config.crop_size
+            )
+        return {"image": image, "mask": mask, "valid": valid, "name": sample.name}
+
+    def __repr__(self) -> str:
+        mode = "train" if self.train else "eval"
+        return (
+            f"ChangeDetectionDataset({self.layout.root}, split={self.split!r}, "
+            f"{len(self)} pairs, {self.bands} bands, {mode})"
+        )
