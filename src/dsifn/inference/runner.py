@@ -1,0 +1,149 @@
+"""Tile runners: what turns a batch of normalised tile pairs into change probabilities.
+
+Scene inference (:mod:`dsifn.inference.scene`) talks to the model only through the
+:class:`TileRunner` protocol, so a PyTorch checkpoint (:class:`TorchRunner`) and an exported
+ONNX model (``dsifn.interop.onnx.OnnxRunner``, the ``onnx`` extra) are interchangeable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
+
+import numpy as np
+import torch
+
+from dsifn._validation import check_choice
+from dsifn.errors import ConfigError, InputError
+from dsifn.models.dsifn import DSIFN
+from dsifn.models.normalization import Normalization
+from dsifn.runtime import autocast, resolve_device, resolve_precision
+
+__all__ = ["DEFAULT_THRESHOLD", "Runtime", "TileRunner", "TorchRunner", "load_runner"]
+
+Runtime = Literal["torch", "onnxruntime"]
+
+# Decision threshold when a model records none: the midpoint of the sigmoid.
+DEFAULT_THRESHOLD = 0.5
+
+
+@runtime_checkable
+class TileRunner(Protocol):
+    """A model that maps tile pairs to change probabilities.
+
+    Attributes:
+        in_channels: Bands the model takes per date.
+        tile_size: Fixed tile side the model requires, or None if it takes any size >= 16.
+        normalization: Applied to images scaled to [0, 1] before they reach the runner.
+        threshold: Decision threshold recorded with the model.
+        meta: Recorded metadata (a checkpoint's ``meta``).
+    """
+
+    in_channels: int
+    tile_size: int | None
+    normalization: Normalization
+    threshold: float
+    meta: dict[str, Any]
+
+    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
+        """Predict change probabilities.
+
+        Args:
+            t1: float32 (B, C, h, w) first-date tiles, already normalised.
+            t2: float32 (B, C, h, w) second-date tiles, already normalised.
+
+        Returns:
+            float32 (B, 1, h, w) change probabilities in [0, 1].
+        """
+        ...
+
+
+class TorchRunner:
+    """Runs a :class:`~dsifn.models.DSIFN` on a device, without gradients, in eval mode.
+
+    Args:
+        model: The network (moved to ``device`` and set to eval mode).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`dsifn.runtime`).
+        meta: Metadata to record; defaults to ``model.checkpoint_meta``.
+    """
+
+    def __init__(
+        self,
+        model: DSIFN,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.model = model.to(self.device).eval()
+        config = model.config
+        self.in_channels: int = config.in_channels
+        self.tile_size: int | None = config.input_size
+        self.normalization: Normalization = config.input_normalization
+        self.meta: dict[str, Any] = dict(model.checkpoint_meta if meta is None else meta)
+        self.threshold: float = float(self.meta.get("threshold", DEFAULT_THRESHOLD))
+        self.path: str | None = None  # the checkpoint it came from, for output metadata
+
+    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
+        """Predict change probabilities for (B, C, h, w) float32 tiles; returns (B, 1, h, w)."""
+        if t1.shape != t2.shape or t1.ndim != 4:
+            raise InputError(f"tile batches must match as (B, C, h, w); got {t1.shape}, {t2.shape}")
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            a = torch.from_numpy(np.ascontiguousarray(t1, dtype=np.float32)).to(self.device)
+            b = torch.from_numpy(np.ascontiguousarray(t2, dtype=np.float32)).to(self.device)
+            logits = self.model(a, b).stride1
+            probability = torch.sigmoid(logits.float())
+        return probability.cpu().numpy()
+
+    def describe(self) -> str:
+        """Short description for output metadata."""
+        cfg = self.model.config
+        return f"DSIFN {cfg.variant} variant, {cfg.in_channels} bands (torch, {self.precision})"
+
+
+def load_runner(
+    path: str | os.PathLike[str],
+    *,
+    runtime: str = "torch",
+    device: str = "auto",
+    precision: str = "auto",
+) -> TileRunner:
+    """Load a model file as a :class:`TileRunner`.
+
+    Args:
+        path: A dsifn checkpoint (runtime ``"torch"``) or an exported ``.onnx`` model
+            (runtime ``"onnxruntime"``).
+        runtime: ``"torch"`` or ``"onnxruntime"``.
+        device: Where to run.
+        precision: Numeric precision (torch runtime only).
+
+    Returns:
+        The runner.
+
+    Raises:
+        ConfigError: If the runtime is unknown or its optional dependencies are missing.
+        CheckpointError: If the checkpoint cannot be read.
+    """
+    check_choice("runtime", runtime, get_args(Runtime))
+    if runtime == "onnxruntime":
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"ONNX model {file} does not exist")
+        try:
+            from dsifn.interop.onnx import OnnxRunner  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise ConfigError(
+                f"--runtime onnxruntime needs the onnx extra (pip install dsifn[onnx]): {exc}"
+            ) from exc
+        runner: TileRunner = OnnxRunner(file, device=device)
+        return runner
+    from dsifn.io.checkpoint import load_checkpoint
+
+    model = load_checkpoint(path)
+    torch_runner = TorchRunner(model, device=device, precision=precision)
+    torch_runner.path = str(path)
+    return torch_runner

@@ -1,0 +1,577 @@
+"""Change maps for whole scenes: tiled, blended, windowed, georeferenced.
+
+:func:`predict_scene` runs in three passes, none of which holds the scene in memory:
+
+1. Inference: overlapping tiles, a batch at a time, blended strip by strip
+   (:class:`~dsifn.inference.tiling.StripBlender`); finished rows go to a float32 working
+   raster (NaN where either date is invalid) in a temporary folder beside the output.
+2. The output (GeoTIFF, Cloud-Optimized GeoTIFF or PNG) is written from the working raster in
+   row blocks, to a temporary file renamed into place when complete.
+3. Optional polygons (:mod:`dsifn.inference.polygons`) and quicklook
+   (:mod:`dsifn.inference.quicklook`) are made from the working raster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+
+from dsifn._validation import check_choice
+from dsifn._version import __version__
+from dsifn.errors import ConfigError, InputError
+from dsifn.inference.runner import TileRunner, load_runner
+from dsifn.inference.scaling import (
+    Scaling,
+    default_scaling,
+    fixed_scaling,
+    percentile_scaling,
+)
+from dsifn.inference.sources import (
+    PLAIN_IMAGE_SUFFIXES,
+    ArraySource,
+    RasterSource,
+    SceneSource,
+    check_same_grid,
+)
+from dsifn.inference.tiling import (
+    DIHEDRAL,
+    StripBlender,
+    TileGrid,
+    apply_dihedral,
+    invert_dihedral,
+    pad_tile,
+)
+from dsifn.io.atomic import atomic_path, check_output_path
+
+__all__ = [
+    "FLOAT_NODATA",
+    "UINT8_NODATA",
+    "OutputDtype",
+    "OutputMode",
+    "SceneOptions",
+    "SceneResult",
+    "predict_scene",
+]
+
+OutputMode = Literal["probability", "mask", "both"]
+OutputDtype = Literal["float32", "uint8"]
+PathLike = str | os.PathLike[str]
+
+# Nodata of float32 outputs: outside [0, 1], so no probability is mistaken for it.
+FLOAT_NODATA = -1.0
+# Nodata of uint8 outputs; probabilities are stored as round(p * 254) to keep 255 free.
+UINT8_NODATA = 255
+UINT8_PROBABILITY_SCALE = 254
+# Default tile side for models that take any size: the paper's training size.
+DEFAULT_TILE = 512
+# Rows written per block of the output pass: a multiple of the output's 256-pixel blocks.
+OUTPUT_ROWS = 1024
+# Longest side of the decimated read used for the percentile stretch.
+STRETCH_SAMPLE_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    """How :func:`predict_scene` tiles, scales and writes. Defaults suit a CPU."""
+
+    tile_size: int | None = None  # tile side; None: the model's fixed size, else 512
+    overlap: int | None = None  # pixels shared by neighbouring tiles; None: tile_size // 8
+    batch_size: int = 2  # tiles per forward pass
+    tta: bool = False  # average the 8 flips/rotations of each tile
+    mode: OutputMode = "probability"  # bands written: probability, binary mask, or both
+    dtype: OutputDtype = "float32"  # probability as float32, or uint8 round(p * 254)
+    threshold: float | None = None  # decision threshold; None: the model's recorded one
+    cog: bool = False  # write a Cloud-Optimized GeoTIFF (with overviews)
+    bands: tuple[int, ...] | None = None  # 1-based bands of each date's stack; None: all
+    scale: float | None = None  # fixed divisor of raw values (10000 for Sentinel-2 L1C)
+    stretch: tuple[float, float] | None = None  # per-band percentile stretch from both dates
+    align: bool = False  # resample T2 onto T1's grid instead of refusing a mismatch
+    polygons: PathLike | None = None  # also write changed regions (.gpkg or .geojson)
+    min_area: float = 0.0  # drop polygons smaller than this (CRS units squared)
+    quicklook: PathLike | None = None  # also write a before | after | change PNG
+    overwrite: bool = False  # replace existing outputs
+    progress: bool = True  # show a progress bar over tiles
+    runtime: str = "torch"  # for a model given as a path: "torch" or "onnxruntime"
+    device: str = "auto"  # for a model given as a path
+    precision: str = "auto"  # for a model given as a path (torch runtime)
+
+    def __post_init__(self) -> None:
+        """Check values users can get wrong."""
+        check_choice("mode", self.mode, get_args(OutputMode))
+        check_choice("dtype", self.dtype, get_args(OutputDtype))
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1; got {self.batch_size}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1]; got {self.threshold}")
+        if self.scale is not None and self.stretch is not None:
+            raise ConfigError("give either --scale or --stretch, not both")
+        if self.min_area < 0:
+            raise ConfigError(f"min area must not be negative; got {self.min_area}")
+        if self.overlap is not None and self.overlap < 0:
+            raise ConfigError(f"overlap must not be negative; got {self.overlap}")
+
+
+@dataclass(frozen=True)
+class SceneResult:
+    """What :func:`predict_scene` wrote."""
+
+    output: Path  # the change map
+    polygons: Path | None  # the polygon file, if asked for
+    quicklook: Path | None  # the quicklook PNG, if asked for
+    polygon_count: int | None  # polygons written
+    tiles: int  # tiles predicted (before test-time augmentation)
+    threshold: float  # decision threshold used
+    tags: dict[str, str]  # metadata recorded in the output
+
+
+def _as_paths(value: PathLike | Sequence[PathLike]) -> list[Path]:
+    if isinstance(value, (str, os.PathLike)):
+        return [Path(value)]
+    return [Path(v) for v in value]
+
+
+def _is_plain(paths: Sequence[Path]) -> bool:
+    return len(paths) == 1 and paths[0].suffix.lower() in PLAIN_IMAGE_SUFFIXES
+
+
+def open_pair(
+    before: PathLike | Sequence[PathLike],
+    after: PathLike | Sequence[PathLike],
+    *,
+    bands: Sequence[int] | None = None,
+    align: bool = False,
+) -> tuple[SceneSource, SceneSource]:
+    """Open both dates on one grid, refusing mismatches unless ``align``.
+
+    Args:
+        before: T1: a raster, a PNG/JPEG, or several band files stacked in order.
+        after: T2, the same way.
+        bands: 1-based bands to keep from each stack.
+        align: Resample T2 onto T1's grid (bilinear) instead of refusing a mismatch.
+
+    Returns:
+        The T1 and T2 sources (close them, or use them as context managers).
+    """
+    p1, p2 = _as_paths(before), _as_paths(after)
+    if _is_plain(p1) != _is_plain(p2):
+        raise InputError("give both dates as plain images (PNG/JPEG) or both as rasters")
+    if _is_plain(p1):
+        t1: SceneSource = ArraySource(p1[0], bands=bands, name="T1")
+        t2: SceneSource = ArraySource(p2[0], bands=bands, name="T2")
+        if align:
+            raise ConfigError("--align needs georeferenced rasters, not plain images")
+    else:
+        t1 = RasterSource(p1, bands=bands, name="T1")
+        try:
+            t2 = RasterSource(p2, bands=bands, grid=t1.grid if align else None, name="T2")
+        except BaseException:
+            t1.close()
+            raise
+    try:
+        check_same_grid(t1, t2)
+    except BaseException:
+        t1.close()
+        t2.close()
+        raise
+    return t1, t2
+
+
+def choose_scaling(
+    t1: SceneSource, t2: SceneSource, scale: float | None, stretch: tuple[float, float] | None
+) -> Scaling:
+    """The scaling asked for, else /255 for uint8, else a 2-98 % stretch from both dates."""
+    if scale is not None:
+        return fixed_scaling(scale, t1.count)
+    if stretch is None:
+        found = default_scaling(np.result_type(t1.dtype, t2.dtype).name, t1.count)
+        if found is not None:
+            return found
+        stretch = (2.0, 98.0)
+    samples = []
+    for source in (t1, t2):
+        values, valid = source.read_decimated(STRETCH_SAMPLE_SIDE)
+        samples.append(values[:, valid])
+    return percentile_scaling(samples, *stretch)
+
+
+def _predict_batch(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, tta: bool) -> np.ndarray:
+    # (B, C, h, w) normalised tiles -> (B, h, w) probabilities, TTA-averaged if asked.
+    if not tta:
+        return np.asarray(runner(t1, t2), dtype=np.float32)[:, 0]
+    total = np.zeros((t1.shape[0], *t1.shape[-2:]), dtype=np.float32)
+    for turns, mirror in DIHEDRAL:
+        out = runner(apply_dihedral(t1, turns, mirror), apply_dihedral(t2, turns, mirror))
+        total += invert_dihedral(np.asarray(out, dtype=np.float32), turns, mirror)[:, 0]
+    return total / len(DIHEDRAL)
+
+
+def _tile_input(
+    source: SceneSource, grid: TileGrid, row: int, col: int, scaling: Scaling
+) -> tuple[np.ndarray, np.ndarray]:
+    # (C, th, tw) scaled [0, 1] tile, padded past the scene; invalid pixels set to 0.
+    h = min(grid.tile_height, grid.height - row)
+    w = min(grid.tile_width, grid.width - col)
+    values = scaling(source.read(row, col, h, w))
+    valid = source.read_mask(row, col, h, w)
+    values[:, ~valid] = 0.0
+    return pad_tile(values, grid.tile_height, grid.tile_width), valid
+
+
+def run_tiles(
+    runner: TileRunner,
+    t1: SceneSource,
+    t2: SceneSource,
+    grid: TileGrid,
+    scaling: Scaling,
+    write_rows: Any,
+    *,
+    batch_size: int = 2,
+    tta: bool = False,
+    progress: bool = True,
+) -> None:
+    """Predict every tile of ``grid`` and hand finished, blended rows to ``write_rows``.
+
+    Args:
+        runner: The model.
+        t1: First date.
+        t2: Second date, on the same grid.
+        grid: Tiles to predict.
+        scaling: Raw values to [0, 1].
+        write_rows: Called as ``write_rows(first_row, values)`` with float32 (n, width)
+            probabilities, NaN where either date is invalid, rows in increasing order.
+        batch_size: Tiles per runner call.
+        tta: Average the 8 flips and rotations.
+        progress: Show a tqdm progress bar over tiles.
+    """
+    from tqdm.auto import tqdm
+
+    normalize = runner.normalization
+    blender = StripBlender(grid)
+
+    def emit(pieces: Any) -> None:
+        for first, values in pieces:
+            n = values.shape[0]
+            valid = t1.read_mask(first, 0, n, grid.width) & t2.read_mask(first, 0, n, grid.width)
+            values[~valid] = np.nan
+            write_rows(first, values)
+
+    def norm(batch: list[np.ndarray]) -> np.ndarray:
+        return normalize(torch.from_numpy(np.stack(batch))).numpy().astype(np.float32)
+
+    with tqdm(total=len(grid), unit="tile", disable=not progress, desc="dsifn predict") as bar:
+        for row in grid.row_starts:
+            emit(blender.start_row(row))
+            for i in range(0, len(grid.col_starts), batch_size):
+                cols = grid.col_starts[i : i + batch_size]
+                a = [_tile_input(t1, grid, row, c, scaling)[0] for c in cols]
+                b = [_tile_input(t2, grid, row, c, scaling)[0] for c in cols]
+                probability = _predict_batch(runner, norm(a), norm(b), tta)
+                for c, p in zip(cols, probability, strict=True):
+                    blender.add(row, c, p)
+                bar.update(len(cols))
+        emit(blender.finish())
+
+
+def _work_profile(grid: Any) -> dict[str, Any]:
+    # One row per strip: rows arrive in order, so each strip is written once, whole.
+    return {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": 1,
+        "dtype": "float32",
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": float("nan"),
+        "compress": "deflate",
+        "predictor": 3,
+        "blockysize": 1,
+        "BIGTIFF": "IF_SAFER",
+    }
+
+
+def _encode(probability: np.ndarray, threshold: float, mode: str, dtype: str) -> np.ndarray:
+    """(n, w) probabilities with NaN as nodata -> (bands, n, w) output values."""
+    invalid = np.isnan(probability)
+    bands = []
+    if mode in ("probability", "both"):
+        if dtype == "uint8":
+            scaled = np.rint(np.nan_to_num(probability) * UINT8_PROBABILITY_SCALE)
+            bands.append(np.where(invalid, UINT8_NODATA, scaled).astype(np.uint8))
+        else:
+            bands.append(np.where(invalid, FLOAT_NODATA, probability).astype(np.float32))
+    if mode in ("mask", "both"):
+        nodata = UINT8_NODATA if dtype == "uint8" else FLOAT_NODATA
+        mask = (np.nan_to_num(probability) >= threshold).astype(dtype)
+        bands.append(np.where(invalid, nodata, mask).astype(dtype))
+    return np.stack(bands)
+
+
+def _write_geotiff(
+    work: Path,
+    out: Path,
+    *,
+    mode: str,
+    dtype: str,
+    threshold: float,
+    cog: bool,
+    tags: dict[str, str],
+) -> None:
+    import rasterio
+    import rasterio.shutil
+
+    descriptions = {
+        "probability": ("change_probability",),
+        "mask": ("change_mask",),
+        "both": ("change_probability", "change_mask"),
+    }[mode]
+    with rasterio.open(work) as src:
+        profile = {
+            "driver": "GTiff",
+            "width": src.width,
+            "height": src.height,
+            "count": len(descriptions),
+            "dtype": dtype,
+            "crs": src.crs,
+            "transform": src.transform,
+            "nodata": UINT8_NODATA if dtype == "uint8" else FLOAT_NODATA,
+            "tiled": True,
+            "blockxsize": 256,
+            "blockysize": 256,
+            "compress": "deflate",
+            "predictor": 2 if dtype == "uint8" else 3,
+            "BIGTIFF": "IF_SAFER",
+        }
+        target = out.with_name(out.name + ".gtiff") if cog else out
+        with rasterio.open(target, "w", **profile) as dst:
+            for first in range(0, src.height, OUTPUT_ROWS):
+                n = min(OUTPUT_ROWS, src.height - first)
+                window = ((first, first + n), (0, src.width))
+                values = _encode(src.read(1, window=window), threshold, mode, dtype)
+                dst.write(values, window=window)
+            dst.update_tags(**tags)
+            for i, text in enumerate(descriptions, start=1):
+                dst.set_band_description(i, text)
+    if cog:
+        try:
+            rasterio.shutil.copy(
+                target,
+                out,
+                driver="COG",
+                compress="deflate",
+                predictor="YES",
+                blocksize=256,
+                overview_resampling="nearest" if mode != "probability" else "average",
+                bigtiff="IF_SAFER",
+            )
+        finally:
+            target.unlink(missing_ok=True)
+
+
+def _write_png(work: Path, out: Path, *, mode: str, threshold: float) -> None:
+    import rasterio
+    from PIL import Image
+
+    if mode == "both":
+        raise ConfigError("a PNG holds one map: use --mode probability or --mode mask")
+    with rasterio.open(work) as src:
+        probability = src.read(1)
+    values = np.nan_to_num(probability)
+    if mode == "mask":
+        pixels = np.where(values >= threshold, 255, 0).astype(np.uint8)
+    else:
+        pixels = np.rint(values * 255).astype(np.uint8)
+    Image.fromarray(pixels, mode="L").save(out, format="PNG")
+
+
+def _resolve_runner(runner: TileRunner | PathLike, opts: SceneOptions) -> tuple[TileRunner, str]:
+    if isinstance(runner, (str, os.PathLike)):
+        loaded = load_runner(
+            runner, runtime=opts.runtime, device=opts.device, precision=opts.precision
+        )
+        return loaded, str(runner)
+    path = getattr(runner, "path", None)
+    return runner, "" if path is None else str(path)
+
+
+def predict_scene(
+    runner_or_checkpoint: TileRunner | PathLike,
+    before: PathLike | Sequence[PathLike],
+    after: PathLike | Sequence[PathLike],
+    out: PathLike,
+    **options: Any,
+) -> SceneResult:
+    """Predict the change map of a scene pair and write it, tile by tile.
+
+    Example:
+        >>> predict_scene("model.pt", "t1.tif", "t2.tif", "change.tif",
+        ...               polygons="change.gpkg", min_area=200.0)  # doctest: +SKIP
+
+    Args:
+        runner_or_checkpoint: A :class:`~dsifn.inference.runner.TileRunner`, or the path of a
+            dsifn checkpoint (or ONNX model with ``runtime="onnxruntime"``).
+        before: T1: a GeoTIFF (or any raster), a PNG/JPEG, or several band files stacked in
+            the given order on the finest of their grids.
+        after: T2, the same way; it must be on T1's grid unless ``align=True``.
+        out: The change map: a GeoTIFF for rasters, a PNG for plain images.
+        **options: Fields of :class:`SceneOptions`.
+
+    Returns:
+        What was written.
+
+    Raises:
+        OutputExistsError: If an output exists and ``overwrite`` is false (checked first).
+        DataError: If the dates' grids or bands do not match (and ``align`` is false).
+        InputError: If the band count does not fit the model.
+        ConfigError: If an option is invalid or an optional dependency is missing.
+    """
+    opts = SceneOptions(**options)
+    out_path = Path(out)
+    for path in (out_path, opts.polygons, opts.quicklook):
+        if path is not None:
+            check_output_path(path, overwrite=opts.overwrite)
+    if opts.polygons is not None:
+        from dsifn.inference.polygons import require_vector_extra
+
+        require_vector_extra()
+
+    runner, model_name = _resolve_runner(runner_or_checkpoint, opts)
+    t1, t2 = open_pair(before, after, bands=opts.bands, align=opts.align)
+    with t1, t2:
+        plain = isinstance(t1, ArraySource)
+        if plain and opts.cog:
+            raise ConfigError("--cog needs georeferenced rasters, not plain images")
+        if plain and out_path.suffix.lower() != ".png":
+            raise ConfigError(f"plain images give a PNG map; name the output .png, not {out}")
+        if not plain and out_path.suffix.lower() not in (".tif", ".tiff"):
+            raise ConfigError(f"the change map is a GeoTIFF; name the output .tif, not {out}")
+        if t1.count != runner.in_channels:
+            raise InputError(
+                f"the model takes {runner.in_channels} band(s) per date but the images have "
+                f"{t1.count}; choose bands with --bands (e.g. --bands 4,3,2)"
+            )
+        tile = _tile_size(runner, opts.tile_size)
+        overlap = tile // 8 if opts.overlap is None else opts.overlap
+        grid = TileGrid.plan(
+            t1.grid.height, t1.grid.width, tile, overlap, fixed=runner.tile_size is not None
+        )
+        scaling = choose_scaling(t1, t2, opts.scale, opts.stretch)
+        threshold = runner.threshold if opts.threshold is None else opts.threshold
+        describe = getattr(runner, "describe", None)
+        tags = {
+            "dsifn_version": __version__,
+            "model": describe() if callable(describe) else type(runner).__name__,
+            "checkpoint": model_name,
+            "before": " ".join(str(p) for p in _as_paths(before)),
+            "after": " ".join(str(p) for p in _as_paths(after)),
+            "bands": "all" if opts.bands is None else ",".join(map(str, opts.bands)),
+            "scaling": scaling.description,
+            "threshold": f"{threshold:g}",
+            "tile_size": str(tile),
+            "overlap": str(overlap),
+            "tta": str(opts.tta).lower(),
+            "mode": opts.mode,
+            "aligned": str(opts.align).lower(),
+            "nodata": str(UINT8_NODATA if opts.dtype == "uint8" else FLOAT_NODATA),
+        }
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".dsifn-", dir=out_path.parent) as tmp:
+            work = Path(tmp) / "probability.tif"
+            _infer_to_file(runner, t1, t2, grid, scaling, work, opts)
+            with atomic_path(out_path, overwrite=opts.overwrite) as partial:
+                if plain:
+                    _write_png(work, partial, mode=opts.mode, threshold=threshold)
+                else:
+                    _write_geotiff(
+                        work,
+                        partial,
+                        mode=opts.mode,
+                        dtype=opts.dtype,
+                        threshold=threshold,
+                        cog=opts.cog,
+                        tags=tags,
+                    )
+                count = None
+                if opts.polygons is not None:
+                    from dsifn.inference.polygons import write_polygons
+
+                    count = write_polygons(
+                        work,
+                        opts.polygons,
+                        threshold=threshold,
+                        min_area=opts.min_area,
+                        overwrite=opts.overwrite,
+                    )
+                if opts.quicklook is not None:
+                    from dsifn.inference.quicklook import write_quicklook
+
+                    write_quicklook(
+                        t1, t2, work, opts.quicklook, threshold=threshold, overwrite=opts.overwrite
+                    )
+    return SceneResult(
+        output=out_path,
+        polygons=None if opts.polygons is None else Path(opts.polygons),
+        quicklook=None if opts.quicklook is None else Path(opts.quicklook),
+        polygon_count=count,
+        tiles=len(grid),
+        threshold=threshold,
+        tags=tags,
+    )
+
+
+def _tile_size(runner: TileRunner, asked: int | None) -> int:
+    if runner.tile_size is not None:
+        if asked is not None and asked != runner.tile_size:
+            raise ConfigError(
+                f"this model takes {runner.tile_size}x{runner.tile_size} tiles only; "
+                f"--tile-size {asked} is not possible"
+            )
+        return runner.tile_size
+    return DEFAULT_TILE if asked is None else asked
+
+
+def _infer_to_file(
+    runner: TileRunner,
+    t1: SceneSource,
+    t2: SceneSource,
+    grid: TileGrid,
+    scaling: Scaling,
+    work: Path,
+    opts: SceneOptions,
+) -> None:
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(work, "w", **_work_profile(t1.grid)) as dst:
+
+            def write_rows(first: int, values: np.ndarray) -> None:
+                dst.write(values[None], window=((first, first + values.shape[0]), (0, grid.width)))
+
+            run_tiles(
+                runner,
+                t1,
+                t2,
+                grid,
+                scaling,
+                write_rows,
+                batch_size=opts.batch_size,
+                tta=opts.tta,
+                progress=opts.progress,
+            )
+
+
+def scene_options_fields() -> list[str]:
+    """Names of :class:`SceneOptions` fields (for the CLI and checks)."""
+    return [f.name for f in dataclasses.fields(SceneOptions)]
