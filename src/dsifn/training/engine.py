@@ -1,0 +1,719 @@
+"""The training loop: :func:`train` runs a :class:`~dsifn.training.config.TrainConfig`.
+
+One process or several under ``torchrun`` (DDP); mixed precision, channels-last, optional
+``torch.compile``, gradient accumulation and clipping. After each validation round (each epoch,
+or every ``validation.every_steps`` optimiser steps) the run directory gets:
+
+- ``last.pt``: the model (a normal dsifn checkpoint) plus a ``resume`` entry holding the
+  optimiser, scheduler, loss scaler, position in the data, counters, history and every
+  process's random-generator states, all plain values that load with ``weights_only=True``;
+- ``best.pt``: the model of the best validation F1 so far, with ``meta["threshold"]``;
+- ``metrics.jsonl`` / ``metrics.csv`` (one row per round), ``curves.png`` and, when
+  tensorboard is installed, ``tensorboard/`` events;
+- ``config.yaml``: the resolved configuration, written at the start.
+
+The order of the training data is a pure function of (seed, epoch) and the augmentation of
+(seed, epoch, index), so a run resumed from ``last.pt`` repeats exactly what the uninterrupted
+run would have done (bitwise on the CPU with ``run.deterministic``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from dsifn.data import ChangeDetectionDataset, DetectedLayout, check_splits, detect_layout
+from dsifn.errors import CheckpointError, ConfigError, DataError, OutputExistsError
+from dsifn.io.checkpoint import read_checkpoint, save_checkpoint
+from dsifn.losses import DeepSupervisionLoss
+from dsifn.metrics import ConfusionMatrix
+from dsifn.models.dsifn import DSIFN
+from dsifn.runtime import autocast, resolve_device, resolve_precision
+from dsifn.training.config import TrainConfig
+from dsifn.training.distributed import (
+    DistContext,
+    EpochSampler,
+    ShardSampler,
+    agree,
+    all_reduce_sum,
+    broadcast_buffers,
+    gather_objects,
+    setup_distributed,
+)
+from dsifn.training.logs import MetricsLog, plot_curves
+from dsifn.training.state import capture_rng, restore_rng, seed_everything
+
+__all__ = ["RUN_FILES", "Callback", "TrainResult", "train"]
+
+# What a run directory holds; --overwrite removes exactly these before starting again.
+RUN_FILES = (
+    "config.yaml",
+    "last.pt",
+    "best.pt",
+    "metrics.jsonl",
+    "metrics.csv",
+    "curves.png",
+    "tensorboard",
+)
+
+# Called on every process after each validation round with that round's history entry;
+# an exception raised by a callback stops training (``last.pt`` is already written).
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path  # the run directory
+    best_checkpoint: Path  # best.pt: highest validation F1
+    last_checkpoint: Path  # last.pt: the final state, with the resume entry
+    history: list[dict[str, Any]]  # one dictionary per validation round
+    best_scores: dict[str, float]  # validation scores of the best round
+    best_epoch: int  # epochs completed when the best round ran
+    stop_reason: str  # "epochs", "early_stop", "max_steps" or "time_limit"
+    model: DSIFN = field(repr=False)  # the trained (last) model, in eval mode, on its device
+
+
+@dataclass
+class _Progress:
+    """Counters that a resume restores."""
+
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # batches of the current epoch consumed
+    step: int = 0  # optimiser steps taken
+    best_f1: float = -math.inf  # best validation F1 so far
+    best_epoch: int = 0  # `epoch` at the best round
+    best_scores: dict[str, float] = field(default_factory=dict)
+    rounds_since_best: int = 0  # validation rounds without F1 gain (early stopping)
+    elapsed_s: float = 0.0  # training time spent in earlier sessions of this run
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "best_f1": self.best_f1,
+            "best_epoch": self.best_epoch,
+            "best_scores": dict(self.best_scores),
+            "rounds_since_best": self.rounds_since_best,
+            "elapsed_s": self.elapsed_s,
+            "history": [dict(e) for e in self.history],
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> _Progress:
+        return cls(
+            epoch=int(values["epoch"]),
+            batch_in_epoch=int(values["batch_in_epoch"]),
+            step=int(values["step"]),
+            best_f1=float(values["best_f1"]),
+            best_epoch=int(values["best_epoch"]),
+            best_scores={k: float(v) for k, v in values["best_scores"].items()},
+            rounds_since_best=int(values["rounds_since_best"]),
+            elapsed_s=float(values["elapsed_s"]),
+            history=[dict(e) for e in values["history"]],
+        )
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Train a DSIFN as ``config`` describes, writing checkpoints and logs to ``run_dir``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process calls this; the
+    process group is joined here (nccl on CUDA, gloo on the CPU) and only rank 0 writes files,
+    prints and shows progress bars.
+
+    Args:
+        config: The run's configuration (``load_config`` builds one from YAML).
+        run_dir: Folder for checkpoints, logs, curves and the resolved config.
+        resume: Continue the run saved in ``run_dir/last.pt``: same weights, optimiser,
+            scheduler, loss scaler, position in the data and random states.
+        overwrite: Start again in a ``run_dir`` that holds an earlier run (its files are
+            removed first).
+        progress: Show progress bars (on a terminal) and a summary line per round.
+        callbacks: Functions called with each round's history entry, on every process.
+
+    Returns:
+        Checkpoint paths, history and best scores; see :class:`TrainResult`.
+
+    Raises:
+        OutputExistsError: If ``run_dir`` holds files and neither ``resume`` nor ``overwrite``
+            is set.
+        CheckpointError: If ``resume`` is set and there is no usable ``last.pt``.
+        ConfigError, DataError: On a bad configuration or dataset.
+    """
+    run_path = Path(run_dir)
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other: resume keeps the run")
+    device = resolve_device(config.run.device)
+    ctx = setup_distributed(device)
+    saved_flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    try:
+        if ctx.distributed and device.type == "cuda":
+            device = torch.device("cuda", ctx.local_rank)
+            torch.cuda.set_device(device)
+        if config.run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuning pays off
+        trainer = _Trainer(config, run_path, ctx, device, progress=progress, callbacks=callbacks)
+        return trainer.run(resume=resume, overwrite=overwrite)
+    finally:
+        torch.use_deterministic_algorithms(saved_flags[0])
+        torch.backends.cudnn.deterministic = saved_flags[1]
+        torch.backends.cudnn.benchmark = saved_flags[2]
+        ctx.close()
+
+
+class _Trainer:
+    """State and steps of one training run (one process)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        ctx: DistContext,
+        device: torch.device,
+        *,
+        progress: bool,
+        callbacks: Sequence[Callback],
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.ctx = ctx
+        self.device = device
+        self.precision = resolve_precision(config.run.precision, device)
+        self.progress = progress and ctx.is_main
+        self.callbacks = tuple(callbacks)
+        self.memory_format = (
+            torch.channels_last if config.run.channels_last else torch.contiguous_format
+        )
+        self.log: MetricsLog | None = None
+
+    # ----------------------------------------------------------------- set-up
+
+    def _prepare(self, *, resume: bool, overwrite: bool) -> tuple[dict[str, Any] | None, Any]:
+        """Check the run directory and the data (rank 0 first, then all ranks agree)."""
+        payload: dict[str, Any] | None = None
+        layout: DetectedLayout | None = None
+        error: BaseException | None = None
+        if self.ctx.is_main:
+            try:
+                payload = self._prepare_run_dir(resume=resume, overwrite=overwrite)
+                layout = self._check_data()
+            except Exception as exc:  # re-raised by agree() after telling the other ranks
+                error = exc
+        agree(self.ctx, error is None, error)
+        if not self.ctx.is_main:
+            if resume:
+                payload = self._read_resume()
+            layout = detect_layout(
+                self.config.data.root, self.config.data.layout, self.config.data.folders
+            )
+        return payload, layout
+
+    def _prepare_run_dir(self, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+        run_dir = self.run_dir
+        if resume:
+            return self._read_resume()
+        if run_dir.exists() and not run_dir.is_dir():
+            raise OutputExistsError(f"run directory {run_dir} exists and is not a folder")
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise OutputExistsError(
+                    f"run directory {run_dir} is not empty; pass --overwrite to start again "
+                    "or --resume to continue it"
+                )
+            for name in RUN_FILES:
+                target = run_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.config.save(run_dir / "config.yaml", overwrite=True)
+        return None
+
+    def _read_resume(self) -> dict[str, Any]:
+        last = self.run_dir / "last.pt"
+        if not last.is_file():
+            raise CheckpointError(f"nothing to resume: {last} does not exist")
+        payload = read_checkpoint(last)
+        if not isinstance(payload.get("resume"), Mapping):
+            raise CheckpointError(f"{last} holds no resume state (was it written by dsifn train?)")
+        return payload
+
+    def _check_data(self) -> DetectedLayout:
+        data = self.config.data
+        if not data.root:
+            raise ConfigError("no dataset given: pass --data PATH or data.root=PATH")
+        layout = detect_layout(data.root, data.layout, data.folders)
+        splits = ("train", self.config.validation.split)
+        for split in splits:
+            if split not in layout.splits:
+                found = ", ".join(layout.splits) or "none"
+                raise DataError(
+                    f"{layout.root} has no {split!r} split (found: {found}); training needs "
+                    f"{' and '.join(repr(s) for s in splits)}"
+                )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # printed below, once
+            found_warnings = check_splits(data, splits, layout=layout, progress=self.progress)
+        for text in found_warnings:
+            print(f"warning: {text}", file=sys.stderr)
+        return layout
+
+    def _build(self, payload: Mapping[str, Any] | None, layout: Any) -> None:
+        cfg = self.config
+        ctx = self.ctx
+        self.train_set = ChangeDetectionDataset(
+            cfg.data, "train", train=True, seed=cfg.run.seed, layout=layout
+        )
+        self.val_set = ChangeDetectionDataset(cfg.data, cfg.validation.split, layout=layout)
+        if self.train_set.bands != cfg.model.in_channels:
+            raise ConfigError(
+                f"the data has {self.train_set.bands} bands but model.in_channels is "
+                f"{cfg.model.in_channels}; set model.in_channels={self.train_set.bands}"
+            )
+
+        seed_everything(cfg.run.seed)
+        if payload is not None:
+            # The weights come from last.pt: never fetch the encoder's pretrained file again.
+            net = DSIFN(cfg.model, encoder_weights=None)
+            net.config = cfg.model
+            try:
+                net.load_state_dict(payload["state_dict"])
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"last.pt in {self.run_dir} does not fit the configured model (was "
+                    f"model.* changed?): {' '.join(str(exc).split())[:300]}"
+                ) from exc
+        else:
+            net = DSIFN(cfg.model)
+        if ctx.rank:
+            seed_everything(cfg.run.seed + ctx.rank)  # dropout differs between ranks
+        net.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.net = net
+        model: nn.Module = net
+        if ctx.distributed:
+            model = nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if cfg.run.compile:
+            model = torch.compile(model)  # type: ignore[assignment]
+        self.model = model
+
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = cfg.optim
+        self.optimizer: torch.optim.Optimizer
+        if opt.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(
+                params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay
+            )
+        elif opt.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(
+                params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.SGD(
+                params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
+            )
+        sched = cfg.schedule
+        self.scheduler: Any = None
+        if sched.scheduler == "plateau":
+            # torch lowers the rate when bad rounds exceed `patience`; the config counts as
+            # Keras does (lower at the `plateau_patience`-th bad round), hence the - 1.
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer,
+                mode="max",
+                factor=sched.plateau_factor,
+                patience=sched.plateau_patience - 1,
+                threshold=0.0,
+                threshold_mode="abs",
+                min_lr=sched.min_lr,
+            )
+        elif sched.scheduler == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=sched.epochs, eta_min=sched.min_lr
+            )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        loss = cfg.loss
+        self.loss_fn = DeepSupervisionLoss(
+            weights=loss.weights,
+            target_mode=loss.target_mode,
+            pos_weight=loss.pos_weight,
+            bce_weight=loss.bce_weight,
+            dice_weight=loss.dice_weight,
+        )
+
+        cuda = self.device.type == "cuda"
+        workers = cfg.run.num_workers
+        self.sampler = EpochSampler(
+            len(self.train_set), rank=ctx.rank, world_size=ctx.world_size, seed=cfg.run.seed
+        )
+        self.train_loader = DataLoader(
+            self.train_set,
+            batch_size=cfg.run.batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=cuda,
+            persistent_workers=workers > 0,
+            worker_init_fn=_seed_worker,
+            # Its own generator: drawing worker seeds must not move the global torch stream.
+            generator=torch.Generator().manual_seed(cfg.run.seed + ctx.rank),
+        )
+        self.val_loader = DataLoader(
+            self.val_set,
+            batch_size=cfg.validation.batch_size,
+            sampler=ShardSampler(len(self.val_set), rank=ctx.rank, world_size=ctx.world_size),
+            num_workers=workers,
+            pin_memory=cuda,
+            persistent_workers=workers > 0,
+            worker_init_fn=_seed_worker,
+            generator=torch.Generator().manual_seed(cfg.run.seed + ctx.rank),
+        )
+        self.batches_per_epoch = math.ceil(
+            math.ceil(len(self.train_set) / ctx.world_size) / cfg.run.batch_size
+        )
+
+        self.state = _Progress()
+        if payload is not None:
+            self._restore(payload["resume"])
+
+    def _restore(self, saved: Mapping[str, Any]) -> None:
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            if self.scheduler is not None and saved.get("scheduler") is not None:
+                self.scheduler.load_state_dict(saved["scheduler"])
+            self.scaler.load_state_dict(saved["scaler"])
+            self.state = _Progress.from_dict(saved["progress"])
+            rng_states = list(saved["rng"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the resume state in last.pt is incomplete: {exc}") from exc
+        if len(rng_states) == self.ctx.world_size:
+            restore_rng(rng_states[self.ctx.rank])
+        else:
+            warnings.warn(
+                f"last.pt was written by {len(rng_states)} processes, this run has "
+                f"{self.ctx.world_size}: random states restart from the seed, so the run "
+                "continues but not bit for bit",
+                stacklevel=3,
+            )
+            seed_everything(self.config.run.seed + 7919 * self.state.step + self.ctx.rank)
+
+    # -------------------------------------------------------------- the loop
+
+    def run(self, *, resume: bool, overwrite: bool) -> TrainResult:
+        payload, layout = self._prepare(resume=resume, overwrite=overwrite)
+        self._build(payload, layout)
+        if self.ctx.is_main:
+            self.log = MetricsLog(self.run_dir, tensorboard=self.config.run.tensorboard)
+        try:
+            reason = self._loop()
+        finally:
+            if self.log is not None:
+                self.log.close()
+        self.net.eval()
+        state = self.state
+        return TrainResult(
+            run_dir=self.run_dir,
+            best_checkpoint=self.run_dir / "best.pt",
+            last_checkpoint=self.run_dir / "last.pt",
+            history=[dict(e) for e in state.history],
+            best_scores=dict(state.best_scores),
+            best_epoch=state.best_epoch,
+            stop_reason=reason,
+            model=self.net,
+        )
+
+    def _loop(self) -> str:
+        cfg = self.config
+        state = self.state
+        self.session_start = time.monotonic()
+        self._reset_train_stats()
+        every = cfg.validation.every_steps
+        # A resumed run may already be past a step limit (a longer `epochs` continues it).
+        reason = self._limit_reason() if self._limit_reached() else ""
+        self.model.train()
+        while not reason and state.epoch < cfg.schedule.epochs:
+            for _ in self._epoch_steps():
+                if every is not None and state.step % every == 0:
+                    reason = self._round()
+                if not reason and self._limit_reached():
+                    reason = self._limit_reason()
+                if reason:
+                    break
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                if self.scheduler is not None and cfg.schedule.scheduler == "cosine":
+                    self.scheduler.step()
+                if every is None:
+                    reason = self._round()
+        if not reason:
+            reason = "epochs"
+        last = state.history[-1] if state.history else None
+        if last is None or last["step"] != state.step:
+            self._round(final_reason=reason)  # the steps since the last round count too
+        elif not last.get("stop_reason"):
+            last["stop_reason"] = reason  # the last round was the final one: say so
+            self._save_and_log(improved=False)
+        return str(state.history[-1].get("stop_reason", reason))
+
+    def _limit_reached(self) -> bool:
+        sched = self.config.schedule
+        hit = sched.max_steps is not None and self.state.step >= sched.max_steps
+        if sched.max_minutes is not None:
+            spent = self.state.elapsed_s + time.monotonic() - self.session_start
+            over = spent >= 60.0 * sched.max_minutes
+            # Clocks differ between processes: rank 0 decides for everyone.
+            flags = all_reduce_sum(self.ctx, [1.0 if over and self.ctx.is_main else 0.0])
+            hit = hit or flags[0] > 0
+        return hit
+
+    def _limit_reason(self) -> str:
+        sched = self.config.schedule
+        if sched.max_steps is not None and self.state.step >= sched.max_steps:
+            return "max_steps"
+        return "time_limit"
+
+    def _epoch_steps(self) -> Iterator[None]:
+        """Train through the rest of the current epoch, yielding after each optimiser step."""
+        cfg = self.config
+        state = self.state
+        accumulate = cfg.optim.accumulate
+        self.train_set.set_epoch(state.epoch)
+        self.sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * cfg.run.batch_size)
+        bar = _bar(
+            self.progress,
+            total=self.batches_per_epoch,
+            initial=state.batch_in_epoch,
+            desc=f"epoch {state.epoch + 1}/{cfg.schedule.epochs}",
+        )
+        micro = 0
+        try:
+            for batch in self.train_loader:
+                micro += 1
+                state.batch_in_epoch += 1
+                boundary = micro % accumulate == 0 or state.batch_in_epoch >= self.batches_per_epoch
+                sync = (
+                    contextlib.nullcontext()
+                    if boundary or not self.ctx.distributed
+                    else self.model.no_sync()  # type: ignore[operator]
+                )
+                with sync:
+                    self._forward_backward(batch, accumulate)
+                bar.update(1)
+                if boundary:
+                    self._optimizer_step()
+                    micro = 0
+                    state.step += 1
+                    bar.set_postfix(
+                        loss=f"{self._loss_sum / max(self._loss_count, 1):.4f}",
+                        f1=f"{self._train_cm.scores()['f1']:.3f}",
+                    )
+                    yield
+        finally:
+            bar.close()
+
+    def _inputs(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        image = batch["image"].to(self.device, non_blocking=True)  # (B, 2, C, H, W) in [0, 1]
+        norm = self.net.config.input_normalization
+        t1 = norm(image[:, 0]).contiguous(memory_format=self.memory_format)
+        t2 = norm(image[:, 1]).contiguous(memory_format=self.memory_format)
+        mask = batch["mask"].to(self.device, non_blocking=True)  # (B, 1, H, W)
+        valid = batch["valid"].to(self.device, non_blocking=True)  # (B, 1, H, W) bool
+        return t1, t2, mask, valid
+
+    def _forward_backward(self, batch: Mapping[str, Any], accumulate: int) -> None:
+        t1, t2, mask, valid = self._inputs(batch)
+        with autocast(self.device, self.precision):
+            outputs = self.model(t1, t2)
+        loss = self.loss_fn(outputs, mask, valid)  # float32 whatever the autocast dtype
+        self.scaler.scale(loss / accumulate).backward()
+        with torch.no_grad():
+            count = int(mask.shape[0])
+            self._loss_sum += float(loss.detach()) * count
+            self._loss_count += count
+            self._train_cm.update(torch.sigmoid(outputs[0].detach().float()), mask, valid)
+
+    def _optimizer_step(self) -> None:
+        clip = self.config.optim.grad_clip
+        if clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for p in self.net.parameters() if p.requires_grad]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _reset_train_stats(self) -> None:
+        self._loss_sum = 0.0
+        self._loss_count = 0
+        self._train_cm = ConfusionMatrix(self.config.validation.threshold)
+
+    # ------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def _validate(self) -> tuple[dict[str, float], float]:
+        net = self.net
+        net.eval()
+        cm = ConfusionMatrix(self.config.validation.threshold)
+        loss_sum, count = 0.0, 0
+        bar = _bar(self.progress, total=len(self.val_loader), desc="validation", leave=False)
+        try:
+            for batch in self.val_loader:
+                t1, t2, mask, valid = self._inputs(batch)
+                with autocast(self.device, self.precision):
+                    outputs = net(t1, t2)
+                loss_sum += float(self.loss_fn(outputs, mask, valid)) * int(mask.shape[0])
+                count += int(mask.shape[0])
+                cm.update(torch.sigmoid(outputs.stride1.float()), mask, valid)
+                bar.update(1)
+        finally:
+            bar.close()
+            net.train()
+        cm.all_reduce()
+        loss_sum, count_f = all_reduce_sum(self.ctx, [loss_sum, float(count)])
+        return cm.scores(), loss_sum / max(count_f, 1.0)
+
+    def _round(self, final_reason: str = "") -> str:
+        """Validate, update schedule and best, save, log; return a stop reason or ""."""
+        cfg = self.config
+        state = self.state
+        broadcast_buffers(self.ctx, self.net)
+        scores, val_loss = self._validate()
+        self._train_cm.all_reduce()
+        loss_sum, loss_count = all_reduce_sum(self.ctx, [self._loss_sum, float(self._loss_count)])
+        train_scores = self._train_cm.scores()
+        lr = float(self.optimizer.param_groups[0]["lr"])
+
+        f1 = scores["f1"]
+        improved = not math.isnan(f1) and f1 > state.best_f1
+        if improved:
+            state.best_f1 = f1
+            state.best_epoch = state.epoch
+            state.best_scores = dict(scores)
+            state.rounds_since_best = 0
+        else:
+            state.rounds_since_best += 1
+        if self.scheduler is not None and cfg.schedule.scheduler == "plateau":
+            self.scheduler.step(f1 if not math.isnan(f1) else -math.inf)
+        patience = cfg.schedule.early_stop_patience
+        reason = final_reason
+        if not reason and patience is not None and state.rounds_since_best >= patience:
+            reason = "early_stop"
+
+        entry: dict[str, Any] = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "lr": lr,
+            "train_loss": loss_sum / loss_count if loss_count else math.nan,
+            "train_f1": train_scores["f1"],
+            "val_loss": val_loss,
+            **{f"val_{k}": v for k, v in scores.items()},
+            "best_f1": state.best_f1,
+            "time_s": state.elapsed_s + time.monotonic() - self.session_start,
+        }
+        if reason:
+            entry["stop_reason"] = reason
+        state.history.append(entry)
+        self._save_and_log(improved=improved)
+        if self.progress:
+            _print_round(entry, cfg.schedule.epochs)
+        self._reset_train_stats()
+        for callback in self.callbacks:
+            callback(dict(entry))
+        return reason
+
+    def _save_and_log(self, *, improved: bool) -> None:
+        """Write best.pt (if improved), last.pt with the resume state, logs and curves."""
+        state = self.state
+        rng = gather_objects(self.ctx, capture_rng())  # every rank's, for an exact resume
+        if not self.ctx.is_main:
+            return
+        meta = {
+            "source": "dsifn train",
+            "training": self.config.to_dict(),
+            "epoch": state.epoch,
+            "step": state.step,
+            "best_f1": state.best_f1,
+            "threshold": self.config.validation.threshold,
+            "scores": dict(state.history[-1]) if state.history else {},
+        }
+        if improved:
+            save_checkpoint(self.run_dir / "best.pt", self.net, meta=meta, overwrite=True)
+        elapsed = state.elapsed_s + time.monotonic() - self.session_start
+        progress = state.to_dict()
+        progress["elapsed_s"] = elapsed
+        resume = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "progress": progress,
+            "rng": rng,
+            "world_size": self.ctx.world_size,
+        }
+        save_checkpoint(
+            self.run_dir / "last.pt", self.net, meta=meta, overwrite=True, resume=resume
+        )
+        if self.log is not None:
+            self.log.write(state.history)
+        plot_curves(state.history, self.run_dir / "curves.png")
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed NumPy and Python in a loader worker from torch's per-worker seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _bar(enabled: bool, **options: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    # disable=None: tqdm switches itself off when stderr is not a terminal.
+    return tqdm(disable=None if enabled else True, unit="batch", dynamic_ncols=True, **options)
+
+
+def _print_round(entry: Mapping[str, Any], epochs: int) -> None:
+    from tqdm.auto import tqdm
+
+    text = (
+        f"epoch {entry['epoch']}/{epochs} step {entry['step']}: "
+        f"train loss {entry['train_loss']:.4f} F1 {entry['train_f1']:.3f} | "
+        f"val loss {entry['val_loss']:.4f} F1 {entry['val_f1']:.3f} "
+        f"IoU {entry['val_iou']:.3f} | lr {entry['lr']:.2e} | best F1 {entry['best_f1']:.3f}"
+    )
+    if entry.get("stop_reason"):
+        text += f" | stop: {entry['stop_reason']}"
+    tqdm.write(text)
