@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from fakedata import FOLDERS, build_layout, encode_mask, write_image, write_split
+from PIL import Image
+
+from dsifn.data import ChangeDetectionDataset, DataConfig
+from dsifn.data.readers import decode_mask, read_mask, read_raster, scale_to_unit, select_bands
+from dsifn.errors import DataError
+
+
+@pytest.mark.parametrize(
+    ("coding", "suffix"),
+    [
+        ("0/1", ".png"),
+        ("0/255", ".png"),
+        ("0/255", ".tif"),
+        ("0/255", ".bmp"),
+        ("rgb", ".png"),
+        ("rgb", ".tif"),
+        ("palette", ".png"),
+        ("0/1", ".tif"),
+    ],
+)
+def test_every_mask_coding_reads_as_0_1(tmp_path, coding, suffix):
+    written = build_layout(tmp_path, "levir", {"train": 2}, mask_suffix=suffix, coding=coding)
+    dataset = ChangeDetectionDataset(DataConfig(root=str(tmp_path)), "train")
+    for i, (_, _, change) in enumerate(written["train"].values()):
+        mask = dataset[i]["mask"]
+        assert set(np.unique(mask.numpy())) <= {0.0, 1.0}
+        np.testing.assert_array_equal(mask[0].numpy(), change.astype(np.float32))
+
+
+def test_jpeg_masks_survive_compression_noise(tmp_path):
+    # CDD ships its masks as JPEG: the zeros come back as small values near edges.
+    rng = np.random.default_rng(3)
+    change = np.zeros((32, 32), dtype=bool)
+    change[5:20, 7:25] = True
+    path = tmp_path / "m.jpg"
+    Image.fromarray(change.astype(np.uint8) * 255).save(path, quality=60)
+    assert np.asarray(Image.open(path)).max() != np.asarray(Image.open(path)).min()
+    noisy = np.asarray(Image.open(path))
+    assert ((noisy > 0) != change).any()  # ">0" alone would be wrong here
+    mask, valid = read_mask(path)
+    np.testing.assert_array_equal(mask[0], change)
+    assert valid.all()
+    del rng
+
+
+def test_decode_mask_ignore_value_marks_pixels_not_valid_and_not_change():
+    raw = np.array([[[0, 1, 255], [1, 0, 255]]], dtype=np.uint8)
+    mask, valid = decode_mask(raw, ignore_value=255)
+    np.testing.assert_array_equal(mask, [[[0, 1, 0], [1, 0, 0]]])
+    np.testing.assert_array_equal(valid, [[[True, True, False], [True, True, False]]])
+
+
+def test_decode_mask_colour_is_change_where_any_channel_is_above_zero():
+    raw = np.zeros((3, 1, 4), dtype=np.uint8)
+    raw[0, 0, 1] = 255
+    raw[2, 0, 2] = 1
+    raw[:, 0, 3] = 9
+    mask, _ = decode_mask(raw, ignore_value=9)
+    np.testing.assert_array_equal(mask, [[[0, 1, 1, 0]]])
+
+
+def test_ignore_value_reaches_the_valid_map(tmp_path):
+    written = build_layout(tmp_path, "levir", {"train": 1}, coding="0/1")
+    label = tmp_path / "train" / "label" / "tile_0.png"
+    raw = np.asarray(Image.open(label)).copy()
+    raw[:4, :] = 255
+    Image.fromarray(raw).save(label)
+    sample = ChangeDetectionDataset(DataConfig(root=str(tmp_path), ignore_value=255), "train")[0]
+    change = written["train"]["tile_0"][2]
+    assert not sample["valid"][0, :4].any()
+    assert sample["valid"][0, 4:].all()
+    np.testing.assert_array_equal(sample["mask"][0, 4:].numpy(), change[4:])
+    assert not sample["mask"][0, :4].any()
+
+
+def test_uint16_four_band_geotiffs_with_band_selection_scale_and_nodata(tmp_path):
+    rng = np.random.default_rng(7)
+    folders = tuple(tmp_path / "train" / n for n in FOLDERS["levir"])
+    t1 = rng.integers(0, 10000, (4, 32, 32), dtype=np.uint16)
+    t2 = rng.integers(0, 10000, (4, 32, 32), dtype=np.uint16)
+    t2[:, 0, :5] = 65535  # nodata strip on every band
+    write_image(folders[0] / "scene.tif", t1, nodata=65535)
+    write_image(folders[1] / "scene.tif", t2, nodata=65535)
+    write_image(folders[2] / "scene.tif", np.zeros((32, 32), dtype=np.uint8))
+
+    default = ChangeDetectionDataset(DataConfig(root=str(tmp_path)), "train")
+    assert default.bands == 4
+    expected = t1 / 65535.0
+    expected[:, 0, :5] = 0  # T2 has no data there, so the pair has none
+    np.testing.assert_allclose(default[0]["image"][0].numpy(), expected, rtol=1e-6)
+
+    config = DataConfig(root=str(tmp_path), bands=(4, 3, 2), scale=10000.0)
+    dataset = ChangeDetectionDataset(config, "train")
+    sample = dataset[0]
+    assert dataset.bands == 3
+    assert sample["image"].shape == (2, 3, 32, 32)
+    np.testing.assert_allclose(
+        sample["image"][0, :, 1:].numpy(), t1[[3, 2, 1], 1:] / 10000.0, rtol=1e-6
+    )
+    assert not sample["valid"][0, 0, :5].any()
+    assert sample["valid"][0, 0, 5:].all() and sample["valid"][0, 1:].all()
+    assert (sample["image"][:, :, 0, :5] == 0).all()
+
+
+def test_band_beyond_the_file_is_a_data_error(tmp_path):
+    build_layout(tmp_path, "levir", {"train": 1})
+    dataset = ChangeDetectionDataset(DataConfig(root=str(tmp_path), bands=(1, 5)), "train")
+    with pytest.raises(DataError, match=r"has 3 band\(s\); data.bands asks for band\(s\) 5"):
+        dataset[0]
+
+
+def test_scale_to_unit_rules():
+    np.testing.assert_allclose(scale_to_unit(np.array([0, 51, 255], np.uint8)), [0, 0.2, 1])
+    np.testing.assert_allclose(scale_to_unit(np.array([0, 65535], np.uint16)), [0, 1])
+    np.testing.assert_allclose(
+        scale_to_unit(np.array([0, 5000, 12000], np.uint16), 10000), [0, 0.5, 1]
+    )
+    floats = np.array([-0.5, 0.25, 1.5], np.float32)
+    np.testing.assert_array_equal(scale_to_unit(floats), floats)  # taken as they are
+    np.testing.assert_allclose(scale_to_unit(floats, 2.0), [0, 0.125, 0.75])
+    assert scale_to_unit(np.array([True, False])).tolist() == [1.0, 0.0]
+
+
+def test_select_bands_is_one_based_and_ordered(tmp_path):
+    data = np.arange(4)[:, None, None] * np.ones((4, 2, 2), dtype=np.int64)
+    assert select_bands(data, (4, 1), tmp_path)[:, 0, 0].tolist() == [3, 0]
+    assert select_bands(data, None, tmp_path) is data
+
+
+def test_grey_images_with_alpha_and_16_bit_png(tmp_path):
+    grey = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    raster = read_raster(tmp_path / "g16.png")
+    assert raster.data.dtype == np.uint16 and raster.shape == (1, 8, 8)
+    np.testing.assert_array_equal(raster.data[0], grey)
+
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., :3] = 90
+    rgba[..., 3] = 255
+    rgba[0, 0, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    raster = read_raster(tmp_path / "rgba.png")
+    assert raster.shape == (3, 8, 8)  # alpha is not a band
+    assert raster.nodata is not None and raster.nodata.sum() == 1 and raster.nodata[0, 0]
+
+
+def test_plain_tiff_reads_without_georeference_warning(tmp_path):
+    path = tmp_path / "plain.tif"
+    Image.fromarray(np.full((8, 8), 7, dtype=np.uint8)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        raster = read_raster(path)
+    assert raster.data[0, 0, 0] == 7
+
+
+def test_unreadable_file_is_a_data_error_naming_it(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match=r"cannot read .*broken\.png"):
+        read_raster(path)
+    tif = tmp_path / "broken.tif"
+    tif.write_bytes(b"II*\x00garbage")
+    with pytest.raises(DataError, match=r"cannot read .*broken\.tif"):
+        read_raster(tif)
+
+
+def test_single_band_images(tmp_path):
+    folders = tuple(tmp_path / "train" / n for n in FOLDERS["levir"])
+    written = write_split(folders, 1, bands=1)
+    sample = ChangeDetectionDataset(DataConfig(root=str(tmp_path)), "train")[0]
+    t1, _, _ = written["tile_0"]
+    assert sample["image"].shape == (2, 1, 32, 32)
+    np.testing.assert_allclose(sample["image"][0].numpy(), t1 / 255.0, atol=1e-6)
+
+
+def test_encode_mask_palette_keeps_indices(tmp_path):
+    change = np.eye(4, dtype=bool)
+    encode_mask(change, "palette").save(tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").mode == "P"
+    raster = read_raster(tmp_path / "p.png")
+    assert raster.palette
+    np.testing.assert_array_equal(raster.data[0], change.astype(np.uint8))
