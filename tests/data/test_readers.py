@@ -180,10 +180,15 @@ def test_single_band_images(tmp_path):
     np.testing.assert_allclose(sample["image"][0].numpy(), t1 / 255.0, atol=1e-6)
 
 
-def test_encode_mask_palette_keeps_indices(tmp_path):
+def test_palette_files_give_indices_to_masks_and_colours_to_images(tmp_path):
     change = np.eye(4, dtype=bool)
     encode_mask(change, "palette").save(tmp_path / "p.png")
     assert Image.open(tmp_path / "p.png").mode == "P"
-    raster = read_raster(tmp_path / "p.png")
+    raster = read_raster(tmp_path / "p.png", keep_palette=True)
     assert raster.palette
     np.testing.assert_array_equal(raster.data[0], change.astype(np.uint8))
+    # An image (not a mask) in palette mode is read as its colours.
+    colours = read_raster(tmp_path / "p.png")
+    assert not colours.palette and colours.shape == (3, 4, 4)
+    np.testing.assert_array_equal(colours.data[:, 0, 0], [255, 255, 0])
+    np.testing.assert_array_equal(colours.data[:, 0, 1], [0, 0, 0])

@@ -54,12 +54,14 @@ class Raster:
         return int(c), int(h), int(w)
 
 
-def read_raster(path: Path, *, nodata: float | None = None) -> Raster:
+def read_raster(path: Path, *, nodata: float | None = None, keep_palette: bool = False) -> Raster:
     """Read one image file with every band.
 
     Args:
         path: A PNG, JPEG, BMP or TIFF file.
         nodata: Raw value meaning "no data" on every band; None uses the file's own tag.
+        keep_palette: Return a palette image's indices (for masks, where the index is the
+            class) instead of its colours.
 
     Returns:
         The raw pixels, (C, H, W), in the file's dtype.
@@ -71,7 +73,7 @@ def read_raster(path: Path, *, nodata: float | None = None) -> Raster:
         if path.suffix.lower() in _TIFF_SUFFIXES:
             raster = _read_tiff(path, nodata)
         else:
-            raster = _read_pillow(path, nodata)
+            raster = _read_pillow(path, nodata, keep_palette)
     except DataError:
         raise
     except Exception as exc:  # any decoder failure is the file's fault, not ours
@@ -94,7 +96,7 @@ def _read_tiff(path: Path, nodata: float | None) -> Raster:
     return Raster(data=data, nodata=mask)
 
 
-def _read_pillow(path: Path, nodata: float | None) -> Raster:
+def _read_pillow(path: Path, nodata: float | None, keep_palette: bool) -> Raster:
     from PIL import Image
 
     with Image.open(path) as image:
@@ -102,10 +104,12 @@ def _read_pillow(path: Path, nodata: float | None) -> Raster:
         mode = image.mode
         alpha = None
         if mode == "P":
-            transparent = "transparency" in image.info
-            if transparent:
+            if "transparency" in image.info:
                 image = image.convert("RGBA")
                 mode = "RGBA"
+            elif not keep_palette:
+                image = image.convert("RGB")
+                mode = "RGB"
             else:
                 indices = np.asarray(image)[None]
                 return Raster(data=indices, nodata=_nodata_mask(indices, nodata), palette=True)
@@ -235,7 +239,7 @@ def read_mask(
     Raises:
         DataError: If the file cannot be read or has a band count no mask has.
     """
-    raster = read_raster(path)
+    raster = read_raster(path, keep_palette=True)
     data = raster.data
     if data.shape[0] == 4:  # colours plus alpha (TIFF); alpha says nothing about change
         data = data[:3]
