@@ -58,6 +58,23 @@ def test_joint_transforms_keep_dates_mask_and_valid_aligned():
     assert len(seen) > 20  # crops, flips and turns really vary
 
 
+def test_rescaled_crop_keeps_labels_on_the_pixels_they_came_from():
+    # Doubling: each output pixel decodes (by rounding) to the source pixel it was
+    # interpolated around, and nearest-exact labels come from that same pixel.
+    config = AugmentConfig(hflip=0.5, vflip=0.5, rotate90=0.5, scale=(2.0, 2.0))
+    image, mask, valid = coordinate_sample()
+    for index in range(10):
+        out, out_mask, out_valid = joint_transform(
+            image, mask, valid, config, sample_generator(1, 0, index), 16
+        )
+        assert out.shape == (2, 3, 16, 16)
+        rows = (out[0, 0] * 24).round().long()
+        cols = (out[0, 1] * 24).round().long()
+        assert int(rows.max() - rows.min()) == 7  # a window of 8 source pixels, doubled
+        torch.testing.assert_close(out_mask[0], mask[0, rows, cols])
+        torch.testing.assert_close(out_valid[0], valid[0, rows, cols])
+
+
 def test_augment_sample_moves_the_mask_with_the_change_it_describes():
     # T2's first band is bright exactly where the mask is 1; after any augmentation the
     # mask must still sit on the bright pixels.

@@ -78,16 +78,15 @@ def random_crop(
     return image[window], mask[window], valid[window]
 
 
-def _rescale(
-    image: Tensor, mask: Tensor, valid: Tensor, factor: float
+def _resize(
+    image: Tensor, mask: Tensor, valid: Tensor, size: tuple[int, int]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    height, width = image.shape[-2:]
-    size = (max(1, round(height * factor)), max(1, round(width * factor)))
-    if size == (height, width):
+    if size == tuple(image.shape[-2:]):
         return image, mask, valid
+    shrink = size[0] < image.shape[-2] or size[1] < image.shape[-1]
     # Images: bilinear with antialiasing when shrinking; labels: nearest, so they stay 0/1.
     image = F.interpolate(
-        image, size=size, mode="bilinear", align_corners=False, antialias=factor < 1
+        image, size=size, mode="bilinear", align_corners=False, antialias=shrink
     ).clamp_(0.0, 1.0)
     mask = F.interpolate(mask[None], size=size, mode="nearest-exact")[0]
     valid = F.interpolate(valid[None].float(), size=size, mode="nearest-exact")[0] > 0.5
@@ -116,10 +115,17 @@ def joint_transform(
         The three transformed tensors, still aligned pixel for pixel.
     """
     low, high = config.scale
-    if low != 1.0 or high != 1.0:
-        image, mask, valid = _rescale(image, mask, valid, _uniform(generator, low, high))
+    factor = 1.0 if low == high == 1.0 else _uniform(generator, low, high)
     if crop_size is not None:
-        image, mask, valid = random_crop(image, mask, valid, crop_size, generator)
+        # Rescaling then cropping equals cropping the window that maps onto the crop and
+        # rescaling only that: same result, without resampling the whole image.
+        source = max(1, round(crop_size / factor))
+        image, mask, valid = random_crop(image, mask, valid, source, generator)
+        image, mask, valid = _resize(image, mask, valid, (crop_size, crop_size))
+    elif factor != 1.0:
+        height, width = image.shape[-2:]
+        size = (max(1, round(height * factor)), max(1, round(width * factor)))
+        image, mask, valid = _resize(image, mask, valid, size)
     dims: tuple[int, ...] = ()
     if _chance(generator, config.hflip):
         dims += (-1,)
