@@ -13,14 +13,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dsifn.data.config import DataConfig
-from dsifn.data.dataset import load_pair, read_dates
+from dsifn.data.dataset import load_pair, read_dates, summarize
 from dsifn.data.layouts import DetectedLayout, Sample, canonical_split, detect_layout
 from dsifn.errors import DataError
 
 __all__ = ["band_stats_from_sums", "check_splits", "compute_band_stats"]
-
-# How many offenders a message names before it just counts the rest.
-_SHOWN = 5
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,12 +42,6 @@ def _map(
             disable=not progress,
             leave=False,
         )
-
-
-def _listing(problems: Sequence[str], what: str) -> str:
-    shown = "; ".join(problems[:_SHOWN])
-    more = f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
-    return f"{len(problems)} {what}: {shown}{more}"
 
 
 def check_splits(
@@ -100,7 +91,7 @@ def check_splits(
                 table.setdefault(digest, name)
         hashes[split] = table
     if problems:
-        raise DataError(f"dataset {found.root} is not usable: {_listing(problems, 'problem(s)')}")
+        raise DataError(f"dataset {found.root} is not usable: {summarize(problems, 'problem(s)')}")
     return _duplicates(hashes)
 
 
@@ -127,7 +118,7 @@ def _duplicates(hashes: dict[str, dict[str, str]]) -> list[str]:
                 if digest in hashes[second]
             ]
             if same:
-                text = _listing(same, f"pair(s) of {second} also in {first} (identical pixels)")
+                text = summarize(same, f"pair(s) of {second} also in {first} (identical pixels)")
                 messages.append(text)
                 warnings.warn(text, UserWarning, stacklevel=3)
     return messages

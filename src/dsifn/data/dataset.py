@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from dsifn.data.layouts import DetectedLayout, Sample, detect_layout
 from dsifn.data.readers import read_mask, read_raster, scale_to_unit, select_bands
 from dsifn.errors import DataError
 
-__all__ = ["ChangeDetectionDataset", "load_pair", "read_dates"]
+__all__ = ["ChangeDetectionDataset", "load_pair", "read_dates", "summarize"]
 
 # How many offenders an error message names before it just counts the rest.
 _SHOWN = 5
@@ -97,12 +97,11 @@ def _describe(array: NDArray[Any]) -> str:
     return f"{array.shape[0]} band(s) {_size(array)}"
 
 
-def _incomplete_error(split: str, problems: tuple[str, ...], root: Path) -> DataError:
+def summarize(problems: Sequence[str], what: str) -> str:
+    """``"7 problem(s): a; b; c; d; e; and 2 more"``: the count and the first offenders."""
     shown = "; ".join(problems[:_SHOWN])
     more = f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
-    return DataError(
-        f"{len(problems)} incomplete pair(s) in split {split} of {root}: {shown}{more}"
-    )
+    return f"{len(problems)} {what}: {shown}{more}"
 
 
 class ChangeDetectionDataset(Dataset[dict[str, Any]]):
@@ -149,7 +148,8 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         self.layout = layout or detect_layout(config.root, config.layout, config.folders)
         files = self.layout.split(split)
         if files.problems:
-            raise _incomplete_error(split, files.problems, self.layout.root)
+            where = f"split {split} of {self.layout.root}"
+            raise DataError(summarize(files.problems, f"incomplete pair(s) in {where}"))
         if not files.samples:
             raise DataError(f"split {split} of {self.layout.root} holds no image pairs")
         self.samples: tuple[Sample, ...] = files.samples
