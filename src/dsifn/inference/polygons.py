@@ -26,11 +26,34 @@ import numpy as np
 from dsifn.errors import ConfigError
 from dsifn.io.atomic import atomic_path
 
-__all__ = ["ChangePolygon", "require_vector_extra", "vectorize", "write_polygons"]
+__all__ = [
+    "ChangePolygon",
+    "check_polygon_output",
+    "merge_strips",
+    "require_vector_extra",
+    "vectorize",
+    "write_polygons",
+]
 
 # Rows vectorised at a time.
 STRIP_ROWS = 1024
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+
+
+def check_polygon_output(path: str | os.PathLike[str]) -> str:
+    """Check, before any work, that polygons can be written to ``path``.
+
+    Returns:
+        The OGR driver for the file's extension.
+
+    Raises:
+        ConfigError: If the extension is not .gpkg/.geojson or the vector extra is missing.
+    """
+    driver = DRIVERS.get(Path(path).suffix.lower())
+    if driver is None:
+        raise ConfigError(f"polygons are written as .gpkg or .geojson; got {Path(path).name}")
+    require_vector_extra()
+    return driver
 
 
 def require_vector_extra() -> None:
@@ -200,14 +223,11 @@ def write_polygons(
     Returns:
         The number of polygons written.
     """
-    require_vector_extra()
+    driver = check_polygon_output(path)
     import pyogrio.raw
     import shapely
 
     out = Path(path)
-    driver = DRIVERS.get(out.suffix.lower())
-    if driver is None:
-        raise ConfigError(f"polygons are written as .gpkg or .geojson; got {out.name}")
     regions, crs = vectorize(work, threshold=threshold)
     kept = [r for r in regions if r.geometry.area >= min_area]
     geometry = np.array([shapely.to_wkb(r.geometry) for r in kept], dtype=object)

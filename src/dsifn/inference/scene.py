@@ -438,10 +438,12 @@ def predict_scene(
     for path in (out_path, opts.polygons, opts.quicklook):
         if path is not None:
             check_output_path(path, overwrite=opts.overwrite)
+    if opts.quicklook is not None and Path(opts.quicklook).suffix.lower() != ".png":
+        raise ConfigError(f"the quicklook is a PNG; name it .png, not {opts.quicklook}")
     if opts.polygons is not None:
-        from dsifn.inference.polygons import require_vector_extra
+        from dsifn.inference.polygons import check_polygon_output
 
-        require_vector_extra()
+        check_polygon_output(opts.polygons)
 
     runner, model_name = _resolve_runner(runner_or_checkpoint, opts)
     t1, t2 = open_pair(before, after, bands=opts.bands, align=opts.align)

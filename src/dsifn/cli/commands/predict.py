@@ -187,6 +187,10 @@ def run(args: argparse.Namespace) -> int:
     for extra in (args.polygons, args.quicklook):
         if single and extra is not None:
             check_output_path(extra, overwrite=args.overwrite)
+    if single and args.polygons is not None:
+        from dsifn.inference.polygons import check_polygon_output
+
+        check_polygon_output(args.polygons)
 
     runner = load_runner(
         args.checkpoint, runtime=args.runtime, device=args.device, precision=args.precision

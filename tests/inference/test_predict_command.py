@@ -1,0 +1,142 @@
+import importlib.util
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from inference_fixtures import CRS, uint16_scene, write_geotiff
+from PIL import Image
+
+from dsifn import DSIFN, save_checkpoint
+from dsifn.cli.main import main
+from dsifn.inference.runner import TorchRunner, load_runner
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "dsifn.pt"
+    save_checkpoint(path, DSIFN(encoder_weights=None), meta={"threshold": 0.3})
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pair")
+    t1 = uint16_scene(11, 80, 96)
+    t2 = uint16_scene(12, 80, 96)
+    t1[:, :4, :6] = 0
+    return write_geotiff(folder / "t1.tif", t1), write_geotiff(folder / "t2.tif", t2)
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    return err[0]
+
+
+def test_predict_real_dsifn_keeps_georeferencing(checkpoint, pair, tmp_path, capsys):
+    out = tmp_path / "change.tif"
+    argv = ["predict", "--checkpoint", str(checkpoint), "--before", str(pair[0])]
+    argv += ["--after", str(pair[1]), "--out", str(out), "--mode", "both", "--quiet"]
+    assert main([*argv, "--device", "cpu", "--precision", "fp32"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with rasterio.open(out) as got, rasterio.open(pair[0]) as ref:
+        assert got.crs == CRS and got.transform == ref.transform and got.shape == ref.shape
+        assert got.tags()["threshold"] == "0.3"  # recorded with the checkpoint
+        assert got.tags()["checkpoint"] == str(checkpoint)
+        probability, mask = got.read()
+    assert (probability[:4, :6] == -1).all() and (mask[:4, :6] == -1).all()
+    valid = probability >= 0
+    assert valid.sum() == 80 * 96 - 24
+    np.testing.assert_array_equal(mask[valid], (probability[valid] >= 0.3).astype(np.float32))
+    # The same command again refuses to overwrite, in one line, exit 2.
+    assert main(argv) == 2
+    assert "--overwrite" in _error_line(capsys)
+
+
+def test_torch_runner_returns_probabilities_of_the_network(checkpoint):
+    runner = load_runner(checkpoint, device="cpu", precision="fp32")
+    assert isinstance(runner, TorchRunner)
+    assert runner.threshold == 0.3 and runner.tile_size is None and runner.in_channels == 3
+    t1 = np.random.default_rng(0).standard_normal((2, 3, 16, 32)).astype(np.float32)
+    t2 = np.random.default_rng(1).standard_normal((2, 3, 16, 32)).astype(np.float32)
+    got = runner(t1, t2)
+    assert got.shape == (2, 1, 16, 32) and got.dtype == np.float32
+    with torch.no_grad():
+        logits = runner.model(torch.from_numpy(t1), torch.from_numpy(t2)).stride1
+    np.testing.assert_allclose(got, torch.sigmoid(logits).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--bands", "1,2"], "band"),
+        (["--bands", "x"], "comma-separated"),
+        (["--stretch", "5"], "LOW,HIGH"),
+        (["--tile-size", "8"], "tile size"),
+        (["--threshold", "2"], "threshold"),
+        (["--polygons", "c.shp"], "gpkg"),
+    ],
+)
+def test_bad_options_give_one_line_and_exit_2(checkpoint, pair, tmp_path, capsys, extra, message):
+    argv = ["predict", "--checkpoint", str(checkpoint), "--before", str(pair[0])]
+    argv += ["--after", str(pair[1]), "--out", str(tmp_path / "o.tif"), "--quiet", *extra]
+    assert main(argv) == 2
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_missing_input_and_misaligned_input_exit_2(checkpoint, pair, tmp_path, capsys):
+    base = ["predict", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o.tif")]
+    assert main([*base, "--before", str(tmp_path / "nope.tif"), "--after", str(pair[1])]) == 2
+    assert "does not exist" in _error_line(capsys)
+    small = write_geotiff(tmp_path / "small.tif", uint16_scene(3, 40, 96))
+    assert main([*base, "--before", str(pair[0]), "--after", str(small)]) == 2
+    assert "--align" in _error_line(capsys)
+    assert (
+        main(
+            [*base, "--checkpoint", str(pair[0]), "--before", str(pair[0]), "--after", str(pair[1])]
+        )
+        == 2
+    )
+    assert "checkpoint" in _error_line(capsys)
+
+
+def test_onnx_runtime_without_the_runner_is_a_clear_error(pair, tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not onnx")
+    argv = ["predict", "--checkpoint", str(model), "--runtime", "onnxruntime"]
+    argv += ["--before", str(pair[0]), "--after", str(pair[1]), "--out", str(tmp_path / "o.tif")]
+    code = main(argv)
+    assert code == 2
+    line = _error_line(capsys)
+    if importlib.util.find_spec("dsifn.interop.onnx") is None:
+        assert "pip install dsifn[onnx]" in line
+
+
+def test_folders_are_paired_by_name(checkpoint, tmp_path, capsys):
+    before, after, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    before.mkdir(), after.mkdir()
+    rng = np.random.default_rng(0)
+    for folder, names in ((before, ["x.png", "only1.png"]), (after, ["x.png", "only2.png"])):
+        for name in names:
+            Image.fromarray(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(folder / name)
+    argv = ["predict", "--checkpoint", str(checkpoint), "--before-dir", str(before)]
+    argv += ["--after-dir", str(after), "--out-dir", str(out), "--quiet", "--mode", "mask"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "only1.png" in captured.err and "only2.png" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["x.png"]
+    with Image.open(out / "x.png") as image:
+        assert image.size == (40, 32)
+        assert set(np.unique(np.asarray(image))) <= {0, 255}
+
+
+def test_keras_variant_refuses_another_tile_size(tmp_path, pair, capsys):
+    path = tmp_path / "keras.pt"
+    save_checkpoint(path, DSIFN(encoder_weights=None, variant="keras", input_size=32))
+    argv = ["predict", "--checkpoint", str(path), "--before", str(pair[0]), "--after"]
+    argv += [str(pair[1]), "--out", str(tmp_path / "o.tif"), "--tile-size", "64"]
+    assert main(argv) == 2
+    assert "32x32 tiles only" in _error_line(capsys)
