@@ -147,7 +147,7 @@ def test_offline_without_cache_names_file_and_folder(vgg_file, hub_dir, monkeypa
     assert "vgg16-generated.pth" in message and str(hub_dir) in message
     assert "https://example.invalid/vgg16-generated.pth" in message
     assert list(hub_dir.iterdir()) == []  # no partial file left behind
-    with pytest.raises(WeightsError, match="vgg16-397923af.pth"):
+    with pytest.raises(WeightsError, match=r"vgg16-397923af\.pth"):
         DSIFN(encoder_weights="imagenet")
 
 
