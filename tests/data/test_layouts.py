@@ -180,3 +180,16 @@ def test_a_split_with_a_missing_partner_refuses_to_load(tmp_path):
         DataError, match=r"1 incomplete pair\(s\) in split train .*tile_1: no file in B"
     ):
         ChangeDetectionDataset(DataConfig(root=str(tmp_path)), "train")
+
+
+def test_cdd_as_distributed_with_jpeg_images_and_masks(tmp_path):
+    written = build_layout(
+        tmp_path, "cdd-subset", {"train": 2, "test": 1}, image_suffix=".jpg", mask_suffix=".jpg"
+    )
+    dataset = ChangeDetectionDataset(DataConfig(root=str(tmp_path)), "train")
+    assert dataset.layout.name == "cdd"
+    for i, (t1, _, change) in enumerate(written["train"].values()):
+        sample = dataset[i]
+        np.testing.assert_array_equal(sample["mask"][0].numpy(), change)
+        # Lossy images of noise: only the overall brightness survives exactly enough.
+        assert abs(float(sample["image"][0].mean()) - float(t1.mean()) / 255.0) < 0.02
