@@ -305,7 +305,8 @@ def load_official_pytorch(
             dict itself.
         **options: Further :class:`~dsifn.models.dsifn.DSIFNConfig` fields, e.g.
             ``freeze_encoder=False`` to fine-tune both trunks as their file does; they must not
-            contradict the options the weights imply.
+            contradict the options the weights imply. ``encoder_weights`` is ignored: every
+            weight comes from the state dict.
 
     Returns:
         The model, in eval mode on the CPU, with ``checkpoint_meta["source"]`` naming the
