@@ -1,0 +1,167 @@
+"""``dsifn evaluate``: scores of a checkpoint on a dataset split, with optional pictures."""
+
+from __future__ import annotations
+
+import argparse
+
+from dsifn.cli.options import add_device_options, add_overwrite_option
+
+NAME = "evaluate"
+HELP = "score a checkpoint on a dataset split: metrics table, metrics.json, masks, HTML report"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``evaluate``'s options."""
+    parser.add_argument("--checkpoint", required=True, help="dsifn checkpoint (.pt)")
+    parser.add_argument("--data", required=True, help="dataset folder")
+    parser.add_argument("--split", default="test", help="split to score [test]")
+    parser.add_argument("--layout", default="auto", help="dataset layout [auto: detect it]")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision threshold on the change probability [the checkpoint's, else 0.5]",
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="pairs per forward pass [1]")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes reading the images [0: in the main one]"
+    )
+    add_device_options(parser)
+    parser.add_argument("--out", default=None, help="folder for metrics.json and pictures")
+    parser.add_argument(
+        "--save-masks", action="store_true", help="write predicted masks (PNG 0/255) to OUT/masks"
+    )
+    parser.add_argument(
+        "--save-errors",
+        action="store_true",
+        help="write error maps to OUT/errors (TP white, FP red, FN green, TN black)",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="write OUT/report.html: every pair, worst F1 first, with its pictures",
+    )
+    parser.add_argument(
+        "--tune-threshold",
+        action="store_true",
+        help="choose the F1-best threshold on the val split, store it in the checkpoint, use it",
+    )
+    add_overwrite_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, optionally tune the threshold, evaluate, print, write."""
+    from pathlib import Path
+
+    from dsifn.data import ChangeDetectionDataset, DataConfig, detect_layout
+    from dsifn.errors import ConfigError, InputError
+    from dsifn.io.atomic import check_output_path
+    from dsifn.io.checkpoint import load_checkpoint
+    from dsifn.runtime import resolve_device, resolve_precision
+    from dsifn.training.evaluate import (
+        evaluate,
+        format_table,
+        resolve_threshold,
+        store_threshold,
+        tune_threshold,
+    )
+    from dsifn.training.report import ReportWriter, write_json
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
+    if args.workers < 0:
+        raise InputError(f"--workers must be at least 0; got {args.workers}")
+    if args.threshold is not None:
+        resolve_threshold(args.threshold)  # refuse a bad value before any work
+        if args.tune_threshold:
+            raise ConfigError("give either --threshold or --tune-threshold, not both")
+    pictures = args.save_masks or args.save_errors or args.report
+    out = Path(args.out) if args.out else None
+    if out is None and pictures:
+        raise ConfigError("--save-masks, --save-errors and --report need --out")
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} exists and is not a folder")
+        check_output_path(out / "metrics.json", overwrite=args.overwrite)
+        if args.report:
+            check_output_path(out / "report.html", overwrite=args.overwrite)
+
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    # Data problems are found before the (slower) checkpoint is read.
+    layout = detect_layout(args.data, args.layout)
+    print(layout.describe())
+    layout.split(args.split)
+    if args.tune_threshold:
+        layout.split("val")
+    model = load_checkpoint(args.checkpoint)
+    data = DataConfig.from_dict(
+        {"root": args.data, "layout": args.layout, **_reading_options(model)}
+    )
+    test = ChangeDetectionDataset(data, args.split, layout=layout)
+
+    threshold = args.threshold
+    if args.tune_threshold:
+        if args.split == "val":
+            print("note: tuning and evaluating on the same split (val) flatters the scores")
+        val = ChangeDetectionDataset(data, "val", layout=layout)
+        threshold, scores = tune_threshold(
+            model,
+            val,
+            device=device,
+            precision=precision,
+            batch_size=args.batch_size,
+            workers=args.workers,
+        )
+        store_threshold(args.checkpoint, threshold, note=f"F1-best on the val split of {args.data}")
+        print(
+            f"tuned threshold {threshold:.4g} (val F1 {100 * scores['f1']:.2f} %), "
+            f"stored in {args.checkpoint}"
+        )
+
+    writer = (
+        ReportWriter(
+            out,
+            masks=args.save_masks,
+            errors=args.save_errors,
+            report=args.report,
+            overwrite=args.overwrite,
+        )
+        if out is not None and pictures
+        else None
+    )
+    result = evaluate(
+        model,
+        test,
+        threshold=threshold,
+        device=device,
+        precision=precision,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        per_image=out is not None,
+        on_prediction=writer,
+    )
+    print(format_table(result, title=f"{args.checkpoint} on {args.split} ({len(test)} pairs)"))
+    if out is not None:
+        record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
+        write_json(out / "metrics.json", record | result.to_dict(), overwrite=args.overwrite)
+        print(f"wrote {out / 'metrics.json'}")
+    if writer is not None and args.report:
+        details = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
+        print(f"wrote {writer.write_html(result, details=details)}")
+    return 0
+
+
+def _reading_options(model: object) -> dict[str, object]:
+    """How the training data was read (bands, scale, nodata, ignore value), from the checkpoint.
+
+    Evaluating with another band selection or scaling than training would silently give wrong
+    scores, so the checkpoint's recorded choices are reused.
+    """
+    meta = getattr(model, "checkpoint_meta", {}) or {}
+    training = meta.get("training") or {}
+    recorded = training.get("data") if isinstance(training, dict) else None
+    if not isinstance(recorded, dict):
+        return {}
+    keys = ("bands", "scale", "ignore_value", "nodata")
+    return {k: recorded[k] for k in keys if recorded.get(k) is not None}

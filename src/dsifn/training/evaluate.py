@@ -1,0 +1,460 @@
+"""Evaluation of a change detector on a dataset split, threshold tuning and a simple baseline.
+
+Scores follow the field's convention (``../shared/DSIFN_SPEC.md``, "Metrics people report"):
+one confusion matrix accumulated over every valid pixel of the split, for the change class.
+A prediction is ``sigmoid(model(t1, t2).stride1)`` after normalising both dates with the
+model's ``config.input_normalization``; the decision threshold is the one given, else the
+checkpoint's ``meta["threshold"]``, else 0.5.
+
+Anything that scores pixels can be evaluated: :func:`evaluate` wraps a model into a
+:data:`Scorer` and hands it to :func:`evaluate_scorer`; the pixel-difference baseline
+(:func:`difference_scores`) is another scorer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from dsifn.errors import DataError, InputError
+from dsifn.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
+from dsifn.models.dsifn import DSIFN
+from dsifn.runtime import autocast, resolve_device, resolve_precision
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "SCORE_NAMES",
+    "EvaluationResult",
+    "ImageResult",
+    "Prediction",
+    "Scorer",
+    "check_compatible",
+    "difference_scores",
+    "evaluate",
+    "evaluate_scorer",
+    "format_table",
+    "image_f1",
+    "model_scorer",
+    "resolve_threshold",
+    "store_threshold",
+    "sweep_scorer",
+    "tune_threshold",
+]
+
+DEFAULT_THRESHOLD = 0.5
+SCORE_NAMES = ("precision", "recall", "f1", "iou", "oa", "kappa")
+
+# Maps a batch of pairs (B, 2, C, H, W) in [0, 1] to change probabilities (B, 1, H, W).
+Scorer = Callable[[Tensor], Tensor]
+Sample = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's inputs and prediction, handed to ``on_prediction`` callbacks (on the CPU)."""
+
+    name: str  # the pair's name in the dataset
+    image: Tensor  # (2, C, H, W) float in [0, 1]: T1 then T2
+    mask: Tensor  # (1, H, W) float 0/1 reference
+    valid: Tensor  # (1, H, W) bool, False where the reference is not labelled
+    probability: Tensor  # (1, H, W) float change probability
+    prediction: Tensor  # (1, H, W) bool, probability above the threshold
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Confusion counts and scores of one image."""
+
+    name: str  # the pair's name
+    tp: int  # changed pixels predicted changed
+    fp: int  # unchanged pixels predicted changed
+    fn: int  # changed pixels predicted unchanged
+    tn: int  # unchanged pixels predicted unchanged
+    scores: dict[str, float]  # precision, recall, f1, iou, oa, kappa of this image alone
+
+    @property
+    def f1(self) -> float:
+        """F1 for sorting: see :func:`image_f1`."""
+        return image_f1(self.tp, self.fp, self.fn)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Scores of a whole split, from one confusion matrix over all its valid pixels."""
+
+    scores: dict[str, float]  # precision, recall, f1, iou, oa, kappa in [0, 1]
+    tp: int  # true positives (changed, predicted changed)
+    fp: int  # false positives
+    fn: int  # false negatives
+    tn: int  # true negatives
+    threshold: float  # probability above which a pixel counts as change
+    images: int  # pairs evaluated
+    per_image: list[ImageResult] | None = None  # one entry per pair when asked for
+
+    @property
+    def pixels(self) -> int:
+        """Valid pixels counted."""
+        return self.tp + self.fp + self.fn + self.tn
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary for ``metrics.json``."""
+        out: dict[str, Any] = {
+            "scores": dict(self.scores),
+            "confusion": {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn},
+            "threshold": self.threshold,
+            "images": self.images,
+            "pixels": self.pixels,
+        }
+        if self.per_image is not None:
+            out["per_image"] = [dataclasses.asdict(r) for r in self.per_image]
+        return out
+
+
+def image_f1(tp: int, fp: int, fn: int) -> float:
+    """F1 of one image, taken as 1 when the image has no change and none was predicted.
+
+    Used to rank images from worst to best; the split's scores never average these.
+    """
+    if tp + fp + fn == 0:
+        return 1.0
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+def format_table(result: EvaluationResult, title: str | None = None) -> str:
+    """The metrics table printed by ``dsifn evaluate``: scores in %, counts, threshold."""
+    lines = [title] if title else []
+    labels = {
+        "precision": "precision",
+        "recall": "recall",
+        "f1": "F1",
+        "iou": "IoU",
+        "oa": "OA",
+        "kappa": "kappa",
+    }
+    for key, label in labels.items():
+        lines.append(f"  {label:<10} {100 * result.scores[key]:7.2f} %")
+    width = max(len(f"{v:,d}") for v in (result.tp, result.fp, result.fn, result.tn))
+    lines += [
+        "  confusion matrix (pixels)  predicted change   predicted no change",
+        f"    reference change        TP {result.tp:>{width},d}     FN {result.fn:>{width},d}",
+        f"    reference no change     FP {result.fp:>{width},d}     TN {result.tn:>{width},d}",
+        f"  threshold  {result.threshold:.4g}    images {result.images}    "
+        f"valid pixels {result.pixels:,d}",
+    ]
+    return "\n".join(lines)
+
+
+def resolve_threshold(threshold: float | None, model: DSIFN | None = None) -> float:
+    """The decision threshold: the one given, else the checkpoint's, else 0.5.
+
+    Raises:
+        InputError: If the threshold is not in [0, 1].
+    """
+    value = threshold
+    if value is None and model is not None:
+        value = model.checkpoint_meta.get("threshold")
+    value = DEFAULT_THRESHOLD if value is None else float(value)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise InputError(f"threshold must be in [0, 1]; got {value}")
+    return value
+
+
+def check_compatible(model: DSIFN, dataset: Dataset[Sample]) -> None:
+    """Refuse a dataset the model cannot take: band count, or size for fixed-size models.
+
+    Raises:
+        InputError: Naming what differs.
+    """
+    config = model.config
+    bands = getattr(dataset, "bands", None)
+    if bands is None and len(dataset) > 0:  # type: ignore[arg-type]
+        bands = int(dataset[0]["image"].shape[1])
+    if bands is not None and bands != config.in_channels:
+        raise InputError(
+            f"the data has {bands} band(s) per image but the model takes {config.in_channels}"
+        )
+    if config.input_size is not None and len(dataset) > 0:  # type: ignore[arg-type]
+        height, width = dataset[0]["image"].shape[-2:]
+        if (height, width) != (config.input_size, config.input_size):
+            raise InputError(
+                f"this model takes {config.input_size}x{config.input_size} images only; the data "
+                f"has {height}x{width} (use dsifn predict, which tiles)"
+            )
+
+
+def model_scorer(model: DSIFN, device: torch.device, precision: str) -> Callable[[Tensor], Tensor]:
+    """Wrap a model as a :data:`Scorer` running on ``device`` at ``precision``.
+
+    The model must already be on ``device`` and in eval mode.
+    """
+    normalize = model.config.input_normalization
+
+    def score(images: Tensor) -> Tensor:
+        # images: (B, 2, C, H, W) in [0, 1] on `device`.
+        with torch.inference_mode(), autocast(device, precision):
+            logits = model(normalize(images[:, 0]), normalize(images[:, 1])).stride1
+        return torch.sigmoid(logits.float())
+
+    return score
+
+
+def difference_scores(images: Tensor) -> Tensor:
+    """The pixel-difference baseline: mean absolute difference of the dates over the bands.
+
+    Args:
+        images: (B, 2, C, H, W) pairs in [0, 1].
+
+    Returns:
+        (B, 1, H, W) scores in [0, 1]; higher means more likely changed.
+    """
+    return (images[:, 1] - images[:, 0]).abs().mean(dim=1, keepdim=True)
+
+
+def _collate(samples: Sequence[Sample]) -> dict[str, Any]:
+    shapes = {tuple(s["image"].shape) for s in samples}
+    if len(shapes) > 1:
+        raise DataError(
+            f"images in one batch differ in size ({sorted(shapes)[:2]}); use batch size 1"
+        )
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "mask": torch.stack([s["mask"] for s in samples]),
+        "valid": torch.stack([s["valid"] for s in samples]),
+        "name": [str(s["name"]) for s in samples],
+    }
+
+
+def _batches(
+    dataset: Dataset[Sample], batch_size: int, workers: int, progress: bool, desc: str
+) -> Iterator[dict[str, Any]]:
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1; got {batch_size}")
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate, num_workers=workers
+    )
+    total = len(dataset)  # type: ignore[arg-type]
+    with tqdm(total=total, desc=desc, unit="pair", disable=not progress) as bar:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch["name"]))
+
+
+def evaluate_scorer(
+    scorer: Scorer,
+    dataset: Dataset[Sample],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    device: torch.device | None = None,
+    batch_size: int = 1,
+    workers: int = 0,
+    progress: bool = True,
+    per_image: bool = False,
+    on_prediction: Callable[[Prediction], None] | None = None,
+    desc: str = "evaluate",
+) -> EvaluationResult:
+    """Score every pair of ``dataset`` with ``scorer`` and accumulate one confusion matrix.
+
+    Args:
+        scorer: Maps (B, 2, C, H, W) pairs in [0, 1] to (B, 1, H, W) probabilities.
+        dataset: Yields ``{"image", "mask", "valid", "name"}`` samples.
+        threshold: Probability above which a pixel is change.
+        device: Where the pairs are sent before scoring (CPU if None).
+        batch_size: Pairs per forward pass (pairs of one batch must share their size).
+        workers: DataLoader worker processes reading the pairs (0: in this process).
+        progress: Show a progress bar.
+        per_image: Also return each image's counts and scores.
+        on_prediction: Called with every image's :class:`Prediction` (for writing outputs).
+        desc: Label of the progress bar.
+
+    Returns:
+        The split's scores, counts and threshold.
+    """
+    device = device or torch.device("cpu")
+    total = ConfusionMatrix(threshold=threshold)
+    images = 0
+    rows: list[ImageResult] = []
+    for batch in _batches(dataset, batch_size, workers, progress, desc):
+        prob = scorer(batch["image"].to(device)).float().cpu()
+        mask, valid = batch["mask"], batch["valid"]
+        total.update(prob, mask, valid)
+        images += len(batch["name"])
+        if not (per_image or on_prediction):
+            continue
+        for i, name in enumerate(batch["name"]):
+            single = ConfusionMatrix(threshold=threshold)
+            single.update(prob[i : i + 1], mask[i : i + 1], valid[i : i + 1])
+            counts = (single.tp, single.fp, single.fn, single.tn)
+            if per_image:
+                rows.append(ImageResult(name, *counts, scores=scores_from_confusion(*counts)))
+            if on_prediction is not None:
+                on_prediction(
+                    Prediction(
+                        name=name,
+                        image=batch["image"][i],
+                        mask=mask[i],
+                        valid=valid[i],
+                        probability=prob[i],
+                        prediction=prob[i].double() > threshold,
+                    )
+                )
+    return EvaluationResult(
+        scores=total.scores(),
+        tp=total.tp,
+        fp=total.fp,
+        fn=total.fn,
+        tn=total.tn,
+        threshold=threshold,
+        images=images,
+        per_image=rows if per_image else None,
+    )
+
+
+def evaluate(
+    model: DSIFN,
+    dataset: Dataset[Sample],
+    *,
+    threshold: float | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    batch_size: int = 1,
+    workers: int = 0,
+    progress: bool = True,
+    per_image: bool = False,
+    on_prediction: Callable[[Prediction], None] | None = None,
+) -> EvaluationResult:
+    """Evaluate a DSIFN on a dataset split.
+
+    The model is moved to ``device`` and put in eval mode.
+
+    Args:
+        model: The network (e.g. from :func:`dsifn.load_checkpoint`).
+        dataset: Yields ``{"image": (2, C, H, W) in [0, 1], "mask": (1, H, W), "valid":
+            (1, H, W), "name"}`` samples, e.g. a :class:`dsifn.data.ChangeDetectionDataset`.
+        threshold: Decision threshold; None takes the checkpoint's, else 0.5.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``... or a :class:`torch.device`.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        batch_size: Pairs per forward pass.
+        workers: DataLoader worker processes reading the pairs (0: in this process).
+        progress: Show a progress bar.
+        per_image: Also return each image's counts and scores.
+        on_prediction: Called with every image's :class:`Prediction`.
+
+    Returns:
+        Scores from one confusion matrix over the whole split, with the threshold used.
+
+    Raises:
+        InputError: If the data's band count (or size, for fixed-size models) does not fit.
+    """
+    check_compatible(model, dataset)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    model = model.to(dev).eval()
+    return evaluate_scorer(
+        model_scorer(model, dev, prec),
+        dataset,
+        threshold=resolve_threshold(threshold, model),
+        device=dev,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+        per_image=per_image,
+        on_prediction=on_prediction,
+    )
+
+
+def sweep_scorer(
+    scorer: Scorer,
+    dataset: Dataset[Sample],
+    *,
+    device: torch.device | None = None,
+    batch_size: int = 1,
+    workers: int = 0,
+    progress: bool = True,
+    bins: int = 1000,
+    desc: str = "threshold sweep",
+) -> tuple[float, dict[str, float]]:
+    """The threshold that maximises F1 over a split, and the scores it reaches.
+
+    Args:
+        scorer: Maps (B, 2, C, H, W) pairs to (B, 1, H, W) scores in [0, 1].
+        dataset: The split to tune on (validation, never test).
+        device: Where the pairs are sent before scoring.
+        batch_size: Pairs per forward pass.
+        workers: DataLoader worker processes reading the pairs (0: in this process).
+        progress: Show a progress bar.
+        bins: Resolution of the threshold search.
+        desc: Label of the progress bar.
+
+    Returns:
+        ``(threshold, scores)``.
+    """
+    device = device or torch.device("cpu")
+    sweep = ThresholdSweep(bins=bins)
+    for batch in _batches(dataset, batch_size, workers, progress, desc):
+        sweep.update(scorer(batch["image"].to(device)).float().cpu(), batch["mask"], batch["valid"])
+    threshold, scores = sweep.best("f1")
+    return float(threshold), dict(scores)
+
+
+def tune_threshold(
+    model: DSIFN,
+    dataset: Dataset[Sample],
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    batch_size: int = 1,
+    workers: int = 0,
+    progress: bool = True,
+    bins: int = 1000,
+) -> tuple[float, dict[str, float]]:
+    """Choose the F1-best decision threshold of a model on a (validation) split.
+
+    Returns:
+        ``(threshold, scores at that threshold)``.
+    """
+    check_compatible(model, dataset)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    model = model.to(dev).eval()
+    return sweep_scorer(
+        model_scorer(model, dev, prec),
+        dataset,
+        device=dev,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+        bins=bins,
+        desc="tune threshold",
+    )
+
+
+def store_threshold(
+    path: str | os.PathLike[str], threshold: float, *, note: str | None = None
+) -> None:
+    """Record a decision threshold in a checkpoint's meta, rewriting the file atomically.
+
+    Every other entry of the checkpoint (weights, configuration, training state, meta) is kept.
+
+    Args:
+        path: A dsifn checkpoint.
+        threshold: The new ``meta["threshold"]``.
+        note: Where the threshold came from, stored as ``meta["threshold_source"]``.
+    """
+    payload = read_checkpoint(path)
+    model = model_from_checkpoint(payload, source=str(path))
+    meta = dict(payload.get("meta") or {})
+    meta["threshold"] = float(threshold)
+    if note:
+        meta["threshold_source"] = note
+    own = {"format", "format_version", "dsifn_version", "model_config", "state_dict", "meta"}
+    extra = {k: v for k, v in payload.items() if k not in own}
+    save_checkpoint(path, model, meta=meta, overwrite=True, **extra)

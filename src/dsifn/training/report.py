@@ -1,0 +1,369 @@
+"""Pictures and an HTML report of an evaluation.
+
+Pure functions turn tensors into pictures (:func:`error_map`, :func:`image_to_rgb`,
+:func:`mask_to_gray`); :class:`ReportWriter` writes them per image as an evaluation streams its
+predictions, and at the end an HTML page (``report.html``) that links them by relative paths:
+the summary table, then every image sorted from the worst F1 to the best with before, after,
+reference, prediction and error side by side.
+
+Error-map colours: true positive white, false positive red, false negative green, true
+negative black; pixels without a reference label (``valid`` False) grey.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+from torch import Tensor
+
+from dsifn.io.atomic import atomic_path, check_output_path
+from dsifn.training.evaluate import (
+    EvaluationResult,
+    ImageResult,
+    Prediction,
+    image_f1,
+)
+
+__all__ = [
+    "ERROR_COLOURS",
+    "ReportWriter",
+    "error_map",
+    "image_to_rgb",
+    "mask_to_gray",
+    "render_html",
+    "safe_name",
+    "save_png",
+    "write_json",
+]
+
+# RGB colour of each outcome in an error map.
+ERROR_COLOURS: dict[str, tuple[int, int, int]] = {
+    "tp": (255, 255, 255),
+    "fp": (255, 0, 0),
+    "fn": (0, 255, 0),
+    "tn": (0, 0, 0),
+    "ignored": (128, 128, 128),
+}
+
+
+def _as_bool(array: NDArray[Any] | Tensor) -> NDArray[np.bool_]:
+    values = array.detach().cpu().numpy() if isinstance(array, Tensor) else np.asarray(array)
+    values = np.squeeze(values)
+    if values.ndim != 2:
+        raise ValueError(f"expected a (H, W) or (1, H, W) map; got shape {values.shape}")
+    return values.astype(bool)
+
+
+def error_map(
+    pred: NDArray[Any] | Tensor,
+    ref: NDArray[Any] | Tensor,
+    valid: NDArray[Any] | Tensor | None = None,
+) -> NDArray[np.uint8]:
+    """Colour each pixel by its outcome: TP white, FP red, FN green, TN black, unlabelled grey.
+
+    Args:
+        pred: (H, W) or (1, H, W) predicted change, anything non-zero is change.
+        ref: Reference change of the same shape.
+        valid: Optional map of the same shape, False where the reference is not labelled.
+
+    Returns:
+        (H, W, 3) uint8 RGB picture.
+    """
+    p, r = _as_bool(pred), _as_bool(ref)
+    if p.shape != r.shape:
+        raise ValueError(f"prediction {p.shape} and reference {r.shape} differ in shape")
+    out = np.zeros((*p.shape, 3), np.uint8)
+    out[p & r] = ERROR_COLOURS["tp"]
+    out[p & ~r] = ERROR_COLOURS["fp"]
+    out[~p & r] = ERROR_COLOURS["fn"]
+    if valid is not None:
+        out[~_as_bool(valid)] = ERROR_COLOURS["ignored"]
+    return out
+
+
+def mask_to_gray(mask: NDArray[Any] | Tensor) -> NDArray[np.uint8]:
+    """(H, W) or (1, H, W) binary map -> (H, W) uint8 picture, change 255, no change 0."""
+    out: NDArray[np.uint8] = np.where(_as_bool(mask), 255, 0).astype(np.uint8)
+    return out
+
+
+def image_to_rgb(
+    image: NDArray[Any] | Tensor, bands: Sequence[int] = (0, 1, 2)
+) -> NDArray[np.uint8]:
+    """A displayable picture of one date.
+
+    Args:
+        image: (C, H, W) float image in [0, 1].
+        bands: Zero-based bands shown as red, green and blue (clipped to the bands there are;
+            a one-band image is shown in grey).
+
+    Returns:
+        (H, W, 3) uint8 RGB. Dark images (98th percentile below 0.25, e.g. 16-bit data scaled
+        to [0, 1]) are stretched linearly between their 2nd and 98th percentiles so that
+        something is visible; others are shown as they are.
+    """
+    values = image.detach().cpu().float().numpy() if isinstance(image, Tensor) else image
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 3:
+        raise ValueError(f"expected a (C, H, W) image; got shape {values.shape}")
+    picked = [min(b, values.shape[0] - 1) for b in bands]
+    rgb = np.moveaxis(values[picked], 0, -1)
+    high = float(np.percentile(rgb, 98))
+    if high < 0.25:
+        low = float(np.percentile(rgb, 2))
+        rgb = (rgb - low) / max(high - low, 1e-6)
+    out: NDArray[np.uint8] = np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
+    return out
+
+
+def save_png(path: str | os.PathLike[str], picture: NDArray[np.uint8], *, overwrite: bool) -> Path:
+    """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike[str], data: Any, *, overwrite: bool) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    return Path(path)
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a pair name (path separators and odd characters replaced)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".") or "pair"
+
+
+@dataclass(frozen=True)
+class _Row:
+    result: ImageResult
+    pictures: dict[str, str]  # picture kind -> path relative to the output folder
+
+
+class ReportWriter:
+    """Writes per-image pictures while an evaluation runs, then ``report.html``.
+
+    Use its :meth:`__call__` as ``on_prediction`` of :func:`dsifn.training.evaluate.evaluate`.
+
+    Files under ``out``: ``masks/<name>.png`` (prediction, 0/255) when ``masks``,
+    ``errors/<name>.png`` when ``errors``, and for the report ``report/<name>_t1.png``,
+    ``_t2.png``, ``_ref.png`` plus the masks and error maps (written whenever ``report`` is on).
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        masks: bool = False,
+        errors: bool = False,
+        report: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        """Prepare the output folders.
+
+        Args:
+            out: Output folder.
+            masks: Write predicted masks.
+            errors: Write error maps.
+            report: Write the pictures the HTML report shows (implies masks and errors).
+            overwrite: Replace existing files.
+        """
+        self.out = Path(out)
+        self.report = report
+        self.masks = masks or report
+        self.errors = errors or report
+        self.overwrite = overwrite
+        self.rows: list[_Row] = []
+        self._names: set[str] = set()
+
+    def _file(self, folder: str, name: str) -> tuple[Path, str]:
+        relative = f"{folder}/{name}.png"
+        return self.out / relative, relative
+
+    def __call__(self, item: Prediction) -> None:
+        """Write the pictures of one image and remember its scores."""
+        base = safe_name(item.name)
+        stem, k = base, 1
+        while stem in self._names:  # two names that sanitise alike must not share files
+            k += 1
+            stem = f"{base}_{k}"
+        self._names.add(stem)
+        pictures: dict[str, str] = {}
+        pred = item.prediction
+        if self.masks:
+            path, rel = self._file("masks", stem)
+            save_png(path, mask_to_gray(pred), overwrite=self.overwrite)
+            pictures["prediction"] = rel
+        if self.errors:
+            path, rel = self._file("errors", stem)
+            save_png(path, error_map(pred, item.mask, item.valid), overwrite=self.overwrite)
+            pictures["error"] = rel
+        if self.report:
+            for kind, picture in (
+                ("before", image_to_rgb(item.image[0])),
+                ("after", image_to_rgb(item.image[1])),
+                ("reference", mask_to_gray(item.mask)),
+            ):
+                path, rel = self._file("report", f"{stem}_{kind}")
+                save_png(path, picture, overwrite=self.overwrite)
+                pictures[kind] = rel
+        p, r, v = _as_bool(pred), _as_bool(item.mask), _as_bool(item.valid)
+        tp, fp = int((p & r & v).sum()), int((p & ~r & v).sum())
+        fn, tn = int((~p & r & v).sum()), int((~p & ~r & v).sum())
+        self.rows.append(_Row(ImageResult(item.name, tp, fp, fn, tn, scores={}), pictures))
+
+    def write_html(
+        self,
+        result: EvaluationResult,
+        *,
+        title: str = "dsifn evaluation",
+        details: dict[str, str] | None = None,
+        figures: Sequence[tuple[str, str]] = (),
+        comparison: Sequence[tuple[str, EvaluationResult]] = (),
+    ) -> Path:
+        """Write ``report.html`` (atomically) and return its path.
+
+        Args:
+            result: The split's scores.
+            title: Page title.
+            details: Extra key/value lines for the header (checkpoint, data, split...).
+            figures: (caption, path relative to ``out``) of further pictures (curves).
+            comparison: Other methods' results on the same split, shown in the summary table.
+        """
+        page = render_html(
+            result,
+            self.rows,
+            title=title,
+            details=details or {},
+            figures=figures,
+            comparison=comparison,
+        )
+        path = self.out / "report.html"
+        check_output_path(path, overwrite=self.overwrite)
+        with atomic_path(path, overwrite=self.overwrite) as tmp:
+            tmp.write_text(page, encoding="utf-8")
+        return path
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin-bottom: 1em; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f0f0f0; }
+td.name { text-align: left; }
+.pair img { width: 160px; image-rendering: pixelated; border: 1px solid #ccc; }
+.pair td { text-align: center; vertical-align: top; }
+.legend span { display: inline-block; width: 12px; height: 12px; border: 1px solid #888;
+  margin: 0 4px 0 12px; vertical-align: middle; }
+figure { display: inline-block; margin: 0 1em 1em 0; }
+figure img { max-width: 640px; }
+"""
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def render_html(
+    result: EvaluationResult,
+    rows: Sequence[_Row],
+    *,
+    title: str,
+    details: dict[str, str],
+    figures: Sequence[tuple[str, str]] = (),
+    comparison: Sequence[tuple[str, EvaluationResult]] = (),
+) -> str:
+    """The report page as a string (pure: no file access).
+
+    Images are sorted from the worst F1 to the best (ties: most wrong pixels first).
+    """
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
+    if details:
+        parts.append("<p>" + "<br>".join(f"<b>{esc(k)}</b>: {esc(v)}" for k, v in details.items()))
+        parts.append("</p>")
+    header = "".join(
+        f"<th>{h}</th>"
+        for h in ("method", "precision", "recall", "F1", "IoU", "OA", "kappa", "threshold")
+    )
+    parts += ["<h2>Summary (%)</h2>", f"<table><tr>{header}</tr>"]
+    for name, res in [("DSIFN", result), *comparison]:
+        cells = "".join(
+            f"<td>{_pct(res.scores[k])}</td>"
+            for k in ("precision", "recall", "f1", "iou", "oa", "kappa")
+        )
+        parts.append(
+            f'<tr><td class="name">{esc(name)}</td>{cells}<td>{res.threshold:.4g}</td></tr>'
+        )
+    parts.append("</table>")
+    parts.append(
+        "<table><tr><th></th><th>predicted change</th><th>predicted no change</th></tr>"
+        f'<tr><td class="name">reference change</td><td>TP {result.tp:,d}</td>'
+        f"<td>FN {result.fn:,d}</td></tr>"
+        f'<tr><td class="name">reference no change</td><td>FP {result.fp:,d}</td>'
+        f"<td>TN {result.tn:,d}</td></tr></table>"
+    )
+    parts.append(
+        f"<p>{result.images} image pairs, {result.pixels:,d} labelled pixels; scores from one "
+        "confusion matrix over all of them.</p>"
+    )
+    for caption, path in figures:
+        parts.append(
+            f'<figure><img src="{esc(path)}" alt="{esc(caption)}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
+        )
+    if rows:
+        legend = "".join(
+            f'<span style="background: rgb{ERROR_COLOURS[k]}"></span>{label}'
+            for k, label in (
+                ("tp", "true positive"),
+                ("fp", "false positive"),
+                ("fn", "false negative"),
+                ("tn", "true negative"),
+                ("ignored", "not labelled"),
+            )
+        )
+        parts += [
+            "<h2>Images, worst F1 first</h2>",
+            f'<p class="legend">Error map:{legend}</p>',
+            '<table class="pair"><tr><th>pair</th><th>F1 %</th><th>before</th><th>after</th>'
+            "<th>reference</th><th>prediction</th><th>error</th></tr>",
+        ]
+        ordered = sorted(
+            rows,
+            key=lambda row: (
+                image_f1(row.result.tp, row.result.fp, row.result.fn),
+                -(row.result.fp + row.result.fn),
+                row.result.name,
+            ),
+        )
+        for row in ordered:
+            r = row.result
+            cells = "".join(
+                f'<td><img src="{esc(row.pictures[k])}" alt="{k}"></td>'
+                if k in row.pictures
+                else "<td>-</td>"
+                for k in ("before", "after", "reference", "prediction", "error")
+            )
+            parts.append(
+                f'<tr><td class="name">{esc(r.name)}<br><small>TP {r.tp} FP {r.fp} FN {r.fn}'
+                f"</small></td><td>{_pct(image_f1(r.tp, r.fp, r.fn))}</td>{cells}</tr>"
+            )
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
