@@ -6,17 +6,25 @@ Main entry points: :class:`DSIFN`, :class:`DSIFNConfig`, :class:`DeepSupervision
 
 from dsifn._version import __version__
 from dsifn.errors import DSIFNError, InputError
+from dsifn.interop.official_pytorch import load_official_pytorch
 from dsifn.io.checkpoint import load_checkpoint, save_checkpoint
+from dsifn.losses import DeepSupervisionLoss
+from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from dsifn.models import DSIFN, DSIFNConfig, DSIFNOutput, Normalization
 
 __all__ = [
     "DSIFN",
+    "ConfusionMatrix",
     "DSIFNConfig",
     "DSIFNError",
     "DSIFNOutput",
+    "DeepSupervisionLoss",
     "InputError",
     "Normalization",
+    "ThresholdSweep",
     "__version__",
     "load_checkpoint",
+    "load_official_pytorch",
     "save_checkpoint",
+    "scores_from_confusion",
 ]

@@ -123,9 +123,9 @@ def adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
     """Adapt RGB filters of a first convolution to another number of input bands.
 
     One band gets the sum of the RGB filters (a grey image then gives the same response as the
-    RGB image it came from). More bands repeat the RGB filters cyclically and scale by 3 / C,
-    so the response to an image whose bands are equal keeps its size (the rule timm and
-    segmentation_models_pytorch use).
+    RGB image it came from). More bands repeat the RGB filters cyclically and scale by 3 / C, so
+    the response to an image whose bands are equal keeps its size on average (exactly when C is
+    a multiple of 3); timm and segmentation_models_pytorch use the same rule.
 
     Args:
         weight: (O, 3, kH, kW) filters.
