@@ -486,7 +486,7 @@ class _Trainer:
             self._round(final_reason=reason)  # the steps since the last round count too
         elif not last.get("stop_reason"):
             last["stop_reason"] = reason  # the last round was the final one: say so
-            self._save_and_log(improved=False)
+            self._save_and_log(improved=False, curves=True)
         return str(state.history[-1].get("stop_reason", reason))
 
     def _limit_reached(self) -> bool:
@@ -647,7 +647,7 @@ class _Trainer:
         if reason:
             entry["stop_reason"] = reason
         state.history.append(entry)
-        self._save_and_log(improved=improved)
+        self._save_and_log(improved=improved, curves=state.batch_in_epoch == 0 or bool(reason))
         if self.progress:
             _print_round(entry, cfg.schedule.epochs)
         self._reset_train_stats()
@@ -655,8 +655,12 @@ class _Trainer:
             callback(dict(entry))
         return reason
 
-    def _save_and_log(self, *, improved: bool) -> None:
-        """Write best.pt (if improved), last.pt with the resume state, logs and curves."""
+    def _save_and_log(self, *, improved: bool, curves: bool) -> None:
+        """Write best.pt (if improved), last.pt with the resume state, logs, and curves.
+
+        Curves are drawn at the end of epochs and of the run only: rounds every few steps
+        would spend noticeable time in matplotlib.
+        """
         state = self.state
         rng = gather_objects(self.ctx, capture_rng())  # every rank's, for an exact resume
         if not self.ctx.is_main:
@@ -688,7 +692,8 @@ class _Trainer:
         )
         if self.log is not None:
             self.log.write(state.history)
-        plot_curves(state.history, self.run_dir / "curves.png")
+        if curves:
+            plot_curves(state.history, self.run_dir / "curves.png")
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -96,6 +96,8 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
         ("learning rate", ("lr",), True),
     )
     fig = Figure(figsize=(4 * len(panels), 3.2))
+    # Fixed margins: tight_layout would draw the figure twice, and this runs every epoch.
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.16, top=0.9, wspace=0.3)
     axes = fig.subplots(1, len(panels))
     for ax, (title, keys, log_scale) in zip(axes, panels, strict=True):
         for key in keys:
@@ -114,6 +116,5 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     with atomic_path(path, overwrite=True) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
