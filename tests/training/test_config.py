@@ -1,0 +1,113 @@
+"""Training configuration: paper defaults, bundled YAML files, checked dotted overrides."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from dsifn.errors import ConfigError
+from dsifn.training.config import (
+    BUNDLED_CONFIGS,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+    parse_overrides,
+)
+
+
+def test_defaults_are_the_paper_recipe():
+    cfg = TrainConfig()
+    assert (cfg.optim.optimizer, cfg.optim.lr) == ("adam", 1e-4)
+    assert cfg.schedule.scheduler == "plateau"
+    assert (cfg.schedule.plateau_factor, cfg.schedule.plateau_patience) == (0.1, 5)
+    assert cfg.schedule.early_stop_patience == 20
+    assert cfg.data.crop_size == 512
+    assert cfg.model.freeze_encoder and cfg.model.shared_encoder
+    assert cfg.model.encoder_weights == "imagenet"
+    assert cfg.loss.weights == (1.0,) * 5
+    assert (cfg.loss.bce_weight, cfg.loss.dice_weight) == (1.0, 1.0)
+    assert cfg.validation.threshold == 0.5
+
+
+def test_default_yaml_spells_out_exactly_the_built_in_defaults():
+    assert load_config("default") == TrainConfig()
+
+
+def test_bundled_configs_load():
+    assert set(BUNDLED_CONFIGS) == {"default", "levir", "dsifn_cd"}
+    levir = load_config("levir")
+    assert (levir.data.layout, levir.data.crop_size) == ("levir", 256)
+    dsifn_cd = load_config("dsifn_cd")
+    assert (dsifn_cd.data.layout, dsifn_cd.data.crop_size) == ("dsifn", None)
+    assert levir.optim == dsifn_cd.optim == TrainConfig().optim
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = load_config("levir", ["data.root=/data/x", "data.bands=[3, 2, 1]", "model.in_channels=3"])
+    cfg.save(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["data"]["bands"] == [3, 2, 1]
+
+
+def test_overrides_are_dotted_typed_and_allow_unambiguous_short_keys():
+    cfg = load_config(None, ["optim.lr=3e-4", "data.root=/x", "epochs=2", "run.compile=true"])
+    assert cfg.optim.lr == pytest.approx(3e-4)
+    assert cfg.data.root == "/x"
+    assert cfg.schedule.epochs == 2
+    assert cfg.run.compile is True
+    # Text fields keep the text: a folder called 2024 is not the number 2024.
+    assert load_config(None, ["data.root=2024"]).data.root == "2024"
+    # Nullable fields take null; nested sections take dotted keys or mappings.
+    cfg = load_config(None, ["schedule.early_stop_patience=null", "data.augment.hflip=0"])
+    assert cfg.schedule.early_stop_patience is None
+    assert cfg.data.augment.hflip == 0.0
+    cfg = load_config(None, ["model.normalization={mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]}"])
+    assert cfg.model.input_normalization.mean == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("optim.lrr=1", r"unknown config key 'optim.lrr'; valid keys here: .*optim\.lr,"),
+        ("nope=1", r"valid keys here: model, data, loss, optim"),
+        ("epochs=two", r"schedule.epochs must be an integer; got 'two'"),
+        ("run.seed=1.5", r"run.seed must be an integer"),
+        ("run.compile=maybe", r"run.compile must be true or false"),
+        ("optim.optimizer=lion", r"optim.optimizer must be one of 'adam', 'adamw', 'sgd'"),
+        ("model.variant=tf", r"model.variant must be one of"),
+        ("model.dropout=1.5", r"model: dropout must be in \[0, 1\)"),
+        ("optim.betas=[0.9]", r"optim.betas must be a list of 2 values"),
+        ("optim.lr.x=1", r"optim.lr has no sub-keys"),
+        ("optim.lr=-1", r"optim.lr must be positive"),
+        ("run.batch_size=null", r"run.batch_size must be an integer; got None"),
+    ],
+)
+def test_bad_overrides_name_the_key_and_what_is_valid(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_override_syntax_and_ambiguity():
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_overrides(["lr"])
+    # `split` is a field of validation only, `batch_size` of both validation and run.
+    assert apply_overrides(TrainConfig(), {"split": "test"}).validation.split == "test"
+    with pytest.raises(ConfigError, match=r"ambiguous: use one of validation.batch_size, run"):
+        apply_overrides(TrainConfig(), {"batch_size": "4"})
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a file nor a bundled config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) optim.learning_rate"):
+        load_config(unknown)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listed)
