@@ -57,7 +57,8 @@ ERROR_COLOURS: dict[str, tuple[int, int, int]] = {
 
 def _as_bool(array: NDArray[Any] | Tensor) -> NDArray[np.bool_]:
     values = array.detach().cpu().numpy() if isinstance(array, Tensor) else np.asarray(array)
-    values = np.squeeze(values)
+    if values.ndim == 3 and values.shape[0] == 1:
+        values = values[0]
     if values.ndim != 2:
         raise ValueError(f"expected a (H, W) or (1, H, W) map; got shape {values.shape}")
     return values.astype(bool)
