@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, report the data layout, train."""
-    from dsifn.errors import ConfigError
+    from dsifn.errors import CheckpointError, ConfigError
     from dsifn.training.config import apply_overrides, load_config, parse_overrides
     from dsifn.training.engine import train
 
@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     source = args.config
     if source is None and args.resume:
         source = Path(args.run_dir) / "config.yaml"
+        if not source.is_file():
+            raise CheckpointError(f"nothing to resume in {args.run_dir}: it has no config.yaml")
     overrides = parse_overrides(args.overrides)
     config = load_config(source if source is not None else "default")
     if args.data is not None:
