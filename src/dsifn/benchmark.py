@@ -1,0 +1,861 @@
+"""Measuring speed: the baseline and the fast path side by side, in one run.
+
+The **baseline** runs the network as the authors' code does: eager PyTorch, float32, NCHW, no
+BatchNorm folding, no compilation. The **fast path** is what dsifn does by default
+(:mod:`dsifn.fast`): channels_last, bf16 autocast where the hardware has it, BatchNorm folded
+for inference, ``torch.compile`` where its start-up pays off. Both are timed in the same
+process, in alternating rounds, and the medians are compared, so a machine whose load changes
+during the run slows both alike.
+
+Reported per case: seconds per step, pairs/s and megapixels/s (pixels of one date's image),
+peak memory (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak resident set
+size, which also holds the other case's model), FLOPs counted with
+:class:`torch.utils.flop_counter.FlopCounterMode` (forward, and forward + backward around a real
+training step), the achieved TFLOP/s and its fraction of the device's peak.
+
+Nothing here asserts a speed: the numbers are for people (``dsifn benchmark``,
+``benchmarks/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from dsifn._validation import check_choice
+from dsifn._version import __version__
+from dsifn.errors import ConfigError
+from dsifn.fast import FastInferenceModel, optimize_for_inference, prepare_for_training
+from dsifn.flops import forward_flops
+from dsifn.losses import DeepSupervisionLoss
+from dsifn.models.dsifn import DSIFN
+from dsifn.runtime import Precision, autocast, resolve_device, resolve_precision
+
+__all__ = [
+    "PEAK_TFLOPS",
+    "AccuracyReport",
+    "BenchmarkConfig",
+    "BenchmarkReport",
+    "CaseResult",
+    "compare_accuracy",
+    "device_peak_tflops",
+    "format_report",
+    "run_benchmark",
+    "training_step_flops",
+]
+
+Mode = Literal["train", "infer", "scene", "all"]
+
+# Dense (no sparsity) peak TFLOP/s by device-name substring and math mode. Sources: NVIDIA H100
+# Tensor Core GPU datasheet (SXM5: bf16/fp16 989.4, tf32 494.7, fp32 66.9; PCIe: 756.5, 378,
+# 51.2), H200 datasheet (the same compute as H100 SXM), A100 datasheet (312, 156, 19.5). The
+# sparse figures NVIDIA headlines are twice these. First match wins, so "PCIe" precedes "H100".
+PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("H100 PCIe", {"bf16": 756.5, "fp16": 756.5, "tf32": 378.0, "fp32": 51.2}),
+    ("H100", {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9}),
+    ("H200", {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9}),
+    ("A100", {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5}),
+)
+
+
+def device_peak_tflops(device: torch.device, precision: str) -> float | None:
+    """The device's dense peak TFLOP/s for ``precision``, or None when not in the table.
+
+    On CUDA, ``"fp32"`` means what the convolutions actually use: TF32 when cuDNN is allowed
+    it (PyTorch's default), since convolutions are nearly all of DSIFN's FLOPs.
+
+    Args:
+        device: The device.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+
+    Returns:
+        Peak TFLOP/s, or None (CPUs and unlisted GPUs; pass ``--peak-tflops``).
+    """
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    key = precision
+    if precision == "fp32" and torch.backends.cudnn.allow_tf32:
+        key = "tf32"
+    for pattern, peaks in PEAK_TFLOPS:
+        if pattern.lower() in name.lower():
+            return peaks.get(key)
+    return None
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What :func:`run_benchmark` measures, and how long."""
+
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    size: int = 256  # side of each image (and of the scene's tiles)
+    batch: int | None = None  # training pairs per step; None: 16 on CUDA, 2 on a CPU
+    infer_batch: int | None = None  # inference pairs per call; None: twice `batch`
+    mode: Mode = "all"  # what to measure: train, infer, scene or all
+    steps: int = 5  # timed steps per round and case
+    warmup: int = 2  # untimed steps per case before timing (compilation happens here)
+    rounds: int = 3  # alternating rounds of baseline and fast; the median round counts
+    precision: str = "auto"  # fast path precision; fp32 opts out of autocast
+    compile: bool | None = None  # torch.compile in the fast path; None: on CUDA only
+    peak_tflops: float | None = None  # device peak for the fast path; None: from the table
+    scene_size: int = 2048  # side of the generated scene (scene mode)
+    accuracy_pairs: int = 8  # synthetic pairs for the accuracy comparison; 0 skips it
+    checkpoint: str | None = None  # benchmark this checkpoint's model; None: a random init
+    seed: int = 0  # seeds weights and inputs
+
+    def __post_init__(self) -> None:
+        """Check values."""
+        check_choice("mode", self.mode, get_args(Mode))
+        if self.size < 16:
+            raise ConfigError(f"size must be at least 16; got {self.size}")
+        for name in ("batch", "infer_batch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1; got {value}")
+        if self.steps < 1 or self.rounds < 1 or self.warmup < 0:
+            raise ConfigError("steps and rounds must be at least 1, warmup at least 0")
+        if self.scene_size < self.size:
+            raise ConfigError(f"scene_size must be at least size ({self.size})")
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            raise ConfigError(f"peak_tflops must be positive; got {self.peak_tflops}")
+        if self.accuracy_pairs < 0:
+            raise ConfigError("accuracy_pairs must not be negative")
+
+
+@dataclass
+class CaseResult:
+    """Measurements of one case (e.g. ``train`` with the ``fast`` path)."""
+
+    task: str  # "train", "infer" or "scene"
+    path: str  # "baseline" or "fast"
+    description: str  # what the path does, e.g. "eager fp32 NCHW"
+    batch: int  # pairs per step
+    size: int  # image side
+    seconds_per_step: float  # median over rounds
+    step_times: list[float]  # seconds per step of each round
+    warmup_seconds: float  # time of the untimed warm-up steps (includes compilation)
+    pairs_per_second: float
+    megapixels_per_second: float  # pixels of one date's image per second, / 1e6
+    peak_memory_bytes: int | None  # see the module docstring
+    flops_per_step: int | None  # counted FLOPs of one step (forward, or forward + backward)
+    tflops: float | None  # achieved: flops_per_step / seconds_per_step / 1e12
+    peak_tflops: float | None  # the device's peak for this precision, if known
+    peak_fraction: float | None  # tflops / peak_tflops
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AccuracyReport:
+    """How far the fast path's outputs are from the fp32 baseline's on fixed inputs."""
+
+    pairs: int  # synthetic pairs compared
+    size: int  # their side
+    precision: str  # of the fast path
+    max_probability_difference: float  # max |p_fast - p_fp32| over all pixels, stride-1 map
+    max_logit_difference: float  # the same for logits, over all five outputs
+    mask_agreement: float  # fraction of pixels whose thresholded decision is the same
+    f1_baseline: float  # F1 of the baseline against the synthetic reference
+    f1_fast: float  # F1 of the fast path against the same reference
+    threshold: float  # decision threshold used
+
+
+@dataclass
+class BenchmarkReport:
+    """Everything :func:`run_benchmark` measured."""
+
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    cases: list[CaseResult]
+    ratios: dict[str, float]  # task -> fast pairs/s over baseline pairs/s (scene: see below)
+    accuracy: AccuracyReport | None
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready dictionary."""
+        return dataclasses.asdict(self)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions and hardware, for the record."""
+    from dsifn.runtime import cpu_has_fast_bf16
+
+    env: dict[str, Any] = {
+        "dsifn": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "cpu": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_fast_bf16": cpu_has_fast_bf16(),
+        "threads": torch.get_num_threads(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),  # type: ignore[no-untyped-call]
+        )
+    return env
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    # Linux: writing 5 resets the peak resident set size (VmHWM) to the current one.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _seconds_per_step(step: Callable[[], object], steps: int, device: torch.device) -> float:
+    """Mean seconds of ``steps`` calls, the device synchronised before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def _interleaved(
+    steps: Mapping[str, Callable[[], object]],
+    config: BenchmarkConfig,
+    device: torch.device,
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Warm every case up, then time them in alternating rounds.
+
+    Returns:
+        Per-case seconds per step of each round, and per-case warm-up seconds.
+    """
+    from tqdm.auto import tqdm
+
+    warm: dict[str, float] = {}
+    for name, step in steps.items():
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(config.warmup):
+            step()
+        _sync(device)
+        warm[name] = time.perf_counter() - start
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    bar = tqdm(total=config.rounds * len(steps), desc="timing", leave=False)
+    with bar:
+        for _ in range(config.rounds):
+            for name, step in steps.items():
+                times[name].append(_seconds_per_step(step, config.steps, device))
+                bar.update()
+    return times, warm
+
+
+def _peak_of(step: Callable[[], object], device: torch.device) -> int | None:
+    _sync(device)
+    _reset_peak_memory(device)
+    step()
+    _sync(device)
+    return _peak_memory(device)
+
+
+def _case(
+    task: str,
+    path: str,
+    description: str,
+    *,
+    batch: int,
+    size: int,
+    times: list[float],
+    warmup: float,
+    memory: int | None,
+    flops: int | None,
+    peak: float | None,
+) -> CaseResult:
+    seconds = statistics.median(times)
+    tflops = None if flops is None else flops / seconds / 1e12
+    return CaseResult(
+        task=task,
+        path=path,
+        description=description,
+        batch=batch,
+        size=size,
+        seconds_per_step=seconds,
+        step_times=times,
+        warmup_seconds=warmup,
+        pairs_per_second=batch / seconds,
+        megapixels_per_second=batch * size * size / seconds / 1e6,
+        peak_memory_bytes=memory,
+        flops_per_step=flops,
+        tflops=tflops,
+        peak_tflops=peak,
+        peak_fraction=None if tflops is None or not peak else tflops / peak,
+    )
+
+
+def _inputs(
+    batch: int, bands: int, size: int, device: torch.device, seed: int, channels_last: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    t1 = torch.randn(batch, bands, size, size, generator=generator)
+    t2 = torch.randn(batch, bands, size, size, generator=generator)
+    target = (torch.rand(batch, 1, size, size, generator=generator) > 0.9).float()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return (
+        t1.to(device).contiguous(memory_format=fmt),
+        t2.to(device).contiguous(memory_format=fmt),
+        target.to(device),
+    )
+
+
+class _TrainStep:
+    """One optimisation step (forward, deep-supervision loss, backward, Adam)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        parameters: list[nn.Parameter],
+        inputs: tuple[Tensor, Tensor, Tensor],
+        device: torch.device,
+        precision: str,
+        fused: bool,
+    ) -> None:
+        self.module = module
+        self.inputs = inputs
+        self.device = device
+        self.precision = precision
+        self.loss = DeepSupervisionLoss()
+        self.optimizer = torch.optim.Adam(parameters, lr=1e-4, fused=fused or None)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def __call__(self) -> None:
+        t1, t2, target = self.inputs
+        with autocast(self.device, self.precision):
+            out = self.module(t1, t2)
+        loss = self.loss(out, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+def training_step_flops(model: DSIFN, inputs: tuple[Tensor, Tensor, Tensor]) -> int:
+    """FLOPs of one training step (forward, loss, backward), counted on a real step.
+
+    With a frozen trunk the backward pass skips the encoder, so a step costs about twice the
+    forward FLOPs of the decoder plus the forward; with a trainable trunk about three forwards.
+
+    Args:
+        model: The network, in training mode, on the inputs' device (its gradients are reset).
+        inputs: (t1, t2, target) as (B, C, H, W), (B, C, H, W), (B, 1, H, W).
+
+    Returns:
+        The counted FLOPs (matrix products and convolutions, 2 per multiply-accumulate).
+    """
+    t1, t2, target = inputs
+    loss_fn = DeepSupervisionLoss()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_fn(model(t1, t2), target).backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def _load_model(config: BenchmarkConfig) -> DSIFN:
+    torch.manual_seed(config.seed)
+    if config.checkpoint is None:
+        return DSIFN()
+    from dsifn.io.checkpoint import load_checkpoint
+
+    return load_checkpoint(config.checkpoint)
+
+
+def _path_description(
+    device: torch.device, precision: Precision, compiled: bool, *, fold: bool
+) -> str:
+    parts = ["channels_last", precision]
+    if fold:
+        parts.append("BN folded")
+    if compiled:
+        parts.append("torch.compile")
+    if device.type == "cuda":
+        parts.append("cudnn.benchmark")
+    return ", ".join(parts)
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """Let cuDNN pick algorithms by trial for the fast path only (the baseline keeps default)."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _switching(step: Callable[[], object], cudnn_benchmark: bool) -> Callable[[], None]:
+    def run() -> None:
+        with _cudnn_benchmark(cudnn_benchmark):
+            step()
+
+    return run
+
+
+def _measure_training(
+    base_model: DSIFN,
+    config: BenchmarkConfig,
+    device: torch.device,
+    precision: Precision,
+    compiled: bool,
+    batch: int,
+) -> list[CaseResult]:
+    bands = base_model.config.in_channels
+    baseline = copy.deepcopy(base_model).to(device).train()
+    fast_model = copy.deepcopy(base_model).train()
+    fast_module, _ = prepare_for_training(
+        fast_model, device=device, precision=precision, channels_last=True, compile=compiled
+    )
+    nchw = _inputs(batch, bands, config.size, device, config.seed, channels_last=False)
+    nhwc = tuple(x.contiguous(memory_format=torch.channels_last) for x in nchw)
+    fused = device.type == "cuda"
+    steps = {
+        "baseline": _switching(
+            _TrainStep(baseline, _trainable(baseline), nchw, device, "fp32", fused=False).__call__,
+            cudnn_benchmark=False,
+        ),
+        "fast": _switching(
+            _TrainStep(
+                fast_module,
+                _trainable(fast_model),
+                (nhwc[0], nhwc[1], nhwc[2]),
+                device,
+                precision,
+                fused=fused,
+            ).__call__,
+            cudnn_benchmark=True,
+        ),
+    }
+    times, warm = _interleaved(steps, config, device)
+    flops = training_step_flops(baseline, nchw)
+    peak = device_peak_tflops(device, "fp32")
+    fast_peak = config.peak_tflops or device_peak_tflops(device, precision)
+    results = [
+        _case(
+            "train",
+            "baseline",
+            "eager fp32 NCHW, Adam",
+            batch=batch,
+            size=config.size,
+            times=times["baseline"],
+            warmup=warm["baseline"],
+            memory=_peak_of(steps["baseline"], device),
+            flops=flops,
+            peak=config.peak_tflops or peak,
+        ),
+        _case(
+            "train",
+            "fast",
+            _path_description(device, precision, compiled, fold=False)
+            + (", fused Adam" if fused else ""),
+            batch=batch,
+            size=config.size,
+            times=times["fast"],
+            warmup=warm["fast"],
+            memory=_peak_of(steps["fast"], device),
+            flops=flops,
+            peak=fast_peak,
+        ),
+    ]
+    del steps, baseline, fast_model, fast_module
+    _free(device)
+    return results
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _measure_inference(
+    base_model: DSIFN,
+    fast: FastInferenceModel,
+    config: BenchmarkConfig,
+    device: torch.device,
+    batch: int,
+) -> list[CaseResult]:
+    bands = base_model.config.in_channels
+    baseline = copy.deepcopy(base_model).to(device).eval()
+    t1, t2, _ = _inputs(batch, bands, config.size, device, config.seed, channels_last=False)
+
+    def run_baseline() -> None:
+        with torch.inference_mode():
+            baseline(t1, t2)
+
+    steps = {
+        "baseline": _switching(run_baseline, cudnn_benchmark=False),
+        "fast": _switching(lambda: fast(t1, t2), cudnn_benchmark=True),
+    }
+    times, warm = _interleaved(steps, config, device)
+    flops = forward_flops(baseline, config.size, bands=bands, batch=batch)
+    compiled = fast._forward is not fast.module
+    results = [
+        _case(
+            "infer",
+            "baseline",
+            "eager fp32 NCHW",
+            batch=batch,
+            size=config.size,
+            times=times["baseline"],
+            warmup=warm["baseline"],
+            memory=_peak_of(steps["baseline"], device),
+            flops=flops,
+            peak=config.peak_tflops or device_peak_tflops(device, "fp32"),
+        ),
+        _case(
+            "infer",
+            "fast",
+            _path_description(device, fast.precision, compiled, fold=True),
+            batch=batch,
+            size=config.size,
+            times=times["fast"],
+            warmup=warm["fast"],
+            memory=_peak_of(steps["fast"], device),
+            flops=flops,
+            peak=config.peak_tflops or device_peak_tflops(device, fast.precision),
+        ),
+    ]
+    _free(device)
+    return results
+
+
+def compare_accuracy(
+    model: DSIFN,
+    fast: Callable[[Tensor, Tensor], Any],
+    *,
+    pairs: int = 8,
+    size: int = 64,
+    threshold: float = 0.5,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> AccuracyReport:
+    """Compare a fast path with the fp32 eager model on fixed synthetic pairs.
+
+    The pairs come from :func:`dsifn.data.synthetic.generate_pair` (seeded), scaled to [0, 1]
+    and normalised with the model's normalisation; bands are repeated cyclically when the model
+    does not take 3.
+
+    Args:
+        model: The network (evaluated in eval mode, float32, on ``device``; not modified).
+        fast: The fast path: ``fast(t1, t2)`` returns five logit maps, finest first.
+        pairs: Number of pairs.
+        size: Their side.
+        threshold: Decision threshold for the masks and F1.
+        seed: Seed of the pairs.
+        device: Where the baseline runs (and where inputs are made).
+
+    Returns:
+        The differences and both F1 scores against the synthetic reference.
+    """
+    from dsifn.data.synthetic import SyntheticConfig, generate_pair
+    from dsifn.metrics import ConfusionMatrix
+
+    dev = device if isinstance(device, torch.device) else torch.device(device)
+    baseline = copy.deepcopy(model).to(dev).eval()
+    bands = model.config.in_channels
+    normalize = model.config.input_normalization
+    synthetic = SyntheticConfig(size=size)
+    cm_base, cm_fast = ConfusionMatrix(threshold), ConfusionMatrix(threshold)
+    max_prob = max_logit = 0.0
+    agree = total = 0
+    for i in range(pairs):
+        pair = generate_pair(synthetic, (seed, i))
+        images = []
+        for image in (pair.t1, pair.t2):
+            x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)
+            x = x[torch.arange(bands) % x.shape[0]]
+            images.append(normalize(x).unsqueeze(0).to(dev))
+        label = torch.from_numpy(pair.label.astype(np.int64))[None, None].to(dev)
+        with torch.inference_mode():
+            ref = baseline(images[0], images[1])
+        out = fast(images[0], images[1])
+        for a, b in zip(ref, out, strict=True):
+            diff = (a.float() - b.float().to(dev)).abs().max().item()
+            max_logit = max(max_logit, diff)
+        p_ref = torch.sigmoid(ref.stride1.float())
+        p_fast = torch.sigmoid(out.stride1.float().to(dev))
+        max_prob = max(max_prob, (p_ref - p_fast).abs().max().item())
+        agree += int(((p_ref > threshold) == (p_fast > threshold)).sum().item())
+        total += p_ref.numel()
+        cm_base.update(p_ref, label)
+        cm_fast.update(p_fast, label)
+    precision = getattr(fast, "precision", "unknown")
+    return AccuracyReport(
+        pairs=pairs,
+        size=size,
+        precision=str(precision),
+        max_probability_difference=max_prob,
+        max_logit_difference=max_logit,
+        mask_agreement=agree / total if total else math.nan,
+        f1_baseline=float(cm_base.scores()["f1"]),
+        f1_fast=float(cm_fast.scores()["f1"]),
+        threshold=threshold,
+    )
+
+
+def _write_scene_pair(folder: Path, side: int, bands: int, seed: int) -> tuple[Path, Path]:
+    """Two uint8 GeoTIFFs of ``side`` x ``side`` pixels (UTM, 0.5 m), textured noise."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(seed)
+    profile = {
+        "driver": "GTiff",
+        "height": side,
+        "width": side,
+        "count": bands,
+        "dtype": "uint8",
+        "crs": "EPSG:32633",
+        "transform": from_origin(500000.0, 4000000.0, 0.5, 0.5),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
+    paths = []
+    for name in ("t1.tif", "t2.tif"):
+        path = folder / name
+        with rasterio.open(path, "w", **profile) as dst:
+            for top in range(0, side, 1024):
+                rows = min(1024, side - top)
+                block = rng.integers(0, 256, size=(bands, rows, side), dtype=np.uint8)
+                dst.write(block, window=((top, top + rows), (0, side)))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _measure_scene(
+    base_model: DSIFN,
+    config: BenchmarkConfig,
+    device: torch.device,
+    precision: Precision,
+    batch: int,
+) -> tuple[list[CaseResult], dict[str, float]]:
+    from dsifn.inference.runner import TorchRunner
+    from dsifn.inference.scene import predict_scene
+
+    bands = base_model.config.in_channels
+    runner = TorchRunner(copy.deepcopy(base_model), device=str(device), precision=precision)
+    size = config.size
+    rng = np.random.default_rng(config.seed)
+    tiles = rng.standard_normal((2, batch, bands, size, size), dtype=np.float32)
+
+    def raw() -> None:
+        runner(tiles[0], tiles[1])
+
+    # The runner alone, on batches of tiles already in memory: the pixel rate to match.
+    times, warm = _interleaved({"raw": raw}, config, device)
+    raw_case = _case(
+        "scene",
+        "raw runner",
+        f"TorchRunner on in-memory {size}px tiles ({runner.precision})",
+        batch=batch,
+        size=size,
+        times=times["raw"],
+        warmup=warm["raw"],
+        memory=_peak_of(raw, device),
+        flops=None,
+        peak=None,
+    )
+    with tempfile.TemporaryDirectory(prefix="dsifn-bench-") as tmp:
+        folder = Path(tmp)
+        t1, t2 = _write_scene_pair(folder, config.scene_size, bands, config.seed)
+        _sync(device)
+        _reset_peak_memory(device)
+        start = time.perf_counter()
+        result = predict_scene(
+            runner,
+            t1,
+            t2,
+            folder / "change.tif",
+            tile_size=size,
+            batch_size=batch,
+            progress=False,
+        )
+        _sync(device)
+        seconds = time.perf_counter() - start
+        memory = _peak_memory(device)
+    pixels = config.scene_size**2
+    scene_case = _case(
+        "scene",
+        "predict_scene",
+        f"{config.scene_size}px GeoTIFF pair, {result.tiles} tiles, overlap "
+        f"{result.tags.get('overlap', '?')}px",
+        batch=batch,
+        size=size,
+        times=[seconds],
+        warmup=0.0,
+        memory=memory,
+        flops=None,
+        peak=None,
+    )
+    # One "step" here is the whole scene: rates count the scene's own pixels.
+    scene_case.pairs_per_second = 1.0 / seconds
+    scene_case.megapixels_per_second = pixels / seconds / 1e6
+    tile_rate = result.tiles * size * size / seconds / 1e6
+    scene_case.extra = {"tiles": result.tiles, "tile_megapixels_per_second": tile_rate}
+    ratios = {
+        "scene_vs_raw_pixels": scene_case.megapixels_per_second / raw_case.megapixels_per_second,
+        "scene_tiles_vs_raw": tile_rate / raw_case.megapixels_per_second,
+    }
+    return [raw_case, scene_case], ratios
+
+
+def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
+    """Measure the baseline and the fast path as ``config`` asks.
+
+    Args:
+        config: What to measure.
+
+    Returns:
+        The report (see :func:`format_report`).
+    """
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    compiled = device.type == "cuda" if config.compile is None else config.compile
+    batch = config.batch or (16 if device.type == "cuda" else 2)
+    infer_batch = config.infer_batch or 2 * batch
+    model = _load_model(config)
+    notes: list[str] = []
+    if device.type == "cpu" and precision == "fp32" and config.precision == "auto":
+        notes.append(
+            "this CPU has no native bf16 (AMX / AVX-512 BF16), so the fast path stays fp32"
+        )
+    cases: list[CaseResult] = []
+    ratios: dict[str, float] = {}
+    if config.mode in ("train", "all"):
+        train = _measure_training(model, config, device, precision, compiled, batch)
+        cases += train
+        ratios["train"] = train[1].pairs_per_second / train[0].pairs_per_second
+    fast: FastInferenceModel | None = None
+    if config.mode in ("infer", "all") or config.accuracy_pairs:
+        fast, _ = optimize_for_inference(
+            model, device=device, precision=precision, compile=compiled
+        )
+    if config.mode in ("infer", "all"):
+        assert fast is not None
+        infer = _measure_inference(model, fast, config, device, infer_batch)
+        cases += infer
+        ratios["infer"] = infer[1].pairs_per_second / infer[0].pairs_per_second
+    if config.mode in ("scene", "all"):
+        scene, scene_ratios = _measure_scene(model, config, device, precision, infer_batch)
+        cases += scene
+        ratios.update(scene_ratios)
+    accuracy = None
+    if config.accuracy_pairs and fast is not None:
+        accuracy = compare_accuracy(
+            model,
+            fast,
+            pairs=config.accuracy_pairs,
+            size=min(config.size, 128),
+            threshold=float(model.checkpoint_meta.get("threshold", 0.5)),
+            seed=config.seed,
+            device=device,
+        )
+    return BenchmarkReport(
+        config=dataclasses.asdict(config) | {"batch": batch, "infer_batch": infer_batch},
+        environment=environment(device),
+        cases=cases,
+        ratios=ratios,
+        accuracy=accuracy,
+        notes=notes,
+    )
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def format_report(report: BenchmarkReport) -> str:
+    """The report as a text table with the ratios and the accuracy cost."""
+    env = report.environment
+    lines = [
+        f"dsifn {env['dsifn']}, torch {env['torch']}, {env.get('gpu', env['cpu'])} "
+        f"({env['device']}, {env['threads']} CPU threads), {env['date_utc']}",
+        f"{'task':<6} {'path':<14} {'batch':>5} {'s/step':>9} {'pairs/s':>9} {'Mpx/s':>8} "
+        f"{'TFLOP/s':>8} {'of peak':>8} {'peak mem':>9} {'warm-up':>8}  what",
+    ]
+    for c in report.cases:
+        memory = None if c.peak_memory_bytes is None else c.peak_memory_bytes / 2**30
+        fraction = None if c.peak_fraction is None else 100 * c.peak_fraction
+        lines.append(
+            f"{c.task:<6} {c.path:<14} {c.batch:>5} {c.seconds_per_step:>9.4f} "
+            f"{c.pairs_per_second:>9.2f} {c.megapixels_per_second:>8.2f} "
+            f"{_fmt(c.tflops, '.2f'):>8} {_fmt(fraction, '.1f') + '%':>8} "
+            f"{_fmt(memory, '.2f') + 'G':>9} {c.warmup_seconds:>7.1f}s  {c.description}"
+        )
+    for c in report.cases:
+        if c.flops_per_step and c.path == "baseline":
+            lines.append(
+                f"counted FLOPs per {c.task} step of {c.batch} pairs: "
+                f"{c.flops_per_step / 1e9:.1f} G ({c.flops_per_step / c.batch / 1e9:.1f} G/pair)"
+            )
+    for name, value in report.ratios.items():
+        label = {
+            "train": "training speed-up, fast / baseline",
+            "infer": "inference speed-up, fast / baseline",
+            "scene_vs_raw_pixels": "scene pixels/s over the raw runner's tile pixels/s",
+            "scene_tiles_vs_raw": "scene tile pixels/s (overlap counted) over the raw runner's",
+        }.get(name, name)
+        lines.append(f"{label}: {value:.2f}x")
+    acc = report.accuracy
+    if acc is not None:
+        lines.append(
+            f"accuracy cost ({acc.precision} fast path vs fp32 eager, {acc.pairs} synthetic "
+            f"{acc.size}px pairs): max |dp| {acc.max_probability_difference:.2e}, max |dlogit| "
+            f"{acc.max_logit_difference:.2e}, mask agreement {100 * acc.mask_agreement:.4f}%, "
+            f"F1 {acc.f1_baseline:.4f} (fp32) vs {acc.f1_fast:.4f} (fast)"
+        )
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
