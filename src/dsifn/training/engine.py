@@ -466,19 +466,19 @@ class _Trainer:
         self.model.train()
         while not reason and state.epoch < cfg.schedule.epochs:
             for _ in self._epoch_steps():
-                if every is not None and state.step % every == 0:
+                # The last batch of an epoch always ends an optimiser step, so the epoch is
+                # closed here, before any round saves the position to resume from.
+                epoch_done = state.batch_in_epoch >= self.batches_per_epoch
+                if epoch_done:
+                    self._close_epoch()
+                if (every is None and epoch_done) or (every and state.step % every == 0):
                     reason = self._round()
                 if not reason and self._limit_reached():
                     reason = self._limit_reason()
-                if reason:
+                if reason or epoch_done:
                     break
-            else:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-                if self.scheduler is not None and cfg.schedule.scheduler == "cosine":
-                    self.scheduler.step()
-                if every is None:
-                    reason = self._round()
+            else:  # the loader gave fewer batches than counted: never expected, never loop
+                self._close_epoch()
         if not reason:
             reason = "epochs"
         last = state.history[-1] if state.history else None
@@ -488,6 +488,12 @@ class _Trainer:
             last["stop_reason"] = reason  # the last round was the final one: say so
             self._save_and_log(improved=False, curves=True)
         return str(state.history[-1].get("stop_reason", reason))
+
+    def _close_epoch(self) -> None:
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+        if self.scheduler is not None and self.config.schedule.scheduler == "cosine":
+            self.scheduler.step()
 
     def _limit_reached(self) -> bool:
         sched = self.config.schedule
