@@ -170,8 +170,10 @@ def train(
         raise ConfigError("resume and overwrite exclude each other: resume keeps the run")
     device = resolve_device(config.run.device)
     ctx = setup_distributed(device)
+    # Global switches this run may change; the caller gets them back as they were.
     saved_flags = (
         torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
     )
@@ -188,9 +190,9 @@ def train(
         trainer = _Trainer(config, run_path, ctx, device, progress=progress, callbacks=callbacks)
         return trainer.run(resume=resume, overwrite=overwrite)
     finally:
-        torch.use_deterministic_algorithms(saved_flags[0])
-        torch.backends.cudnn.deterministic = saved_flags[1]
-        torch.backends.cudnn.benchmark = saved_flags[2]
+        torch.use_deterministic_algorithms(saved_flags[0], warn_only=saved_flags[1])
+        torch.backends.cudnn.deterministic = saved_flags[2]
+        torch.backends.cudnn.benchmark = saved_flags[3]
         ctx.close()
 
 
