@@ -11,7 +11,7 @@ from PIL import Image
 from train_fixtures import tiny_config, write_levir
 
 from dsifn import load_checkpoint
-from dsifn.errors import CheckpointError, ConfigError, DataError, OutputExistsError
+from dsifn.errors import CheckpointError, ConfigError, DataError, DSIFNError, OutputExistsError
 from dsifn.io.checkpoint import read_checkpoint
 from dsifn.models import DSIFN
 from dsifn.training.engine import train
@@ -128,3 +128,16 @@ def test_existing_run_is_not_reused_without_overwrite(tmp_path, levir):
 def test_user_errors_are_our_exceptions(tmp_path, levir, override, error, match):
     with pytest.raises(error, match=match):
         train(tiny_config(levir, override), tmp_path / "run", progress=False)
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path, levir, monkeypatch):
+    from dsifn.losses import DeepSupervisionLoss
+    from dsifn.training import engine
+
+    class Exploding(DeepSupervisionLoss):
+        def forward(self, outputs, target, valid=None):
+            return super().forward(outputs, target, valid) * float("nan")
+
+    monkeypatch.setattr(engine, "DeepSupervisionLoss", Exploding)
+    with pytest.raises(DSIFNError, match=r"loss is not finite \(nan\) at step 1 of epoch 1"):
+        train(tiny_config(levir), tmp_path / "run", progress=False)

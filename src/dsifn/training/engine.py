@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from dsifn.data import ChangeDetectionDataset, DetectedLayout, check_splits, detect_layout
-from dsifn.errors import CheckpointError, ConfigError, DataError, OutputExistsError
+from dsifn.errors import CheckpointError, ConfigError, DataError, DSIFNError, OutputExistsError
 from dsifn.io.checkpoint import read_checkpoint, save_checkpoint
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.metrics import ConfusionMatrix
@@ -567,10 +567,20 @@ class _Trainer:
         with autocast(self.device, self.precision):
             outputs = self.model(t1, t2)
         loss = self.loss_fn(outputs, mask, valid)  # float32 whatever the autocast dtype
+        value = float(loss.detach())
+        # Collective, so that every process stops at the same step rather than hanging.
+        bad = all_reduce_sum(self.ctx, [0.0 if math.isfinite(value) else 1.0])[0]
+        if bad:
+            state = self.state
+            raise DSIFNError(
+                f"the training loss is not finite ({value}) at step {state.step + 1} of epoch "
+                f"{state.epoch + 1}: lower optim.lr, set optim.grad_clip, use "
+                "run.precision=fp32 or turn run.compile off"
+            )
         self.scaler.scale(loss / accumulate).backward()
         with torch.no_grad():
             count = int(mask.shape[0])
-            self._loss_sum += float(loss.detach()) * count
+            self._loss_sum += value * count
             self._loss_count += count
             self._train_cm.update(torch.sigmoid(outputs[0].detach().float()), mask, valid)
 
