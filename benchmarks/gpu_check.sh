@@ -46,8 +46,8 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 T0=$(date +%s)
 # Limits sum to 295 s: inference compiles once, training compiles forward and backward.
-section env 20
-section infer 95
-section train 120
-section scene 60
+section env 15
+section infer 105
+section train 125
+section scene 50
 echo "total $(( $(date +%s) - T0 ))s; full output in $LOG"

@@ -12,6 +12,16 @@ from dsifn.fast import FoldedConv2d, fold_batchnorm, optimize_for_inference, pre
 from dsifn.models import DSIFN
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tests run beside others on 2 shared cores, where two OpenMP threads per process
+    # spend most of their time waiting for each other; one thread is faster there.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _randomise_batchnorms(model: nn.Module, seed: int = 0) -> None:
     """Give every BatchNorm non-trivial statistics and affine parameters (negative scales too)."""
     generator = torch.Generator().manual_seed(seed)
