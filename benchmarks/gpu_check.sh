@@ -46,8 +46,8 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 T0=$(date +%s)
 # Limits sum to 295 s: inference compiles once, training compiles forward and backward.
-section env 15
-section infer 105
-section train 125
-section scene 50
+section env 10
+section infer 100
+section train 140
+section scene 45
 echo "total $(( $(date +%s) - T0 ))s; full output in $LOG"
