@@ -319,3 +319,14 @@ def test_resolve_threshold_order():
     model.checkpoint_meta = {"threshold": 0.3}
     assert resolve_threshold(None, model) == 0.3
     assert resolve_threshold(0.7, model) == 0.7
+
+
+def test_evaluation_reads_the_data_as_training_did():
+    from dsifn.cli.commands.evaluate import _reading_options
+
+    model = DSIFN(encoder_weights=None)
+    assert _reading_options(model) == {}
+    model.checkpoint_meta = {
+        "training": {"data": {"bands": [3, 2, 1], "scale": 4095.0, "nodata": None, "root": "x"}}
+    }
+    assert _reading_options(model) == {"bands": [3, 2, 1], "scale": 4095.0}
