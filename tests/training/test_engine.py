@@ -23,9 +23,10 @@ class Interrupted(Exception):
 
 @pytest.fixture(scope="module")
 def levir(tmp_path_factory):
-    return write_levir(tmp_path_factory.mktemp("levir"), counts=(3, 2, 1))
+    return write_levir(tmp_path_factory.mktemp("levir"), counts=(3, 1, 1))
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, levir):
     # Batch 2 over 3 pairs: 2 steps per epoch (the second a single pair); a round every 3
     # steps puts the interruption in the middle of epoch 2, so the resume has to skip exactly
@@ -64,6 +65,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, lev
     assert not torch.equal(got["heads.0.weight"], initial["heads.0.weight"])
 
 
+@pytest.mark.slow
 def test_run_directory_contents_checkpoints_and_step_limit(tmp_path, levir):
     run = tmp_path / "run"
     (run / "tensorboard").mkdir(parents=True)

@@ -33,6 +33,7 @@ def _train(levir, run, *extra):
     return main(["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *extra])
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_and_refuses_to_reuse_it(tmp_path, levir, capsys):
     run = tmp_path / "run"
     assert _train(levir, run, "--config", "levir", *TINY) == 0
@@ -60,9 +61,11 @@ def test_train_writes_a_complete_run_and_refuses_to_reuse_it(tmp_path, levir, ca
     assert "not empty" in err and "--overwrite" in err
     assert (run / "last.pt").stat().st_mtime_ns == before
 
-    # A finished run resumes to nothing new; its config comes from the run directory.
-    assert main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    # A finished run resumes to nothing new; its config comes from the run directory and
+    # overrides given on resuming are recorded.
+    assert main(["train", "--run-dir", str(run), "--resume", "--no-progress", "seed=3"]) == 0
     assert (run / "last.pt").stat().st_mtime_ns == before
+    assert load_config(run / "config.yaml").run.seed == 3
 
 
 @pytest.mark.parametrize(

@@ -246,7 +246,10 @@ class _Trainer:
     def _prepare_run_dir(self, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
         run_dir = self.run_dir
         if resume:
-            return self._read_resume()
+            payload = self._read_resume()
+            # Overrides given on resuming (a longer schedule, say) belong to the record too.
+            self.config.save(run_dir / "config.yaml", overwrite=True)
+            return payload
         if run_dir.exists() and not run_dir.is_dir():
             raise OutputExistsError(f"run directory {run_dir} exists and is not a folder")
         if run_dir.is_dir() and any(run_dir.iterdir()):
