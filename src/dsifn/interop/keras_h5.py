@@ -372,6 +372,10 @@ def _stage_plan(
         raise WeightsError(f"{where}: spatial attention pools {kinds}, not mean and max")
     spatial_order = (str(kinds[0]), str(kinds[1]))
 
+    for n in by_class.get("BatchNormalization", []):
+        # The "keras" variant is built with Keras's default epsilon; another would not fit.
+        if abs(float(graph.layers[n].config.get("epsilon", 1e-3)) - 1e-3) > 1e-9:
+            raise WeightsError(f"{where}: BatchNorm {n!r} has epsilon other than 1e-3")
     block_norms = {b[2] for b in blocks}
     norms = [n for n in by_class.get("BatchNormalization", []) if n not in block_norms]
     if len(norms) > 1:

@@ -11,6 +11,14 @@ variant takes any H, W that are multiples of 16 (it does not pad, unlike the PyT
 the ``"keras"`` variant takes its fixed ``input_size`` only.
 """
 
-from dsifn.keras.model import build_keras_model, keras_model_from_checkpoint, transfer_weights
+from dsifn.keras._backend import choose_backend
+
+choose_backend()  # Keras reads its backend at first import, which the next line does
+
+from dsifn.keras.model import (  # noqa: E402
+    build_keras_model,
+    keras_model_from_checkpoint,
+    transfer_weights,
+)
 
 __all__ = ["build_keras_model", "keras_model_from_checkpoint", "transfer_weights"]

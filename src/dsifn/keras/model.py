@@ -9,20 +9,8 @@ Zhang et al., ISPRS J. P&RS 166, 2020. Same structure and configuration as
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
-import sys
-from pathlib import Path
 from typing import Any
-
-if (
-    "keras" not in sys.modules
-    and "KERAS_BACKEND" not in os.environ
-    and not (Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json").exists()
-    and importlib.util.find_spec("tensorflow") is None
-):
-    # Keras defaults to TensorFlow; without it, torch (always installed with dsifn) works.
-    os.environ["KERAS_BACKEND"] = "torch"
 
 import keras
 import numpy as np
