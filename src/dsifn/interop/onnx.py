@@ -151,7 +151,7 @@ def export_onnx(
     """Export ``model`` to ONNX, atomically, with its metadata.
 
     Args:
-        model: The network (exported in eval mode, on the CPU, in float32).
+        model: The network; it is moved to the CPU in float32 and set to eval mode.
         path: The ``.onnx`` file to write (one self-contained file).
         opset: ONNX opset version.
         overwrite: Replace an existing file.
