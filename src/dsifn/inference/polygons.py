@@ -29,6 +29,7 @@ from dsifn.io.atomic import atomic_path
 __all__ = [
     "ChangePolygon",
     "check_polygon_output",
+    "iter_regions",
     "merge_strips",
     "require_vector_extra",
     "vectorize",
@@ -36,7 +37,9 @@ __all__ = [
 ]
 
 # Rows vectorised at a time.
-STRIP_ROWS = 1024
+STRIP_ROWS = 512
+# Polygons written to the file at a time.
+WRITE_BATCH = 10000
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 
 
@@ -92,23 +95,21 @@ def _strip_pieces(probability: np.ndarray, first_row: int, threshold: float) -> 
     if not changed.any():
         return []
     to_scene = Affine.translation(0, first_row)
-    geoms = [
-        shape(g) for g, _ in features.shapes(changed, mask=changed.astype(bool), transform=to_scene)
-    ]
+    found = [g for g, _ in features.shapes(changed, mask=changed.astype(bool), transform=to_scene)]
     # Label each polygon's pixels to add up probabilities; polygons follow pixel edges, so
     # rasterising them by pixel centres gives exactly their pixels.
     labels = features.rasterize(
-        ((g, i + 1) for i, g in enumerate(geoms)),
+        ((g, i + 1) for i, g in enumerate(found)),
         out_shape=changed.shape,
         transform=to_scene,
         fill=0,
         dtype="int32",
-    )
-    counts = np.bincount(labels.ravel(), minlength=len(geoms) + 1)
-    sums = np.bincount(
-        labels.ravel(), weights=np.nan_to_num(probability).ravel(), minlength=len(geoms) + 1
-    )
-    return [ChangePolygon(g, int(counts[i + 1]), float(sums[i + 1])) for i, g in enumerate(geoms)]
+    ).ravel()
+    counts = np.bincount(labels, minlength=len(found) + 1)
+    sums = np.bincount(labels, weights=np.nan_to_num(probability).ravel(), minlength=len(found) + 1)
+    return [
+        ChangePolygon(shape(g), int(counts[i + 1]), float(sums[i + 1])) for i, g in enumerate(found)
+    ]
 
 
 def _find(parent: list[int], i: int) -> int:
@@ -169,24 +170,28 @@ def merge_strips(strips: Iterable[tuple[int, int, list[ChangePolygon]]]) -> Iter
     yield from open_pieces
 
 
-def vectorize(
+def iter_regions(
     work: str | os.PathLike[str], *, threshold: float, strip_rows: int = STRIP_ROWS
-) -> tuple[list[ChangePolygon], Any]:
+) -> Iterator[ChangePolygon]:
     """Changed regions of a probability raster (float32, NaN = nodata), in its CRS.
+
+    A generator: regions come out as soon as they are complete, so a scene with millions of
+    specks never holds them all.
 
     Args:
         work: The probability raster.
         threshold: Pixels with probability >= threshold are changed.
         strip_rows: Rows vectorised at a time.
 
-    Returns:
-        The regions (geometry in CRS coordinates) and the raster's CRS.
+    Yields:
+        The regions, geometry in the raster's CRS coordinates.
     """
     import rasterio
     from shapely import affinity
 
     with rasterio.open(work) as src:
-        crs, transform = src.crs, src.transform
+        t = src.transform
+        matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
 
         def strips() -> Iterator[tuple[int, int, list[ChangePolygon]]]:
             for first in range(0, src.height, strip_rows):
@@ -194,11 +199,20 @@ def vectorize(
                 rows = src.read(1, window=((first, end), (0, src.width)))
                 yield first, end, _strip_pieces(rows, first, threshold)
 
-        regions = list(merge_strips(strips()))
-    matrix = [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
-    for region in regions:
-        region.geometry = affinity.affine_transform(region.geometry, matrix)
-    return regions, crs
+        for region in merge_strips(strips()):
+            region.geometry = affinity.affine_transform(region.geometry, matrix)
+            yield region
+
+
+def vectorize(
+    work: str | os.PathLike[str], *, threshold: float, strip_rows: int = STRIP_ROWS
+) -> tuple[list[ChangePolygon], Any]:
+    """All changed regions of a probability raster and its CRS (see :func:`iter_regions`)."""
+    import rasterio
+
+    with rasterio.open(work) as src:
+        crs = src.crs
+    return list(iter_regions(work, threshold=threshold, strip_rows=strip_rows)), crs
 
 
 def write_polygons(
@@ -228,28 +242,45 @@ def write_polygons(
     import shapely
 
     out = Path(path)
-    regions, crs = vectorize(work, threshold=threshold)
-    kept = [r for r in regions if r.geometry.area >= min_area]
-    geometry = np.array([shapely.to_wkb(r.geometry) for r in kept], dtype=object)
+    import rasterio
+
+    with rasterio.open(work) as src:
+        crs = None if src.crs is None else src.crs.to_wkt()
     fields = ["area", "mean_probability", "pixels"]
-    field_data = [
-        np.array([r.geometry.area for r in kept], dtype=np.float64),
-        np.array([r.mean_probability for r in kept], dtype=np.float64),
-        np.array([r.pixels for r in kept], dtype=np.int64),
-    ]
+    written = 0
     with atomic_path(out, overwrite=overwrite) as partial:
         # GDAL picks format details from the extension: write under the real name first.
         with tempfile.TemporaryDirectory(dir=partial.parent, prefix=".dsifn-") as tmp:
             staged = Path(tmp) / out.name
-            pyogrio.raw.write(
-                staged,
-                geometry,
-                field_data,
-                fields,
-                layer="changes",
-                driver=driver,
-                geometry_type="Polygon",
-                crs=None if crs is None else crs.to_wkt(),
-            )
+
+            def flush(batch: list[ChangePolygon], append: bool) -> None:
+                pyogrio.raw.write(
+                    staged,
+                    np.array([shapely.to_wkb(r.geometry) for r in batch], dtype=object),
+                    [
+                        np.array([r.geometry.area for r in batch], dtype=np.float64),
+                        np.array([r.mean_probability for r in batch], dtype=np.float64),
+                        np.array([r.pixels for r in batch], dtype=np.int64),
+                    ],
+                    fields,
+                    layer="changes",
+                    driver=driver,
+                    geometry_type="Polygon",
+                    crs=crs,
+                    append=append,
+                )
+
+            batch: list[ChangePolygon] = []
+            for region in iter_regions(work, threshold=threshold):
+                if region.geometry.area < min_area:
+                    continue
+                batch.append(region)
+                if len(batch) == WRITE_BATCH:
+                    flush(batch, append=written > 0)
+                    written += len(batch)
+                    batch = []
+            if batch or written == 0:  # the first write also creates an empty layer
+                flush(batch, append=written > 0)
+                written += len(batch)
             os.replace(staged, partial)
-    return len(kept)
+    return written

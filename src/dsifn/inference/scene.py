@@ -73,7 +73,9 @@ UINT8_PROBABILITY_SCALE = 254
 # Default tile side for models that take any size: the paper's training size.
 DEFAULT_TILE = 512
 # Rows written per block of the output pass: a multiple of the output's 256-pixel blocks.
-OUTPUT_ROWS = 1024
+OUTPUT_ROWS = 256
+# GDAL block cache during scene inference, in MiB.
+GDAL_CACHE_MB = 256
 # Longest side of the decimated read used for the percentile stretch.
 STRETCH_SAMPLE_SIDE = 1024
 
@@ -433,8 +435,23 @@ def predict_scene(
         InputError: If the band count does not fit the model.
         ConfigError: If an option is invalid or an optional dependency is missing.
     """
+    import rasterio
+
     opts = SceneOptions(**options)
-    out_path = Path(out)
+    # GDAL's block cache defaults to 5 % of RAM; bound it so peak memory does not grow with
+    # the scene. A GDAL_CACHEMAX set by the user wins.
+    env = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
+    with rasterio.Env(**env):
+        return _predict_scene(runner_or_checkpoint, before, after, Path(out), opts)
+
+
+def _predict_scene(
+    runner_or_checkpoint: TileRunner | PathLike,
+    before: PathLike | Sequence[PathLike],
+    after: PathLike | Sequence[PathLike],
+    out_path: Path,
+    opts: SceneOptions,
+) -> SceneResult:
     for path in (out_path, opts.polygons, opts.quicklook):
         if path is not None:
             check_output_path(path, overwrite=opts.overwrite)
@@ -452,9 +469,9 @@ def predict_scene(
         if plain and opts.cog:
             raise ConfigError("--cog needs georeferenced rasters, not plain images")
         if plain and out_path.suffix.lower() != ".png":
-            raise ConfigError(f"plain images give a PNG map; name the output .png, not {out}")
+            raise ConfigError(f"plain images give a PNG map; name the output .png, not {out_path}")
         if not plain and out_path.suffix.lower() not in (".tif", ".tiff"):
-            raise ConfigError(f"the change map is a GeoTIFF; name the output .tif, not {out}")
+            raise ConfigError(f"the change map is a GeoTIFF; name the output .tif, not {out_path}")
         if t1.count != runner.in_channels:
             raise InputError(
                 f"the model takes {runner.in_channels} band(s) per date but the images have "

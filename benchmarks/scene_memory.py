@@ -1,0 +1,176 @@
+"""Peak memory of `predict_scene` on a large synthetic GeoTIFF pair, and tiled-vs-whole drift.
+
+Usage:
+    python benchmarks/scene_memory.py                 # 4096 x 4096, cheap local stand-in model
+    python benchmarks/scene_memory.py --full          # 20000 x 20000 (the issue's target)
+    python benchmarks/scene_memory.py --dsifn         # 1024 x 1024 with the real DSIFN
+    python benchmarks/scene_memory.py --compare-whole # real DSIFN: tiled vs whole-image output
+
+The pair is a compressed, tiled, 3-band uint16 GeoTIFF in UTM 33N, generated window by window
+(never whole). Scene inference runs at default settings (512 tiles, 64 overlap, batch 2) on
+the CPU. The stand-in is a purely local two-layer convolution: it measures what the tiler,
+blender and windowed I/O hold, independent of the network; ``--dsifn`` adds the network's
+activations for one batch. Peak RSS is the process's maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+from torch import nn
+
+from dsifn import DSIFN
+from dsifn.inference.runner import TorchRunner
+from dsifn.inference.scene import predict_scene
+from dsifn.models.normalization import Normalization
+
+
+def rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_scene(path: Path, size: int, seed: int, block: int = 1024) -> None:
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint16",
+        "crs": "EPSG:32633",
+        "transform": from_origin(500000, 4600000, 1.0, 1.0),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
+    rng = np.random.default_rng(seed)
+    with rasterio.open(path, "w", **profile) as dst:
+        for row in range(0, size, block):
+            for col in range(0, size, block):
+                h, w = min(block, size - row), min(block, size - col)
+                y, x = np.mgrid[row : row + h, col : col + w]
+                base = 3000 + 1500 * np.sin(x / 97.0 + seed) * np.cos(y / 131.0)
+                noise = rng.integers(0, 200, (3, h, w))
+                dst.write((base + noise).astype(np.uint16), window=Window(col, row, w, h))
+
+
+class LocalStandIn:
+    """Cheap purely local model (no global pooling), for memory of the pipeline itself."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        self.net = nn.Sequential(
+            nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1)
+        ).eval()
+        self.in_channels = 3
+        self.tile_size = None
+        self.normalization = Normalization(mean=(0.5,) * 3, std=(0.25,) * 3)
+        self.threshold = 0.5
+        self.meta: dict[str, Any] = {}
+
+    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.cat([torch.from_numpy(t1), torch.from_numpy(t2)], dim=1)
+            return torch.sigmoid(self.net(x)).numpy()
+
+
+def compare_whole(size: int, tile: int, overlap: int) -> None:
+    torch.manual_seed(0)
+    runner = TorchRunner(DSIFN(encoder_weights=None), device="cpu", precision="fp32")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_scene(folder / "t1.tif", size, 1)
+        make_scene(folder / "t2.tif", size, 2)
+        predict_scene(
+            runner,
+            folder / "t1.tif",
+            folder / "t2.tif",
+            folder / "c.tif",
+            tile_size=tile,
+            overlap=overlap,
+            scale=10000,
+        )
+        with rasterio.open(folder / "c.tif") as src:
+            tiled = src.read(1)
+
+        def load(name: str) -> np.ndarray:
+            with rasterio.open(folder / name) as src:
+                x = np.clip(src.read().astype(np.float32) / 10000, 0, 1)
+            return runner.normalization(torch.from_numpy(x)).numpy()[None]
+
+        whole = runner(load("t1.tif"), load("t2.tif"))[0, 0]
+    diff = np.abs(tiled - whole)
+    inner = diff[16:-16, 16:-16]
+    print(f"real DSIFN (random weights, eval), {size}x{size}, tiles {tile}, overlap {overlap}")
+    print(
+        f"  |tiled - whole| max {diff.max():.4f}, mean {diff.mean():.5f}; away from the "
+        f"border (16 px): max {inner.max():.4f}, mean {inner.mean():.5f}, "
+        f"99th percentile {np.percentile(inner, 99):.4f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, help="scene side [4096; 20000 with --full]")
+    parser.add_argument("--full", action="store_true", help="the 20000 x 20000 target scene")
+    parser.add_argument("--dsifn", action="store_true", help="run the real DSIFN (slow on CPU)")
+    parser.add_argument("--compare-whole", action="store_true", help="tiled vs whole drift")
+    parser.add_argument("--folder", help="where to write the scene [a temporary folder]")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.compare_whole:
+        compare_whole(args.size or 384, 128, 32)
+        return
+    size = args.size or (20000 if args.full else 1024 if args.dsifn else 4096)
+    with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        make_scene(folder / "t1.tif", size, 1)
+        make_scene(folder / "t2.tif", size, 2)
+        made = time.perf_counter() - start
+        print(
+            f"scene {size} x {size} x 3 uint16 pair written window by window in {made:.0f} s; "
+            f"raw size per date {3 * 2 * size * size / 2**30:.2f} GiB; "
+            f"peak RSS so far {rss_mib():.0f} MiB"
+        )
+        if args.dsifn:
+            torch.manual_seed(0)
+            runner: Any = TorchRunner(DSIFN(encoder_weights=None), device="cpu", precision="fp32")
+        else:
+            runner = LocalStandIn()
+        before = rss_mib()
+        start = time.perf_counter()
+        result = predict_scene(
+            runner,
+            folder / "t1.tif",
+            folder / "t2.tif",
+            folder / "change.tif",
+            polygons=folder / "change.gpkg",
+            quicklook=folder / "look.png",
+        )
+        took = time.perf_counter() - start
+        print(
+            f"model: {'DSIFN' if args.dsifn else 'local stand-in'}; {result.tiles} tiles of 512 "
+            f"(overlap 64, batch 2) in {took:.0f} s; {result.polygon_count} polygons"
+        )
+        print(
+            f"peak RSS before predict {before:.0f} MiB, after {rss_mib():.0f} MiB "
+            f"({rss_mib() / 1024:.2f} GiB)"
+        )
+
+
+if __name__ == "__main__":
+    main()
