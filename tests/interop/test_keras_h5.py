@@ -56,13 +56,27 @@ def _spatial_attention(x, order):
     return layers.Multiply()([x, attention])
 
 
-def build_authors_model(size, sa_order=("mean", "max"), concat_order=("up", "t1", "t2")):
-    """The Keras DSIFN as the spec describes the authors' file, at a small input size."""
+def build_authors_model(
+    size, sa_order=("mean", "max"), concat_order=("up", "t1", "t2"), one_trunk_model=False
+):
+    """The Keras DSIFN as the spec describes the authors' file, at a small input size.
+
+    Like the authors' file, the trunk is five frozen sub-models (input to each tap) sharing
+    one VGG16's layers; ``one_trunk_model`` makes it a single sub-model with five outputs.
+    """
     vgg = keras.applications.VGG16(weights=None, include_top=False, input_shape=(size, size, 3))
-    trunk = keras.Model(vgg.input, [vgg.get_layer(n).output for n in TAPS], name="vgg16_taps")
-    trunk.trainable = False
     t1, t2 = keras.Input((size, size, 3)), keras.Input((size, size, 3))
-    f1, f2 = trunk(t1), trunk(t2)
+    if one_trunk_model:
+        trunk = keras.Model(vgg.input, [vgg.get_layer(n).output for n in TAPS], name="taps")
+        trunk.trainable = False
+        f1, f2 = trunk(t1), trunk(t2)
+    else:
+        f1, f2 = [], []
+        for tap in TAPS:
+            trunk = keras.Model(vgg.input, vgg.get_layer(tap).output, name=f"vgg_{tap}")
+            trunk.trainable = False
+            f1.append(trunk(t1))
+            f2.append(trunk(t2))
     outputs = []
     x = None
     for level in range(4, -1, -1):
@@ -154,7 +168,9 @@ def test_converted_model_matches_keras_outputs(authors_h5):
 def test_orders_are_read_from_the_graph(tmp_path):
     # Swapped spatial-attention pooling and a different concatenation order must still match.
     keras.utils.set_random_seed(1)
-    model = build_authors_model(32, sa_order=("max", "mean"), concat_order=("t2", "up", "t1"))
+    model = build_authors_model(
+        32, sa_order=("max", "mean"), concat_order=("t2", "up", "t1"), one_trunk_model=True
+    )
     randomise(model, 1)
     path = _save(model, tmp_path / "swapped.h5")
     config, _, _ = read_keras_h5(path)
@@ -248,3 +264,14 @@ def test_cli_convert_writes_a_checkpoint_and_refuses_to_overwrite(authors_h5, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0]
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_tap_models_must_share_the_trunk_weights(authors_h5, tmp_path):
+    path, _ = authors_h5
+    copy = tmp_path / "edited.h5"
+    copy.write_bytes(Path(path).read_bytes())
+    with h5py.File(copy, "r+") as f:
+        kernel = f["model_weights/vgg_block2_conv2/block1_conv1/kernel"]
+        kernel[...] = kernel[...] + 1.0
+    with pytest.raises(WeightsError, match="different VGG16 weights"):
+        load_keras_h5(copy)

@@ -3,13 +3,15 @@
 The only trained DSIFN weights the authors published are a Keras 2.2.4 ``model.save`` file:
 an HDF5 file whose attribute ``model_config`` is the JSON graph of a functional model and whose
 group ``model_weights/<layer>/`` holds each layer's arrays (listed in order by the attribute
-``weight_names``). The VGG16 trunk is a nested sub-model shared by both dates.
+``weight_names``). The VGG16 trunk sits in nested sub-models applied to both dates: in the
+authors' file five of them (input to block5_conv3, to block4_conv3, ...) sharing VGG16's layers.
 
 Layers are identified by their place in the graph, never by their auto-generated names
 (``conv2d_17`` in one Keras run is ``conv2d_5`` in another):
 
-* the nested model fed by the inputs is the trunk; its 13 convolutions in graph order are
-  VGG16's, and each of its outputs is the tap before a max-pool (level = pools passed);
+* the nested models fed by the inputs hold the trunk; the convolutions in graph order are
+  VGG16's, and each output is a tap before a max-pool (level = pools passed); the model with
+  all 13 convolutions gives the weights, the others must hold the same arrays;
 * a concatenation that takes both dates' trunk features at one level starts a decoder stage;
   its input order (decoder state, T1, T2 in any order) is read and the channels permuted;
 * every other layer belongs to the stage of its latest stage concatenation: the dense pair of
@@ -113,8 +115,9 @@ class KerasPlan:
 
     input_size: int  # side of the square input
     in_channels: int  # bands per date
-    trunk: str  # name of the nested VGG16 model
+    trunk: str  # name of the nested VGG16 model with all 13 convolutions
     trunk_convs: list[str]  # its 13 convolutions, input first
+    trunk_copies: dict[str, list[str]]  # other nested models sharing VGG16's layers: convs
     stages: list[StagePlan]  # coarsest (stride 16) first
     dropout: float | None  # rate of the decoder's Dropout layers, if all equal
     notes: list[str] = field(default_factory=list)  # what was assumed rather than read
@@ -214,38 +217,41 @@ def _input_shape(layer: _Layer) -> list[Any]:
 # ----------------------------------------------------------------------------- trunk
 
 
-def _trunk_plan(sub: _Graph) -> tuple[list[str], list[int]]:
-    """The trunk's convolutions in order and, per output index, its tap level."""
+# Index, among VGG16's 13 convolutions, of the last one before each max-pool (the taps).
+_TAP_CONVS = (1, 3, 6, 9, 12)
+
+
+def _trunk_plan(sub: _Graph, name: str) -> tuple[list[str], list[int]]:
+    """A nested trunk model's convolutions in order and, per output index, its tap level.
+
+    The authors' file has five such models (input to block5_conv3, to block4_conv3, ...) that
+    share VGG16's layers; a single model with five outputs is read the same way.
+    """
     ancestors = _ancestors(sub)
     convs = [n for n, lay in sub.layers.items() if lay.class_name == "Conv2D"]
     convs.sort(key=lambda n: len(ancestors[n]))
     widths = [w for w in VGG16_LAYOUT if isinstance(w, int)]
-    if [sub.layers[n].config.get("filters") for n in convs] != widths:
-        raise WeightsError(
-            "the nested model is not VGG16's trunk: convolution widths "
-            f"{[sub.layers[n].config.get('filters') for n in convs]}"
-        )
-
-    def level(name: str) -> int:
-        return sum(sub.layers[a].class_name == "MaxPooling2D" for a in ancestors[name])
-
+    found = [sub.layers[n].config.get("filters") for n in convs]
+    if not found or found != widths[: len(found)]:
+        raise WeightsError(f"nested model {name!r} is not VGG16's trunk: conv widths {found}")
     for n in convs:
         cfg = sub.layers[n].config
         if _pair(cfg.get("kernel_size")) != (3, 3) or cfg.get("activation") != "relu":
             raise WeightsError(f"trunk convolution {n!r} is not a 3x3 ReLU convolution")
         if cfg.get("data_format", "channels_last") != "channels_last":
             raise WeightsError("only channels_last Keras models can be converted")
-    last_of_level = {level(n): n for n in convs}  # convs are in order: the last one wins
     levels = []
     for ref in sub.outputs:
-        lvl = level(ref.layer) if ref.layer in sub.layers else -1
-        if last_of_level.get(lvl) != ref.layer:
+        index = convs.index(ref.layer) if ref.layer in convs else -1
+        if index not in _TAP_CONVS:
             raise WeightsError(
-                f"trunk output {ref.layer!r} is not the last ReLU convolution before a max-pool"
+                f"output {ref.layer!r} of {name!r} is not a VGG16 tap (the last ReLU "
+                "convolution before a max-pool)"
             )
-        levels.append(lvl)
-    if sorted(levels) != list(range(5)):
-        raise WeightsError(f"the trunk must output the 5 VGG16 taps; it outputs levels {levels}")
+        pools = sum(sub.layers[a].class_name == "MaxPooling2D" for a in ancestors[ref.layer])
+        if pools != _TAP_CONVS.index(index):
+            raise WeightsError(f"{name!r} has max-pools in unexpected places")
+        levels.append(_TAP_CONVS.index(index))
     return convs, levels
 
 
@@ -438,19 +444,26 @@ def plan_from_config(model_config: Mapping[str, Any]) -> KerasPlan:
     date_of_input = {r.layer: i for i, r in enumerate(graph.inputs)}
 
     trunks = [lay for lay in graph.layers.values() if lay.class_name in _MODEL_CLASSES]
-    if len(trunks) != 1:
-        raise WeightsError(
-            f"expected one nested VGG16 model shared by both dates; found {len(trunks)}"
-        )
-    trunk = trunks[0]
-    trunk_convs, tap_levels = _trunk_plan(_parse_graph(trunk.config))
-    node_date: dict[int, int] = {}
-    for i, node in enumerate(trunk.nodes):
-        if len(node) != 1 or node[0].layer not in date_of_input:
-            raise WeightsError("the VGG16 sub-model must be applied directly to the inputs")
-        node_date[i] = date_of_input[node[0].layer]
-    if sorted(node_date.values()) != [0, 1]:
-        raise WeightsError("the VGG16 sub-model must be applied once to each date")
+    if not trunks:
+        raise WeightsError("no nested VGG16 model: this is not the authors' DSIFN")
+    # (trunk model, call, output index) -> (date, level) of every trunk feature map.
+    features: dict[tuple[str, int, int], tuple[int, int]] = {}
+    trunk_convs: dict[str, list[str]] = {}
+    for trunk in trunks:
+        convs, tap_levels = _trunk_plan(_parse_graph(trunk.config), trunk.name)
+        trunk_convs[trunk.name] = convs
+        dates = []
+        for node_index, node in enumerate(trunk.nodes):
+            if len(node) != 1 or node[0].layer not in date_of_input:
+                raise WeightsError(f"the VGG16 model {trunk.name!r} must take the inputs directly")
+            dates.append(date_of_input[node[0].layer])
+            for tensor, level in enumerate(tap_levels):
+                features[(trunk.name, node_index, tensor)] = (dates[-1], level)
+        if sorted(dates) != [0, 1]:
+            raise WeightsError(f"the VGG16 model {trunk.name!r} must be applied once to each date")
+    main_trunk = max(trunk_convs, key=lambda n: len(trunk_convs[n]))
+    if len(trunk_convs[main_trunk]) != _TAP_CONVS[-1] + 1:
+        raise WeightsError("no nested model holds all 13 VGG16 convolutions")
 
     output_of = {r.layer: r.layer for r in graph.outputs}
     ancestors = _ancestors(graph)
@@ -464,9 +477,11 @@ def plan_from_config(model_config: Mapping[str, Any]) -> KerasPlan:
         sources: list[str] = []
         levels = set()
         for ref in lay.nodes[0]:
-            if ref.layer == trunk.name:
-                sources.append(f"t{node_date[ref.node] + 1}")
-                levels.add(tap_levels[ref.tensor])
+            key = (ref.layer, ref.node, ref.tensor)
+            if key in features:
+                date, level = features[key]
+                sources.append(f"t{date + 1}")
+                levels.add(level)
             else:
                 sources.append("up")
         if "t1" not in sources:
@@ -512,7 +527,7 @@ def plan_from_config(model_config: Mapping[str, Any]) -> KerasPlan:
         for n in group
         if graph.layers[n].class_name == "Dropout"
     }
-    used = {trunk.name, *concat_stage}
+    used = {*trunk_convs, *concat_stage}
     for p in plans:
         used |= {*(p.attention or ()), p.spatial_conv, p.head}
         used |= {n for n in (p.norm, p.up) if n is not None}
@@ -524,8 +539,9 @@ def plan_from_config(model_config: Mapping[str, Any]) -> KerasPlan:
     return KerasPlan(
         input_size=int(height),
         in_channels=int(bands),
-        trunk=trunk.name,
-        trunk_convs=trunk_convs,
+        trunk=main_trunk,
+        trunk_convs=trunk_convs[main_trunk],
+        trunk_copies={n: c for n, c in trunk_convs.items() if n != main_trunk},
         stages=plans,
         dropout=rates.pop() if len(rates) == 1 else None,
         notes=notes,
@@ -747,19 +763,19 @@ def read_keras_h5(
 
 
 def _trunk_weights(
-    plan: KerasPlan, arrays: Mapping[str, KerasLayerWeights]
+    model: str, convs: Sequence[str], arrays: Mapping[str, KerasLayerWeights]
 ) -> dict[str, KerasLayerWeights]:
-    """The trunk's arrays by convolution, matched by name, else by order."""
-    if all(name in arrays for name in plan.trunk_convs):
-        return {f"{plan.trunk}/{n}": arrays[n] for n in plan.trunk_convs}
+    """A nested trunk model's arrays by ``"<model>/<conv>"``, matched by name, else by order."""
+    if all(name in arrays for name in convs):
+        return {f"{model}/{n}": arrays[n] for n in convs}
     # Name scopes can differ from layer names (block1_conv1_1); Keras saves in layer order.
     owners = list(arrays)
-    if len(owners) != len(plan.trunk_convs):
+    if len(owners) != len(convs):
         raise WeightsError(
-            f"the VGG16 sub-model stores weights of {len(owners)} layers, expected "
-            f"{len(plan.trunk_convs)}"
+            f"the VGG16 model {model!r} stores weights of {len(owners)} layers, expected "
+            f"{len(convs)}"
         )
-    return {f"{plan.trunk}/{n}": arrays[o] for n, o in zip(plan.trunk_convs, owners, strict=True)}
+    return {f"{model}/{n}": arrays[o] for n, o in zip(convs, owners, strict=True)}
 
 
 def load_keras_h5(path: str | os.PathLike[str]) -> DSIFN:
@@ -781,9 +797,19 @@ def load_keras_h5(path: str | os.PathLike[str]) -> DSIFN:
     weights: dict[str, KerasLayerWeights] = {
         name: {role: a for owned in by_owner.values() for role, a in owned.items()}
         for name, by_owner in arrays.items()
-        if name != plan.trunk
+        if name != plan.trunk and name not in plan.trunk_copies
     }
-    weights.update(_trunk_weights(plan, arrays.get(plan.trunk, {})))
+    trunk = _trunk_weights(plan.trunk, plan.trunk_convs, arrays.get(plan.trunk, {}))
+    for name, convs in plan.trunk_copies.items():
+        # The tap models share VGG16's layers, so their stored arrays must be the same ones.
+        copies = _trunk_weights(name, convs, arrays.get(name, {}))
+        for conv, main_conv in zip(convs, plan.trunk_convs, strict=False):  # same order
+            copy, original = copies[f"{name}/{conv}"], trunk[f"{plan.trunk}/{main_conv}"]
+            if any(r not in original or not np.array_equal(copy[r], original[r]) for r in copy):
+                raise WeightsError(
+                    f"nested models {plan.trunk!r} and {name!r} hold different VGG16 weights"
+                )
+    weights.update(trunk)
     model = DSIFN(config_from_plan(plan))
     state = convert_weights(plan, weights, model.state_dict())
     model.load_state_dict(state, strict=True)
