@@ -111,7 +111,7 @@ class BenchmarkConfig:
     warmup: int = 2  # untimed steps per case before timing (compilation happens here)
     rounds: int = 3  # alternating rounds of baseline and fast; the median round counts
     precision: str = "auto"  # fast path precision; fp32 opts out of autocast
-    compile: bool | None = None  # torch.compile in the fast path; None: on CUDA only
+    compile: bool | None = None  # torch.compile the fast path; None: inference on CUDA only
     peak_tflops: float | None = None  # device peak for the fast path; None: from the table
     scene_size: int = 2048  # side of the generated scene (scene mode)
     accuracy_pairs: int = 8  # synthetic pairs for the accuracy comparison; 0 skips it
@@ -602,6 +602,7 @@ def compare_accuracy(
     *,
     pairs: int = 8,
     size: int = 64,
+    batch: int = 1,
     threshold: float = 0.5,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -610,13 +611,15 @@ def compare_accuracy(
 
     The pairs come from :func:`dsifn.data.synthetic.generate_pair` (seeded), scaled to [0, 1]
     and normalised with the model's normalisation; bands are repeated cyclically when the model
-    does not take 3.
+    does not take 3. They go through in batches of ``batch``, the last one filled up with
+    repeats (not counted), so a compiled fast path sees the one shape it was compiled for.
 
     Args:
         model: The network (evaluated in eval mode, float32, on ``device``; not modified).
         fast: The fast path: ``fast(t1, t2)`` returns five logit maps, finest first.
         pairs: Number of pairs.
         size: Their side.
+        batch: Pairs per call.
         threshold: Decision threshold for the masks and F1.
         seed: Seed of the pairs.
         device: Where the baseline runs (and where inputs are made).
@@ -635,27 +638,32 @@ def compare_accuracy(
     cm_base, cm_fast = ConfusionMatrix(threshold), ConfusionMatrix(threshold)
     max_prob = max_logit = 0.0
     agree = total = 0
+    samples = []
     for i in range(pairs):
         pair = generate_pair(synthetic, (seed, i))
         images = []
         for image in (pair.t1, pair.t2):
             x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)
-            x = x[torch.arange(bands) % x.shape[0]]
-            images.append(normalize(x).unsqueeze(0).to(dev))
-        label = torch.from_numpy(pair.label.astype(np.int64))[None, None].to(dev)
+            images.append(normalize(x[torch.arange(bands) % x.shape[0]]))
+        samples.append((images[0], images[1], torch.from_numpy(pair.label.astype(np.int64))))
+    for first in range(0, pairs, batch):
+        chunk = samples[first : first + batch]
+        count = len(chunk)
+        chunk += [chunk[-1]] * (batch - count)
+        t1, t2, label = (torch.stack(parts).to(dev) for parts in zip(*chunk, strict=True))
         with torch.inference_mode():
-            ref = baseline(images[0], images[1])
-        out = fast(images[0], images[1])
+            ref = baseline(t1, t2)
+        out = fast(t1, t2)
         for a, b in zip(ref, out, strict=True):
-            diff = (a.float() - b.float().to(dev)).abs().max().item()
+            diff = (a[:count].float() - b[:count].float().to(dev)).abs().max().item()
             max_logit = max(max_logit, diff)
-        p_ref = torch.sigmoid(ref.stride1.float())
-        p_fast = torch.sigmoid(out.stride1.float().to(dev))
+        p_ref = torch.sigmoid(ref.stride1[:count].float())
+        p_fast = torch.sigmoid(out.stride1[:count].float().to(dev))
         max_prob = max(max_prob, (p_ref - p_fast).abs().max().item())
         agree += int(((p_ref > threshold) == (p_fast > threshold)).sum().item())
         total += p_ref.numel()
-        cm_base.update(p_ref, label)
-        cm_fast.update(p_fast, label)
+        cm_base.update(p_ref, label[:count, None])
+        cm_fast.update(p_fast, label[:count, None])
     precision = getattr(fast, "precision", "unknown")
     return AccuracyReport(
         pairs=pairs,
@@ -795,7 +803,10 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
     """
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
+    # Compiled inference by default on CUDA; compiled training only when asked for: on an H200
+    # (torch 2.11, bf16) its backward pass gave NaN gradients (benchmarks/RESULTS.md).
     compiled = device.type == "cuda" if config.compile is None else config.compile
+    compiled_training = bool(config.compile)
     batch = config.batch or (16 if device.type == "cuda" else 2)
     infer_batch = config.infer_batch or 2 * batch
     model = _load_model(config)
@@ -813,7 +824,7 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
                 "a training step needs more than one value per BatchNorm channel at stride 16: "
                 "use a batch of at least 2 or a size of at least 17"
             )
-        train = _measure_training(model, config, device, precision, compiled, batch)
+        train = _measure_training(model, config, device, precision, compiled_training, batch)
         cases += train
         ratios["train"] = train[1].pairs_per_second / train[0].pairs_per_second
         for case in train:
@@ -846,7 +857,8 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
             model,
             fast,
             pairs=config.accuracy_pairs,
-            size=min(config.size, 128),
+            size=config.size,
+            batch=infer_batch,  # the timed shape: no recompilation
             threshold=float(model.checkpoint_meta.get("threshold", 0.5)),
             seed=config.seed,
             device=device,

@@ -328,7 +328,7 @@ def prepare_for_training(
     device: str | torch.device = "auto",
     precision: str = "auto",
     channels_last: bool = True,
-    compile: bool | None = None,
+    compile: bool = False,
 ) -> tuple[nn.Module, Precision]:
     """Move ``model`` to ``device`` and set it up for fast training steps, in place.
 
@@ -343,7 +343,9 @@ def prepare_for_training(
         precision: As in :func:`optimize_for_inference`.
         channels_last: Use the NHWC memory layout.
         compile: ``torch.compile`` the model (a minute or so of start-up, then faster steps).
-            None: on CUDA only (on a CPU the start-up is long and the gain is small).
+            Off by default: on an H200 with torch 2.11 and bf16 the compiled backward pass gave
+            NaN gradients from the first step (``benchmarks/RESULTS.md``); check that the loss
+            stays finite when turning it on.
 
     Returns:
         The module to call in the training step and the resolved precision.
@@ -356,6 +358,6 @@ def prepare_for_training(
     if dev.type == "cuda":
         # Convolution shapes are fixed in training: let cuDNN pick its fastest algorithms.
         torch.backends.cudnn.benchmark = True
-    if compile if compile is not None else dev.type == "cuda":
+    if compile:
         return cast("nn.Module", torch.compile(model)), resolved
     return model, resolved
