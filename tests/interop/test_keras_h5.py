@@ -275,3 +275,22 @@ def test_tap_models_must_share_the_trunk_weights(authors_h5, tmp_path):
         kernel[...] = kernel[...] + 1.0
     with pytest.raises(WeightsError, match="different VGG16 weights"):
         load_keras_h5(copy)
+
+
+def test_channel_pooling_kind_is_read_from_lambda_code_and_op_names():
+    import base64
+    import marshal
+
+    from dsifn.interop.keras_h5 import _Layer, _pool_kind
+
+    def lambda_layer(function):
+        # Keras 2.2.4 stores [base64 marshalled code, defaults, closure].
+        code = base64.b64encode(marshal.dumps(function.__code__)).decode()
+        config = {"name": "lambda_1", "function": [code, None, None], "module": "attention"}
+        return _Layer("lambda_1", "Lambda", config, [])
+
+    assert _pool_kind(lambda_layer(lambda x: K.mean(x, axis=3, keepdims=True))) == "mean"  # noqa: F821
+    assert _pool_kind(lambda_layer(lambda x: K.max(x, axis=3, keepdims=True))) == "max"  # noqa: F821
+    op = _Layer("tf_op", "TFOpLambda", {"function": "math.reduce_max"}, [])
+    assert _pool_kind(op) == "max"
+    assert _pool_kind(_Layer("other", "Lambda", {"function": "x + 1"}, [])) is None

@@ -264,13 +264,17 @@ def _pool_kind(layer: _Layer) -> str | None:
     Keras stores a Lambda's function as marshalled bytecode (base64) and a TFOpLambda's as a
     name; the names the code calls (``K.mean``, ``reduce_max``...) appear in either.
     """
-    text = json.dumps(layer.config).lower()
-    blobs = [text.encode()]
-    for match in _strings(layer.config):
+    blobs = []
+    for text in _strings(layer.config):
+        packed = "".join(text.split())
         try:
-            blobs.append(base64.b64decode(match, validate=False))
+            # Long base64 strings are code: search the decoded bytes, never the letters of
+            # the encoding (which can spell "max" by chance).
+            if len(packed) < 24:
+                raise ValueError("too short to be code")
+            blobs.append(base64.b64decode(packed, validate=True))
         except (binascii.Error, ValueError):
-            continue
+            blobs.append(text.lower().encode())
     joined = b"\n".join(blobs)
     has_mean = b"mean" in joined or b"average" in joined
     has_max = b"max" in joined
