@@ -55,6 +55,7 @@ from dsifn.training.distributed import (
     setup_distributed,
 )
 from dsifn.training.logs import MetricsLog, plot_curves
+from dsifn.training.optim import build_optimizer, build_scheduler
 from dsifn.training.state import capture_rng, restore_rng, seed_everything
 
 __all__ = ["RUN_FILES", "Callback", "TrainResult", "train"]
@@ -102,6 +103,24 @@ class _Progress:
     rounds_since_best: int = 0  # validation rounds without F1 gain (early stopping)
     elapsed_s: float = 0.0  # training time spent in earlier sessions of this run
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def observe(self, scores: Mapping[str, float], patience: int | None) -> tuple[bool, bool]:
+        """Record a round's validation scores.
+
+        Returns:
+            Whether F1 improved on the best so far (a NaN F1 never does), and whether
+            ``patience`` rounds in a row have now passed without improvement.
+        """
+        f1 = scores["f1"]
+        improved = not math.isnan(f1) and f1 > self.best_f1
+        if improved:
+            self.best_f1 = f1
+            self.best_epoch = self.epoch
+            self.best_scores = dict(scores)
+            self.rounds_since_best = 0
+        else:
+            self.rounds_since_best += 1
+        return improved, patience is not None and self.rounds_since_best >= patience
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -338,38 +357,8 @@ class _Trainer:
         self.model = model
 
         params = [p for p in net.parameters() if p.requires_grad]
-        opt = cfg.optim
-        self.optimizer: torch.optim.Optimizer
-        if opt.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(
-                params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay
-            )
-        elif opt.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(
-                params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay
-            )
-        else:
-            self.optimizer = torch.optim.SGD(
-                params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
-            )
-        sched = cfg.schedule
-        self.scheduler: Any = None
-        if sched.scheduler == "plateau":
-            # torch lowers the rate when bad rounds exceed `patience`; the config counts as
-            # Keras does (lower at the `plateau_patience`-th bad round), hence the - 1.
-            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer,
-                mode="max",
-                factor=sched.plateau_factor,
-                patience=sched.plateau_patience - 1,
-                threshold=0.0,
-                threshold_mode="abs",
-                min_lr=sched.min_lr,
-            )
-        elif sched.scheduler == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizer, T_max=sched.epochs, eta_min=sched.min_lr
-            )
+        self.optimizer = build_optimizer(params, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         loss = cfg.loss
         self.loss_fn = DeepSupervisionLoss(
@@ -639,20 +628,10 @@ class _Trainer:
         lr = float(self.optimizer.param_groups[0]["lr"])
 
         f1 = scores["f1"]
-        improved = not math.isnan(f1) and f1 > state.best_f1
-        if improved:
-            state.best_f1 = f1
-            state.best_epoch = state.epoch
-            state.best_scores = dict(scores)
-            state.rounds_since_best = 0
-        else:
-            state.rounds_since_best += 1
+        improved, patience_spent = state.observe(scores, cfg.schedule.early_stop_patience)
         if self.scheduler is not None and cfg.schedule.scheduler == "plateau":
             self.scheduler.step(f1 if not math.isnan(f1) else -math.inf)
-        patience = cfg.schedule.early_stop_patience
-        reason = final_reason
-        if not reason and patience is not None and state.rounds_since_best >= patience:
-            reason = "early_stop"
+        reason = final_reason or ("early_stop" if patience_spent else "")
 
         entry: dict[str, Any] = {
             "epoch": state.epoch,

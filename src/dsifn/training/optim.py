@@ -1,0 +1,55 @@
+"""Optimiser and learning-rate schedule from their config sections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from dsifn.training.config import OptimConfig, ScheduleConfig
+
+__all__ = ["build_optimizer", "build_scheduler"]
+
+
+def build_optimizer(params: Iterable[nn.Parameter], config: OptimConfig) -> torch.optim.Optimizer:
+    """The optimiser ``config`` names, over ``params`` (the trainable parameters)."""
+    params = list(params)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(
+            params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(
+            params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: ScheduleConfig) -> Any:
+    """The learning-rate schedule, or None for a constant rate.
+
+    ``"plateau"`` is stepped with the validation F1 after each round; ``"cosine"`` once per
+    epoch, over ``config.epochs``.
+    """
+    if config.scheduler == "plateau":
+        # torch lowers the rate when bad rounds *exceed* `patience`; the config counts as
+        # Keras does (lower at the `plateau_patience`-th bad round in a row), hence the - 1.
+        # threshold 0: any F1 gain counts, as for early stopping.
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=config.plateau_factor,
+            patience=config.plateau_patience - 1,
+            threshold=0.0,
+            threshold_mode="abs",
+            min_lr=config.min_lr,
+        )
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.epochs, eta_min=config.min_lr
+        )
+    return None

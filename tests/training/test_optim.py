@@ -1,0 +1,48 @@
+"""Learning-rate schedule and early-stopping bookkeeping, without training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dsifn.training.config import OptimConfig, ScheduleConfig
+from dsifn.training.engine import _Progress
+from dsifn.training.optim import build_optimizer, build_scheduler
+
+
+def _optimizer(name="adam"):
+    return build_optimizer([nn.Parameter(torch.zeros(2))], OptimConfig(optimizer=name, lr=1.0))
+
+
+def test_plateau_lowers_the_rate_at_the_patience_th_round_without_gain():
+    optimizer = _optimizer()
+    scheduler = build_scheduler(optimizer, ScheduleConfig(plateau_patience=3))
+    rates = []
+    for f1 in (0.5, 0.6, 0.6, 0.59, 0.6, 0.6, 0.61):
+        scheduler.step(f1)
+        rates.append(optimizer.param_groups[0]["lr"])
+    # Gains at rounds 1, 2 and 7; rounds 3, 4, 5 are the 3 in a row without gain.
+    assert rates == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1])
+
+
+def test_cosine_reaches_min_lr_after_all_epochs_and_constant_is_none():
+    optimizer = _optimizer("sgd")
+    scheduler = build_scheduler(
+        optimizer, ScheduleConfig(scheduler="cosine", epochs=4, min_lr=0.01)
+    )
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    assert build_scheduler(_optimizer("adamw"), ScheduleConfig(scheduler="constant")) is None
+
+
+def test_early_stopping_counts_rounds_without_f1_gain():
+    progress = _Progress()
+    seen = [progress.observe({"f1": f1}, patience=2) for f1 in (0.1, 0.3, 0.3, math.nan, 0.2)]
+    assert seen == [(True, False), (True, False), (False, False), (False, True), (False, True)]
+    assert progress.best_f1 == 0.3 and progress.best_scores == {"f1": 0.3}
+    assert _Progress().observe({"f1": 0.0}, patience=None) == (True, False)
