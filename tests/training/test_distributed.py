@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -101,3 +102,55 @@ def test_two_cpu_processes_train_together_and_only_rank0_writes(tmp_path):
     saved = torch.load(run_dir / "last.pt", weights_only=True)
     assert len(saved["resume"]["rng"]) == 2
     assert all(torch.equal(saved["state_dict"][k], first[k]) for k in first)
+
+
+def _failing_worker(rank, world, port, root, run_dir, out_dir):
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    from dsifn.training.engine import train
+
+    try:
+        train(tiny_config(root), run_dir, progress=False)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+    else:
+        message = "no error"
+    with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as file:
+        file.write(message)
+
+
+@pytest.mark.slow
+def test_an_error_on_rank0_stops_every_rank_instead_of_hanging(tmp_path):
+    root = write_levir(tmp_path / "data", counts=(2, 1, 1))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "keep.txt").write_text("an earlier run")  # rank 0 refuses the folder
+    out = tmp_path / "out"
+    out.mkdir()
+    context = mp.spawn(
+        _failing_worker,
+        args=(2, _free_port(), root, run_dir, out),
+        nprocs=2,
+        join=False,
+    )
+    # join() returns as soon as one process ends; a generous deadline only guards against a
+    # hang (which is the bug this test is about), it measures nothing.
+    deadline = time.monotonic() + 300
+    try:
+        finished = False
+        while not finished and time.monotonic() < deadline:
+            finished = context.join(timeout=5)
+        assert finished, "a rank is still waiting after the other failed"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    messages = [(out / f"rank{r}.txt").read_text() for r in range(2)]
+    assert messages[0].startswith("OutputExistsError") and "--overwrite" in messages[0]
+    assert messages[1].startswith("DSIFNError: another training process failed")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["keep.txt"]
