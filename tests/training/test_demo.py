@@ -42,6 +42,7 @@ def test_tiny_demo_writes_everything(tmp_path):
         assert all(math.isfinite(v) for v in scores.values()), method
         assert summary[method]["pixels"] == 2 * 32 * 32
     assert summary["dsifn"]["scores"]["f1"] == pytest.approx(result.dsifn.scores["f1"])
+    assert summary["train_steps"] == 1 and summary["stop_reason"] == "max_steps"
     # The checkpoint carries the threshold chosen on the validation split.
     model = load_checkpoint(result.checkpoint)
     assert model.checkpoint_meta["threshold"] == pytest.approx(result.dsifn.threshold)
