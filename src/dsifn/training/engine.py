@@ -541,6 +541,8 @@ class _Trainer:
                         loss=f"{self._loss_sum / max(self._loss_count, 1):.4f}",
                         f1=f"{self._train_cm.scores()['f1']:.3f}",
                     )
+                    if state.batch_in_epoch >= self.batches_per_epoch:
+                        bar.close()  # finished: the round's summary line goes below it
                     yield
         finally:
             bar.close()
