@@ -325,7 +325,9 @@ def write_synthetic_dataset(
     try:
         counts = {"train": config.train, "val": config.val, "test": config.test}
         total = sum(counts.values())
-        with tqdm(total=total, desc="synthetic data", unit="pair", disable=not progress) as bar:
+        # disable=None: the bar switches itself off when stderr is not a terminal.
+        bar_off = None if progress else True
+        with tqdm(total=total, desc="synthetic data", unit="pair", disable=bar_off) as bar:
             for split_index, split in enumerate(SPLITS):
                 folders = [tmp / split / name for name in ("A", "B", "label")]
                 for folder in folders:

@@ -242,7 +242,8 @@ def _batches(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate, num_workers=workers
     )
     total = len(dataset)  # type: ignore[arg-type]
-    with tqdm(total=total, desc=desc, unit="pair", disable=not progress) as bar:
+    # disable=None: the bar switches itself off when stderr is not a terminal (logs, CI).
+    with tqdm(total=total, desc=desc, unit="pair", disable=None if progress else True) as bar:
         for batch in loader:
             yield batch
             bar.update(len(batch["name"]))
