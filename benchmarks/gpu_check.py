@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
     elif section == "infer":
         # Without torch.compile first (what one small prediction gets; quick, so it survives a
         # compilation that runs out of time), then as dsifn runs many tiles of one size.
-        _run("infer (eager fast path)", dry, mode="infer", compile=False, accuracy_pairs=0)
+        _run("infer (eager fast path)", dry, mode="infer", compile=False)
         _run("infer (compiled fast path)", dry, mode="infer", compile=True)
     elif section == "train":
         _run(

@@ -181,3 +181,17 @@ def test_prepare_for_training_matches_a_plain_step():
     # over the 2x2 maps of stride 16 amplifies rounding, NCHW fp32 as much as NHWC.)
     for got, expected in zip(grads[1], grads[0], strict=True):
         assert ((got.double() - expected).norm() / expected.norm()).item() < 1e-4
+
+
+def test_torch_runner_uses_the_fast_path_with_the_same_probabilities(model):
+    import numpy as np
+
+    from dsifn.inference.runner import TorchRunner
+
+    fast = TorchRunner(model, device="cpu", precision="fp32")
+    plain = TorchRunner(model, device="cpu", precision="fp32", fast=False)
+    assert _count_bn(fast._forward.module) == 9  # folded copy
+    assert fast._forward is not fast.model and plain._forward is plain.model
+    rng = np.random.default_rng(0)
+    t1, t2 = rng.standard_normal((2, 2, 3, 40, 24), dtype=np.float32)
+    np.testing.assert_allclose(fast(t1, t2), plain(t1, t2), atol=1e-6)

@@ -720,13 +720,10 @@ def _measure_scene(
     from dsifn.inference.scene import predict_scene
 
     bands = base_model.config.in_channels
+    # The runner as dsifn predict uses it: the eager fast path (not compiled: a scene's last,
+    # smaller batch would recompile in the middle of the timing).
     runner = TorchRunner(copy.deepcopy(base_model), device=str(device), precision=precision)
-    # The runner's own batching and transfers around the fast path's prepared network.
-    fast, _ = optimize_for_inference(
-        base_model, device=device, precision=precision, compile=compiled
-    )
-    runner.model = fast  # type: ignore[assignment]
-    path = _path_description(device, precision, compiled, fold=True)
+    path = _path_description(device, precision, False, fold=True)
     size = config.size
     rng = np.random.default_rng(config.seed)
     tiles = rng.standard_normal((2, batch, bands, size, size), dtype=np.float32)
@@ -890,9 +887,9 @@ def format_report(report: BenchmarkReport) -> str:
         memory = None if c.peak_memory_bytes is None else c.peak_memory_bytes / 2**30
         fraction = None if c.peak_fraction is None else 100 * c.peak_fraction
         lines.append(
-            f"{c.task:<6} {c.path:<14} {c.batch:>5} {c.seconds_per_step:>9.4f} "
-            f"{c.pairs_per_second:>9.2f} {c.megapixels_per_second:>8.2f} "
-            f"{_fmt(c.tflops, '.2f'):>8} {_fmt(fraction, '.1f') + '%':>8} "
+            f"{c.task:<6} {c.path:<14} {c.batch:>5} {c.seconds_per_step:>9.4g} "
+            f"{c.pairs_per_second:>9.4g} {c.megapixels_per_second:>8.4g} "
+            f"{_fmt(c.tflops, '.4g'):>8} {_fmt(fraction, '.1f') + '%':>8} "
             f"{_fmt(memory, '.2f') + 'G':>9} {c.warmup_seconds:>7.1f}s  {c.description}"
         )
     for c in report.cases:

@@ -19,8 +19,12 @@ What is done, and why it is exact (or how close it is):
   missing correction on the one-pixel border ring, so the fold is exact at every size.
   10 of the 19 BatchNorms of the ``"pytorch"`` variant fold.
 - **torch.compile** (inductor): fuses the elementwise work (PReLU, BatchNorm, attention
-  products) into few kernels. Its start-up cost (tens of seconds) pays off in training and for
-  scenes with many tiles, not for one small image, so it is off by default for inference.
+  products) into few kernels. Inference: opt-in (``compile=True``); it costs about a minute per
+  new input shape on an H200, so it pays off for many batches of one shape (a large scene), not
+  for one small image. Training: off by default, since on an H200 with torch 2.11 and bf16 the
+  compiled backward pass gave NaN gradients from the first step (``benchmarks/RESULTS.md``).
+
+Measured ratios to the eager fp32 NCHW baseline are in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
