@@ -176,6 +176,11 @@ def test_compare_accuracy_sees_a_difference_and_its_absence():
         out = fast(t1, t2)
         return type(out)(*(o + 2.0 for o in out))
 
+    # Batched, the last batch filled up with repeats that do not count.
+    batched = compare_accuracy(model, fast, pairs=3, size=32, batch=2)
+    assert batched.pairs == 3 and batched.mask_agreement == 1.0
+    assert batched.max_probability_difference < 1e-5
+
     off = compare_accuracy(model, shifted, pairs=2, size=32)
     assert off.max_logit_difference == pytest.approx(2.0, abs=1e-4)
     assert off.max_probability_difference > 0.1
