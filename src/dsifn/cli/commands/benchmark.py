@@ -36,9 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="compile",
         action="store_true",
         default=None,
-        help="torch.compile the fast path [default: on CUDA only]",
+        help="torch.compile the fast path, training included [default: inference on CUDA]",
     )
-    compile_group.add_argument("--no-compile", dest="compile", action="store_false")
+    compile_group.add_argument(
+        "--no-compile", dest="compile", action="store_false", help="never torch.compile"
+    )
     parser.add_argument(
         "--peak-tflops", type=float, default=None, help="device peak for the fast path's precision"
     )
