@@ -185,3 +185,16 @@ def test_compare_accuracy_sees_a_difference_and_its_absence():
     assert off.max_logit_difference == pytest.approx(2.0, abs=1e-4)
     assert off.max_probability_difference > 0.1
     assert off.mask_agreement < 1.0
+
+
+def test_compare_accuracy_reports_nan_outputs():
+    torch.manual_seed(0)
+    model = DSIFN().eval()
+    fast, _ = optimize_for_inference(model, device="cpu", precision="fp32")
+
+    def broken(t1, t2):  # a compiled path that went wrong on one output only
+        out = fast(t1, t2)
+        return out._replace(stride4=torch.full_like(out.stride4, float("nan")))
+
+    report = compare_accuracy(model, broken, pairs=1, size=32)
+    assert math.isnan(report.max_logit_difference)
