@@ -25,6 +25,7 @@ __all__ = [
     "EpochSampler",
     "ShardSampler",
     "agree",
+    "all_reduce_sum",
     "broadcast_buffers",
     "gather_objects",
     "setup_distributed",
