@@ -96,3 +96,15 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_atomic_output_gets_the_usual_file_mode(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o644

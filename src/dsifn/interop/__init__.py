@@ -1,1 +1,10 @@
-"""Foreign formats: the authors' PyTorch and Keras weights, Keras 3 and ONNX."""
+"""Foreign formats: the authors' PyTorch and Keras weights, Keras 3 and ONNX.
+
+The ONNX and Keras 3 parts need the optional extras (``dsifn[onnx]``, ``dsifn[keras]``) and
+are imported from their modules: :mod:`dsifn.interop.onnx`, :mod:`dsifn.keras`.
+"""
+
+from dsifn.interop.keras_h5 import convert_keras_h5, load_keras_h5
+from dsifn.interop.official_pytorch import load_official_pytorch, official_to_dsifn
+
+__all__ = ["convert_keras_h5", "load_keras_h5", "load_official_pytorch", "official_to_dsifn"]

@@ -51,6 +51,10 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
     os.close(fd)
     tmp = Path(name)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would have.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         if not overwrite and final.exists():
