@@ -22,8 +22,9 @@ What is done, and why it is exact (or how close it is):
   products) into few kernels. Inference: opt-in (``compile=True``); it costs one to two minutes
   per new input shape (H200: under 85 s; 2-core CPU: 106 s at 128 px, where it gave 1.27x over
   eager fp32 against 1.13x for the eager fast path), so it pays off for many batches of one
-  shape (a large scene), not for one small image. Training: off by default, since on an H200 with torch 2.11 and bf16 the
-  compiled backward pass gave NaN gradients from the first step (``benchmarks/RESULTS.md``).
+  shape (a large scene), not for one small image. Training: off by default, since on an H200
+  with torch 2.11 and bf16 the compiled backward pass gave NaN gradients from the first step
+  (``benchmarks/RESULTS.md``).
 
 Measured ratios to the eager fp32 NCHW baseline are in ``benchmarks/RESULTS.md``.
 """
