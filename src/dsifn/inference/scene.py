@@ -440,7 +440,8 @@ def predict_scene(
     opts = SceneOptions(**options)
     # GDAL's block cache defaults to 5 % of RAM; bound it so peak memory does not grow with
     # the scene. A GDAL_CACHEMAX set by the user wins.
-    env = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
+    # (rasterio passes an integer GDAL_CACHEMAX to GDAL in bytes.)
+    env = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB * 2**20}
     with rasterio.Env(**env):
         return _predict_scene(runner_or_checkpoint, before, after, Path(out), opts)
 
