@@ -120,3 +120,10 @@ def test_predict_scene_writes_polygons_and_quicklook(tmp_path):
     red, green = int(overlay[10, 10, 0]), int(overlay[10, 10, 1])
     assert red > 200 and red - green > 100  # changed: red
     assert overlay[2, 70, 0] == overlay[2, 70, 1]  # unchanged: grey as the image
+
+
+def test_no_change_gives_an_empty_but_valid_layer(probability_raster, tmp_path):
+    out = tmp_path / "none.gpkg"
+    assert write_polygons(probability_raster, out, threshold=0.999) == 0
+    meta, _, geometry, _ = pyogrio.raw.read(out)
+    assert len(geometry) == 0 and "32633" in meta["crs"]
