@@ -42,6 +42,14 @@ def test_bundled_configs_load():
     assert levir.optim == dsifn_cd.optim == TrainConfig().optim
 
 
+def test_a_dataset_folder_named_like_a_bundled_config_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "levir" / "train").mkdir(parents=True)
+    assert load_config("levir").data.crop_size == 256
+    (tmp_path / "dsifn_cd").write_text("optim:\n  lr: 0.5\n")
+    assert load_config("dsifn_cd").optim.lr == 0.5  # a file of that name is the user's config
+
+
 def test_yaml_round_trip(tmp_path):
     cfg = load_config("levir", ["data.root=/data/x", "data.bands=[3, 2, 1]", "model.in_channels=3"])
     cfg.save(tmp_path / "c.yaml")

@@ -259,7 +259,8 @@ def load_config(
 
 def _read_yaml(source: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(source)
-    if str(source) in BUNDLED_CONFIGS and not path.exists():
+    # A file of that name wins; a folder of that name (a dataset called "levir", say) does not.
+    if str(source) in BUNDLED_CONFIGS and not path.is_file():
         text = (resources.files("dsifn") / "configs" / f"{source}.yaml").read_text()
         name = f"bundled config {source!r}"
     elif path.is_file():
