@@ -89,3 +89,24 @@ def test_user_errors_give_one_line_and_exit_2(tmp_path, levir, capsys, args, mat
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("dsifn train: error:")
     assert match in lines[0]
+    # A run that fails before training leaves nothing behind that would block the retry.
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_encoder_weights_are_reported_before_the_run_directory_is_made(
+    tmp_path, levir, capsys, monkeypatch
+):
+    import urllib.error
+
+    import torch
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    argv = [*TINY[1:], "model.encoder_weights=imagenet"]
+    assert _train(levir, tmp_path / "run", *argv) == 2
+    err = capsys.readouterr().err
+    assert "vgg16-397923af.pth" in err and str(tmp_path / "hub") in err
+    assert not (tmp_path / "run").exists()

@@ -26,6 +26,7 @@ __all__ = [
     "VGG16Encoder",
     "WeightsRecord",
     "adapt_first_conv",
+    "fetch_encoder_weights",
     "fetch_weights",
     "load_vgg16_state_dict",
     "torchvision_to_encoder",
@@ -236,6 +237,31 @@ def fetch_weights(record: WeightsRecord, *, progress: bool = True) -> Path:
     return path
 
 
+def fetch_encoder_weights(source: str | os.PathLike[str] | WeightsRecord) -> Path:
+    """Return the local file behind an ``encoder_weights`` value, fetching it if needed.
+
+    Cheap enough to call as a check before long work starts (a cached file is hashed, not
+    loaded).
+
+    Args:
+        source: ``"imagenet"``, a :class:`WeightsRecord`, or a path to a ``.pth`` file.
+
+    Returns:
+        The path of the file.
+
+    Raises:
+        WeightsError: If the file is missing and cannot be fetched, or fails its hash check.
+    """
+    if isinstance(source, WeightsRecord):
+        return fetch_weights(source)
+    if source == VGG16_IMAGENET1K_V1.name:
+        return fetch_weights(VGG16_IMAGENET1K_V1)
+    path = Path(source)
+    if not path.is_file():
+        raise WeightsError(f"encoder weights file {path} does not exist")
+    return path
+
+
 def load_vgg16_state_dict(source: str | os.PathLike[str] | WeightsRecord) -> dict[str, Tensor]:
     """Read a torchvision-format VGG16 state dict.
 
@@ -249,14 +275,7 @@ def load_vgg16_state_dict(source: str | os.PathLike[str] | WeightsRecord) -> dic
     Raises:
         WeightsError: If the file is missing, unreadable or not a state dict.
     """
-    if isinstance(source, WeightsRecord):
-        path = fetch_weights(source)
-    elif source == VGG16_IMAGENET1K_V1.name:
-        path = fetch_weights(VGG16_IMAGENET1K_V1)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise WeightsError(f"encoder weights file {path} does not exist")
+    path = fetch_encoder_weights(source)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling or zip failure means the same to the user

@@ -42,6 +42,7 @@ from dsifn.io.checkpoint import read_checkpoint, save_checkpoint
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.metrics import ConfusionMatrix
 from dsifn.models.dsifn import DSIFN
+from dsifn.models.vgg import fetch_encoder_weights
 from dsifn.runtime import autocast, resolve_device, resolve_precision
 from dsifn.training.config import TrainConfig
 from dsifn.training.distributed import (
@@ -249,8 +250,14 @@ class _Trainer:
         error: BaseException | None = None
         if self.ctx.is_main:
             try:
-                payload = self._prepare_run_dir(resume=resume, overwrite=overwrite)
+                # Everything that can fail is checked before the run directory is touched, so a
+                # typo in --data or missing weights never leaves a folder that blocks the retry.
+                self._check_run_dir(resume=resume, overwrite=overwrite)
+                payload = self._read_resume() if resume else None
                 layout = self._check_data()
+                if not resume and self.config.model.encoder_weights is not None:
+                    fetch_encoder_weights(self.config.model.encoder_weights)
+                self._write_run_dir(resume=resume)
             except Exception as exc:  # re-raised by agree() after telling the other ranks
                 error = exc
         agree(self.ctx, error is None, error)
@@ -262,30 +269,30 @@ class _Trainer:
             )
         return payload, layout
 
-    def _prepare_run_dir(self, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    def _check_run_dir(self, *, resume: bool, overwrite: bool) -> None:
         run_dir = self.run_dir
         if resume:
-            payload = self._read_resume()
-            # Overrides given on resuming (a longer schedule, say) belong to the record too.
-            self.config.save(run_dir / "config.yaml", overwrite=True)
-            return payload
+            return
         if run_dir.exists() and not run_dir.is_dir():
             raise OutputExistsError(f"run directory {run_dir} exists and is not a folder")
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            if not overwrite:
-                raise OutputExistsError(
-                    f"run directory {run_dir} is not empty; pass --overwrite to start again "
-                    "or --resume to continue it"
-                )
-            for name in RUN_FILES:
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+            raise OutputExistsError(
+                f"run directory {run_dir} is not empty; pass --overwrite to start again "
+                "or --resume to continue it"
+            )
+
+    def _write_run_dir(self, *, resume: bool) -> None:
+        run_dir = self.run_dir
+        if not resume:
+            for name in RUN_FILES:  # an earlier run's files, when overwriting
                 target = run_dir / name
                 if target.is_dir():
                     shutil.rmtree(target)
                 else:
                     target.unlink(missing_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        # On resuming, overrides given then (a longer schedule, say) belong to the record too.
         self.config.save(run_dir / "config.yaml", overwrite=True)
-        return None
 
     def _read_resume(self) -> dict[str, Any]:
         last = self.run_dir / "last.pt"
