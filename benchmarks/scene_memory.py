@@ -8,7 +8,7 @@ Usage:
         [--size 768 --tile 384 --overlap 48]
 
 The pair is a compressed, tiled, 3-band uint16 GeoTIFF in UTM 33N, generated window by window
-(never whole). Scene inference runs at default settings (512 tiles, 64 overlap, batch 2) on
+(never whole). Scene inference runs at default settings (512 tiles, 64 overlap, batch 1) on
 the CPU. The stand-in is a purely local two-layer convolution: it measures what the tiler,
 blender and windowed I/O hold, independent of the network; ``--dsifn`` adds the network's
 activations for one batch. Peak RSS is the process's maximum resident set size.
@@ -196,7 +196,7 @@ def main() -> None:
         took = time.perf_counter() - start
         print(
             f"model: {'DSIFN' if args.dsifn else 'local stand-in'}; {result.tiles} tiles of 512 "
-            f"(overlap 64, batch 2) in {took:.0f} s; {result.polygon_count} polygons"
+            f"(overlap 64, batch 1) in {took:.0f} s; {result.polygon_count} polygons"
         )
         print(
             f"peak RSS before predict {before:.0f} MiB, after {rss_mib():.0f} MiB "

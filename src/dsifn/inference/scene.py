@@ -75,7 +75,7 @@ DEFAULT_TILE = 512
 # Rows written per block of the output pass: a multiple of the output's 256-pixel blocks.
 OUTPUT_ROWS = 256
 # GDAL block cache during scene inference, in MiB.
-GDAL_CACHE_MB = 256
+GDAL_CACHE_MB = 128
 # Longest side of the decimated read used for the percentile stretch.
 STRETCH_SAMPLE_SIDE = 1024
 
@@ -86,7 +86,7 @@ class SceneOptions:
 
     tile_size: int | None = None  # tile side; None: the model's fixed size, else 512
     overlap: int | None = None  # pixels shared by neighbouring tiles; None: tile_size // 8
-    batch_size: int = 2  # tiles per forward pass
+    batch_size: int = 1  # tiles per forward pass (1 keeps DSIFN on a CPU under 2 GiB)
     tta: bool = False  # average the 8 flips/rotations of each tile
     mode: OutputMode = "probability"  # bands written: probability, binary mask, or both
     dtype: OutputDtype = "float32"  # probability as float32, or uint8 round(p * 254)
@@ -235,7 +235,7 @@ def run_tiles(
     scaling: Scaling,
     write_rows: Any,
     *,
-    batch_size: int = 2,
+    batch_size: int = 1,
     tta: bool = False,
     progress: bool = True,
 ) -> None:

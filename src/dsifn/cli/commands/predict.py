@@ -78,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tiles = parser.add_argument_group("tiling")
     tiles.add_argument("--tile-size", type=int, help="tile side [the model's fixed size, or 512]")
     tiles.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles [tile/8]")
-    tiles.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass [2]")
+    tiles.add_argument(
+        "--batch-size", type=int, default=1, help="tiles per forward pass (more on a GPU) [1]"
+    )
     tiles.add_argument(
         "--tta", action="store_true", help="average the 8 flips/rotations of each tile (8x slower)"
     )
