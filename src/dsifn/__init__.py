@@ -4,6 +4,8 @@ Main entry points: :class:`DSIFN`, :class:`DSIFNConfig`, :class:`DeepSupervision
 :func:`load_checkpoint`, :func:`save_checkpoint` and :func:`load_official_pytorch`.
 """
 
+from typing import Any
+
 from dsifn._version import __version__
 from dsifn.errors import DSIFNError, InputError
 from dsifn.interop.official_pytorch import load_official_pytorch
@@ -25,6 +27,16 @@ __all__ = [
     "__version__",
     "load_checkpoint",
     "load_official_pytorch",
+    "predict_scene",
     "save_checkpoint",
     "scores_from_confusion",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Scene inference pulls in rasterio and GDAL: import it on first use, not with dsifn.
+    if name == "predict_scene":
+        from dsifn.inference.scene import predict_scene
+
+        return predict_scene
+    raise AttributeError(f"module 'dsifn' has no attribute {name!r}")

@@ -1,1 +1,13 @@
-"""Prediction on image pairs and whole scenes."""
+"""Prediction on image pairs and whole scenes: runners, tiling, georeferenced outputs."""
+
+from dsifn.inference.runner import TileRunner, TorchRunner, load_runner
+from dsifn.inference.scene import SceneOptions, SceneResult, predict_scene
+
+__all__ = [
+    "SceneOptions",
+    "SceneResult",
+    "TileRunner",
+    "TorchRunner",
+    "load_runner",
+    "predict_scene",
+]
