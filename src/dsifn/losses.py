@@ -3,8 +3,9 @@
 Zhang et al., ISPRS J. P&RS 166:183-200, 2020, section 3.3: every side output is compared with
 the reference change map at that output's resolution by binary cross-entropy plus Dice loss,
 and the five terms are summed with equal weights. Both official loss files apply a sigmoid
-where they should not (``../shared/DSIFN_SPEC.md``, "Loss"); here the model returns logits, the
-cross-entropy is computed from logits and the Dice term from ``sigmoid(logits)``.
+where they should not (on outputs that are already probabilities, or on the labels); here the
+model returns logits, the cross-entropy is computed from logits and the Dice term from
+``sigmoid(logits)``.
 
 How the reference meets each output (``target_mode``):
 

@@ -1,6 +1,6 @@
 """Finding the image pairs and masks of a dataset in the folder layouts it is distributed in.
 
-Layouts (``../shared/DSIFN_SPEC.md``, "Datasets people train it on"):
+Layouts, as the datasets are distributed:
 
 ======================  ==============================================================
 ``dsifn``               DSIFN-CD: ``{split}/{t1,t2,mask}``

@@ -1,7 +1,7 @@
 """Load state dicts saved from the authors' PyTorch DSIFN model file.
 
 The authors' PyTorch module (Zhang et al., ISPRS J. P&RS 166, 2020, public code) names its
-parts by hand; ``../shared/DSIFN_SPEC.md`` ("keys of a saved model") lists them. Their names
+parts by hand (``t1_base``, ``o1_conv1``, ``bn_sa1``, ``trans_conv1``...). Their names
 map onto ours one to one (stage k = 1..5 is our ``stages[k-1]``, coarsest first):
 
 =================================  ===============================================

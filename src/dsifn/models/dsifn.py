@@ -39,7 +39,7 @@ SIZE_MULTIPLE = 16
 class DSIFNConfig:
     """Everything needed to rebuild a DSIFN. Defaults follow the paper.
 
-    ``variant`` selects where the authors' two files differ (``../shared/DSIFN_SPEC.md``):
+    ``variant`` selects where the authors' two published model files differ:
     ``"pytorch"`` (one PReLU slope per layer, bias-free attention MLP, BatchNorm eps 1e-5 and a
     BatchNorm after stage 5's spatial attention) or ``"keras"`` (one PReLU slope per element at a
     fixed ``input_size``, attention MLP with biases, BatchNorm eps 1e-3 and momentum 0.99, no

@@ -3,7 +3,7 @@
 A training run is described by a :class:`TrainConfig` with the sections ``model``
 (:class:`~dsifn.models.DSIFNConfig`), ``data`` (:class:`~dsifn.data.DataConfig`), ``loss``,
 ``optim``, ``schedule``, ``validation`` and ``run``. The defaults reproduce the recipe reported
-for the paper (Zhang et al., ISPRS J. P&RS 166, 2020; ``DSIFN_SPEC.md``, "Training recipe"):
+for the paper (Zhang et al., ISPRS J. P&RS 166, 2020, as secondary sources report it):
 Adam at 1e-4, learning rate x0.1 after 5 validations without F1 gain, early stop after 20,
 512-pixel tiles, a frozen ImageNet VGG16 trunk, BCE + Dice on all five outputs with weight 1.
 

@@ -1,6 +1,6 @@
 """Evaluation of a change detector on a dataset split, threshold tuning and a simple baseline.
 
-Scores follow the field's convention (``../shared/DSIFN_SPEC.md``, "Metrics people report"):
+Scores follow the field's convention (as in the DSIFN, BIT and open-cd reports):
 one confusion matrix accumulated over every valid pixel of the split, for the change class.
 A prediction is ``sigmoid(model(t1, t2).stride1)`` after normalising both dates with the
 model's ``config.input_normalization``; the decision threshold is the one given, else the
