@@ -108,3 +108,14 @@ def test_atomic_output_gets_the_usual_file_mode(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_every_way_of_loading_weights_reports_a_shape_mismatch_as_checkpoint_error() -> None:
+    from dsifn.io.checkpoint import model_from_checkpoint, model_with_weights
+
+    state = DSIFN().state_dict()
+    config = DSIFN(in_channels=4).config
+    with pytest.raises(CheckpointError, match="size mismatch"):
+        model_with_weights(config, state, source="x")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        model_from_checkpoint({"model_config": config.to_dict(), "state_dict": state})

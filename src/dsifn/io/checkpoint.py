@@ -25,7 +25,14 @@ from dsifn.errors import CheckpointError, ConfigError
 from dsifn.io.atomic import atomic_path
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
 
-__all__ = ["FORMAT", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "model_with_weights",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT = "dsifn"
 FORMAT_VERSION = 1
@@ -115,14 +122,40 @@ def model_from_checkpoint(payload: Mapping[str, Any], source: str = "checkpoint"
         config = DSIFNConfig.from_dict(payload["model_config"])
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{source} has an invalid model configuration: {exc}") from exc
-    # The weights come from the checkpoint: never fetch the encoder's pretrained file again.
+    return model_with_weights(config, payload["state_dict"], source=source)
+
+
+def model_with_weights(
+    config: DSIFNConfig, state_dict: Mapping[str, Any], source: str = "checkpoint"
+) -> DSIFN:
+    """Build a DSIFN from ``config`` and load ``state_dict`` into it, strictly.
+
+    The encoder's pretrained file is never fetched: the weights come from ``state_dict``.
+
+    Args:
+        config: The model configuration (kept as given, ``encoder_weights`` included).
+        state_dict: Weights under our module names.
+        source: Where the weights come from, for error messages.
+
+    Returns:
+        The model in eval mode, on the CPU.
+
+    Raises:
+        CheckpointError: If keys are missing or unexpected, or a tensor's shape differs.
+    """
     model = DSIFN(config, encoder_weights=None)
     model.config = config  # keep the recorded source of the encoder weights
-    state = payload["state_dict"]
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as exc:  # size mismatch
+        lines = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in lines if "size mismatch" in line), lines[-1])
+        raise CheckpointError(
+            f"{source}: weights do not fit the model configuration: {detail}"
+        ) from exc
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
-            f"{source}'s weights do not fit its configuration: "
+            f"{source}: weights do not fit the model configuration: "
             f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[:1]}), "
             f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:1]})"
         )
@@ -143,12 +176,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> DSIFN:
         CheckpointError: If the file is not a dsifn checkpoint or its weights do not fit.
     """
     payload = read_checkpoint(path)
-    try:
-        model = model_from_checkpoint(payload, source=str(path))
-    except RuntimeError as exc:  # load_state_dict's size mismatch
-        first = str(exc).strip().splitlines()
-        detail = next((line.strip() for line in first if "size mismatch" in line), first[-1])
-        raise CheckpointError(f"{path}'s weights do not fit its configuration: {detail}") from exc
+    model = model_from_checkpoint(payload, source=str(path))
     model.checkpoint_meta = dict(payload.get("meta", {}))
     return model
 

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 
 from dsifn.data import ChangeDetectionDataset, DetectedLayout, check_splits, detect_layout
 from dsifn.errors import CheckpointError, ConfigError, DataError, DSIFNError, OutputExistsError
-from dsifn.io.checkpoint import read_checkpoint, save_checkpoint
+from dsifn.io.checkpoint import model_with_weights, read_checkpoint, save_checkpoint
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.metrics import ConfusionMatrix
 from dsifn.models.dsifn import DSIFN
@@ -338,16 +338,11 @@ class _Trainer:
 
         seed_everything(cfg.run.seed)
         if payload is not None:
-            # The weights come from last.pt: never fetch the encoder's pretrained file again.
-            net = DSIFN(cfg.model, encoder_weights=None)
-            net.config = cfg.model
-            try:
-                net.load_state_dict(payload["state_dict"])
-            except RuntimeError as exc:
-                raise CheckpointError(
-                    f"last.pt in {self.run_dir} does not fit the configured model (was "
-                    f"model.* changed?): {' '.join(str(exc).split())[:300]}"
-                ) from exc
+            net = model_with_weights(
+                cfg.model,
+                payload["state_dict"],
+                source=f"last.pt in {self.run_dir} (was model.* changed?)",
+            ).train()
         else:
             net = DSIFN(cfg.model)
         if ctx.rank:

@@ -355,12 +355,9 @@ def evaluate(
     Raises:
         InputError: If the data's band count (or size, for fixed-size models) does not fit.
     """
-    check_compatible(model, dataset)
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    model = model.to(dev).eval()
+    scorer, dev = _prepared_scorer(model, dataset, device, precision)
     return evaluate_scorer(
-        model_scorer(model, dev, prec),
+        scorer,
         dataset,
         threshold=resolve_threshold(threshold, model),
         device=dev,
@@ -370,6 +367,16 @@ def evaluate(
         per_image=per_image,
         on_prediction=on_prediction,
     )
+
+
+def _prepared_scorer(
+    model: DSIFN, dataset: Dataset[Sample], device: str | torch.device, precision: str
+) -> tuple[Scorer, torch.device]:
+    """Check the data fits ``model``, move it to the device in eval mode, wrap it as a scorer."""
+    check_compatible(model, dataset)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    scorer = model_scorer(model.to(dev).eval(), dev, resolve_precision(precision, dev))
+    return scorer, dev
 
 
 def sweep_scorer(
@@ -422,12 +429,9 @@ def tune_threshold(
     Returns:
         ``(threshold, scores at that threshold)``.
     """
-    check_compatible(model, dataset)
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    model = model.to(dev).eval()
+    scorer, dev = _prepared_scorer(model, dataset, device, precision)
     return sweep_scorer(
-        model_scorer(model, dev, prec),
+        scorer,
         dataset,
         device=dev,
         batch_size=batch_size,
