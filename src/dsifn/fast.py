@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dsifn.models.dsifn import DSIFN, DecoderStage, DSIFNOutput
+from dsifn.models.dsifn import DSIFN, DecoderStage, Descriptors, DSIFNOutput
 from dsifn.runtime import Precision, autocast, resolve_device, resolve_precision
 
 __all__ = [
@@ -264,22 +264,37 @@ class FastInferenceModel:
         """The network's :class:`~dsifn.models.DSIFNConfig`."""
         return self.module.config
 
-    def __call__(self, t1: Tensor, t2: Tensor) -> DSIFNOutput:
+    def __call__(
+        self, t1: Tensor, t2: Tensor, *, pooled: Mapping[int, Descriptors] | None = None
+    ) -> DSIFNOutput:
         """Predict change logits.
 
         Args:
             t1: (B, C, H, W) normalised first-date images (any device; moved here).
             t2: (B, C, H, W) normalised second-date images.
+            pooled: Fixed channel-attention descriptors (see :meth:`DSIFN.forward`); a
+                compiled model runs these calls eagerly.
 
         Returns:
             Five float32 logit maps, finest first, as :class:`~dsifn.models.DSIFN` returns.
         """
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        t1 = t1.to(self.device, non_blocking=True).contiguous(memory_format=fmt)
-        t2 = t2.to(self.device, non_blocking=True).contiguous(memory_format=fmt)
+        t1, t2 = self._place(t1), self._place(t2)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            out = self._forward(t1, t2)
+            out = self._forward(t1, t2) if pooled is None else self.module(t1, t2, pooled=pooled)
         return DSIFNOutput(*(o.float() for o in out))
+
+    def attention_input(
+        self, t1: Tensor, t2: Tensor, stage: int, *, pooled: Mapping[int, Descriptors]
+    ) -> Tensor:
+        """One stage's channel-attention input (see :meth:`DSIFN.attention_input`), float32."""
+        t1, t2 = self._place(t1), self._place(t2)
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            out = self.module.attention_input(t1, t2, stage, pooled=pooled)
+        return out.float()
+
+    def _place(self, x: Tensor) -> Tensor:
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=fmt)
 
 
 def optimize_for_inference(

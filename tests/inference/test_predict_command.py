@@ -55,6 +55,18 @@ def test_predict_real_dsifn_keeps_georeferencing(checkpoint, pair, tmp_path, cap
     assert "--overwrite" in _error_line(capsys)
 
 
+def test_scene_attention_from_the_command_line(checkpoint, pair, tmp_path):
+    # 80 x 96 fits one tile and one window: both ways give the network on the whole scene.
+    argv = ["predict", "--checkpoint", str(checkpoint), "--before", str(pair[0]), "--after"]
+    argv += [str(pair[1]), "--quiet", "--device", "cpu", "--precision", "fp32"]
+    assert main([*argv, "--out", str(tmp_path / "tile.tif")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "scene.tif"), "--attention", "scene"]) == 0
+    with rasterio.open(tmp_path / "tile.tif") as tile, rasterio.open(tmp_path / "scene.tif") as sc:
+        assert sc.tags()["attention"] == "scene" and tile.tags()["attention"] == "tile"
+        np.testing.assert_allclose(sc.read(1), tile.read(1), atol=1e-5)
+        assert (sc.read(1)[:4, :6] == -1).all()
+
+
 def test_torch_runner_returns_probabilities_of_the_network(checkpoint):
     runner = load_runner(checkpoint, device="cpu", precision="fp32")
     assert isinstance(runner, TorchRunner)
@@ -77,6 +89,8 @@ def test_torch_runner_returns_probabilities_of_the_network(checkpoint):
         (["--tile-size", "8"], "tile size"),
         (["--threshold", "2"], "threshold"),
         (["--polygons", "c.shp"], "gpkg"),
+        (["--attention", "scene", "--overlap", "64"], "overlap"),
+        (["--attention", "scene", "--tile-size", "512"], "at least 592"),
     ],
 )
 def test_bad_options_give_one_line_and_exit_2(checkpoint, pair, tmp_path, capsys, extra, message):

@@ -8,7 +8,7 @@ ONNX model (``dsifn.interop.onnx.OnnxRunner``, the ``onnx`` extra) are interchan
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
@@ -17,8 +17,8 @@ import torch
 
 from dsifn._validation import check_choice
 from dsifn.errors import ConfigError, InputError
-from dsifn.fast import optimize_for_inference
-from dsifn.models.dsifn import DSIFN, DSIFNOutput
+from dsifn.fast import FastInferenceModel, optimize_for_inference
+from dsifn.models.dsifn import DSIFN, Descriptors
 from dsifn.models.normalization import Normalization
 from dsifn.runtime import autocast, resolve_device, resolve_precision
 
@@ -85,9 +85,9 @@ class TorchRunner:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
-        self._forward: Callable[[torch.Tensor, torch.Tensor], DSIFNOutput] = self.model
+        self._fast: FastInferenceModel | None = None
         if fast:
-            self._forward, _ = optimize_for_inference(
+            self._fast, _ = optimize_for_inference(
                 self.model, device=self.device, precision=self.precision
             )
         config = model.config
@@ -97,17 +97,70 @@ class TorchRunner:
         self.meta: dict[str, Any] = dict(model.checkpoint_meta if meta is None else meta)
         self.threshold: float = float(self.meta.get("threshold", DEFAULT_THRESHOLD))
         self.path: str | None = None  # the checkpoint it came from, for output metadata
+        # For scene-wide channel attention (dsifn.inference.scene_attention).
+        self.attention_stages: tuple[int, ...] = model.attention_stages
+        self.receptive_radius: int = model.receptive_radius()
 
-    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
-        """Predict change probabilities for (B, C, h, w) float32 tiles; returns (B, 1, h, w)."""
-        if t1.shape != t2.shape or t1.ndim != 4:
-            raise InputError(f"tile batches must match as (B, C, h, w); got {t1.shape}, {t2.shape}")
+    def __call__(
+        self,
+        t1: np.ndarray,
+        t2: np.ndarray,
+        pooled: Mapping[int, Descriptors] | None = None,
+    ) -> np.ndarray:
+        """Predict change probabilities for (B, C, h, w) float32 tiles; returns (B, 1, h, w).
+
+        ``pooled`` fixes the channel attention's descriptors (see :meth:`DSIFN.forward`).
+        """
+        a, b = self._tensors(t1, t2)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            a = torch.from_numpy(np.ascontiguousarray(t1, dtype=np.float32)).to(self.device)
-            b = torch.from_numpy(np.ascontiguousarray(t2, dtype=np.float32)).to(self.device)
-            logits = self._forward(a, b).stride1
+            if self._fast is not None:
+                logits = self._fast(a, b, pooled=pooled).stride1
+            else:
+                logits = self.model(a, b, pooled=pooled).stride1
             probability = torch.sigmoid(logits.float())
         return probability.cpu().numpy()
+
+    def attention_statistics(
+        self,
+        t1: np.ndarray,
+        t2: np.ndarray,
+        stage: int,
+        pooled: Mapping[int, Descriptors],
+        mask: np.ndarray,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Sums, maxima and count of one attention stage's input over the masked pixels.
+
+        Args:
+            t1: float32 (B, C, h, w) first-date tiles, normalised, sides multiples of 16.
+            t2: float32 (B, C, h, w) second-date tiles.
+            stage: Decoder stage index (one of :attr:`attention_stages`).
+            pooled: Descriptors of the earlier stages.
+            mask: bool (B, h, w) pixels to count, constant over each cell of the stage's
+                stride (the cores of :mod:`dsifn.inference.scene_attention`).
+
+        Returns:
+            float64 (C,) channel sums and float32 (C,) channel maxima over the masked cells of
+            all tiles (on the CPU), and the number of cells counted.
+        """
+        a, b = self._tensors(t1, t2)
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            if self._fast is not None:
+                x = self._fast.attention_input(a, b, stage, pooled=pooled)
+            else:
+                x = self.model.attention_input(a, b, stage, pooled=pooled).float()
+            stride = t1.shape[-1] // x.shape[-1]
+            cells = torch.from_numpy(np.ascontiguousarray(mask[:, ::stride, ::stride]))
+            cells = cells.to(self.device)[:, None]
+            total = torch.where(cells, x, 0.0).sum(dim=(0, 2, 3), dtype=torch.float64)
+            peak = torch.where(cells, x, -torch.inf).amax(dim=(0, 2, 3))
+        return total.cpu(), peak.cpu(), int(cells.sum())
+
+    def _tensors(self, t1: np.ndarray, t2: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if t1.shape != t2.shape or t1.ndim != 4:
+            raise InputError(f"tile batches must match as (B, C, h, w); got {t1.shape}, {t2.shape}")
+        a = torch.from_numpy(np.ascontiguousarray(t1, dtype=np.float32)).to(self.device)
+        b = torch.from_numpy(np.ascontiguousarray(t2, dtype=np.float32)).to(self.device)
+        return a, b
 
     def describe(self) -> str:
         """Short description for output metadata."""

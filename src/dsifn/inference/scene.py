@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -33,6 +33,12 @@ from dsifn.inference.scaling import (
     default_scaling,
     fixed_scaling,
     percentile_scaling,
+)
+from dsifn.inference.scene_attention import (
+    DEFAULT_WINDOW,
+    AttentionRunner,
+    WindowGrid,
+    run_scene_attention,
 )
 from dsifn.inference.sources import (
     PLAIN_IMAGE_SUFFIXES,
@@ -54,6 +60,7 @@ from dsifn.io.atomic import atomic_path, check_output_path
 __all__ = [
     "FLOAT_NODATA",
     "UINT8_NODATA",
+    "AttentionMode",
     "OutputDtype",
     "OutputMode",
     "SceneOptions",
@@ -62,6 +69,7 @@ __all__ = [
 ]
 
 OutputMode = Literal["probability", "mask", "both"]
+AttentionMode = Literal["tile", "scene"]
 OutputDtype = Literal["float32", "uint8"]
 PathLike = str | os.PathLike[str]
 
@@ -88,6 +96,10 @@ class SceneOptions:
     overlap: int | None = None  # pixels shared by neighbouring tiles; None: tile_size // 8
     batch_size: int = 1  # tiles per forward pass (1 keeps DSIFN on a CPU under 2 GiB)
     tta: bool = False  # average the 8 flips/rotations of each tile
+    # Channel attention's descriptors: pooled over each tile ("tile", fast), or over the whole
+    # scene ("scene": equals the network run on the whole scene; one more pass per attention
+    # stage, windows with 288-pixel margins; see dsifn.inference.scene_attention).
+    attention: AttentionMode = "tile"
     mode: OutputMode = "probability"  # bands written: probability, binary mask, or both
     dtype: OutputDtype = "float32"  # probability as float32, or uint8 round(p * 254)
     threshold: float | None = None  # decision threshold; None: the model's recorded one
@@ -109,6 +121,12 @@ class SceneOptions:
         """Check values users can get wrong."""
         check_choice("mode", self.mode, get_args(OutputMode))
         check_choice("dtype", self.dtype, get_args(OutputDtype))
+        check_choice("attention", self.attention, get_args(AttentionMode))
+        if self.attention == "scene" and self.overlap is not None:
+            raise ConfigError(
+                "with scene-wide attention the overlap follows from the model's receptive "
+                "field; leave --overlap out"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1; got {self.batch_size}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -227,6 +245,16 @@ def _tile_input(
     return pad_tile(values, grid.tile_height, grid.tile_width), valid
 
 
+def _normalizer(runner: TileRunner) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    # Stacks scaled (C, h, w) tiles into a normalised float32 (B, C, h, w) batch.
+    normalize = runner.normalization
+
+    def norm(batch: Sequence[np.ndarray]) -> np.ndarray:
+        return normalize(torch.from_numpy(np.stack(batch))).numpy().astype(np.float32)
+
+    return norm
+
+
 def run_tiles(
     runner: TileRunner,
     t1: SceneSource,
@@ -255,7 +283,6 @@ def run_tiles(
     """
     from tqdm.auto import tqdm
 
-    normalize = runner.normalization
     blender = StripBlender(grid)
 
     def emit(pieces: Any) -> None:
@@ -265,8 +292,7 @@ def run_tiles(
             values[~valid] = np.nan
             write_rows(first, values)
 
-    def norm(batch: list[np.ndarray]) -> np.ndarray:
-        return normalize(torch.from_numpy(np.stack(batch))).numpy().astype(np.float32)
+    norm = _normalizer(runner)
 
     with tqdm(total=len(grid), unit="tile", disable=not progress, desc="dsifn predict") as bar:
         for row in grid.row_starts:
@@ -478,11 +504,20 @@ def _predict_scene(
                 f"the model takes {runner.in_channels} band(s) per date but the images have "
                 f"{t1.count}; choose bands with --bands (e.g. --bands 4,3,2)"
             )
-        tile = _tile_size(runner, opts.tile_size)
-        overlap = tile // 8 if opts.overlap is None else opts.overlap
-        grid = TileGrid.plan(
-            t1.grid.height, t1.grid.width, tile, overlap, fixed=runner.tile_size is not None
-        )
+        grid: TileGrid | WindowGrid
+        if opts.attention == "scene":
+            attention_runner = _attention_runner(runner)
+            tile = DEFAULT_WINDOW if opts.tile_size is None else opts.tile_size
+            grid = WindowGrid.plan(
+                t1.grid.height, t1.grid.width, tile, attention_runner.receptive_radius
+            )
+            overlap = 2 * grid.margin
+        else:
+            tile = _tile_size(runner, opts.tile_size)
+            overlap = tile // 8 if opts.overlap is None else opts.overlap
+            grid = TileGrid.plan(
+                t1.grid.height, t1.grid.width, tile, overlap, fixed=runner.tile_size is not None
+            )
         scaling = choose_scaling(t1, t2, opts.scale, opts.stretch)
         threshold = runner.threshold if opts.threshold is None else opts.threshold
         describe = getattr(runner, "describe", None)
@@ -498,6 +533,7 @@ def _predict_scene(
             "tile_size": str(tile),
             "overlap": str(overlap),
             "tta": str(opts.tta).lower(),
+            "attention": opts.attention,
             "mode": opts.mode,
             "aligned": str(opts.align).lower(),
             "nodata": str(UINT8_NODATA if opts.dtype == "uint8" else FLOAT_NODATA),
@@ -547,6 +583,20 @@ def _predict_scene(
     )
 
 
+def _attention_runner(runner: TileRunner) -> AttentionRunner:
+    if not isinstance(runner, AttentionRunner):
+        raise ConfigError(
+            "scene-wide attention needs a model that can fix its channel attention: use the "
+            "torch runtime with a dsifn checkpoint"
+        )
+    if runner.tile_size is not None:
+        raise ConfigError(
+            f"this model takes {runner.tile_size}x{runner.tile_size} tiles only, so it has no "
+            "whole-scene prediction to match: use --attention tile"
+        )
+    return runner
+
+
 def _tile_size(runner: TileRunner, asked: int | None) -> int:
     if runner.tile_size is not None:
         if asked is not None and asked != runner.tile_size:
@@ -562,7 +612,7 @@ def _infer_to_file(
     runner: TileRunner,
     t1: SceneSource,
     t2: SceneSource,
-    grid: TileGrid,
+    grid: TileGrid | WindowGrid,
     scaling: Scaling,
     work: Path,
     opts: SceneOptions,
@@ -579,6 +629,20 @@ def _infer_to_file(
             def write_rows(first: int, values: np.ndarray) -> None:
                 dst.write(values[None], window=((first, first + values.shape[0]), (0, grid.width)))
 
+            if isinstance(grid, WindowGrid):
+                run_scene_attention(
+                    _attention_runner(runner),
+                    t1,
+                    t2,
+                    grid,
+                    scaling,
+                    _normalizer(runner),
+                    write_rows,
+                    batch_size=opts.batch_size,
+                    tta=opts.tta,
+                    progress=opts.progress,
+                )
+                return
             run_tiles(
                 runner,
                 t1,

@@ -26,10 +26,20 @@ from dsifn.errors import ConfigError, InputError
 from dsifn.models.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization
 from dsifn.models.vgg import VGG16Encoder, load_vgg16_state_dict, torchvision_to_encoder
 
-__all__ = ["DSIFN", "DSIFNConfig", "DSIFNOutput", "DecoderStage", "decoder_widths"]
+__all__ = [
+    "DSIFN",
+    "DSIFNConfig",
+    "DSIFNOutput",
+    "DecoderStage",
+    "Descriptors",
+    "decoder_receptive_radius",
+    "decoder_widths",
+]
 
 Variant = Literal["pytorch", "keras"]
 PReLUMode = Literal["layer", "channel", "element"]
+# A channel attention's pooled input: per-channel mean and max, each (C,) or (B, C).
+Descriptors = tuple[Tensor, Tensor]
 
 # Input sides must be multiples of this: the trunk halves the resolution four times.
 SIZE_MULTIPLE = 16
@@ -151,11 +161,23 @@ class ChannelAttention(nn.Module):
         self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=bias)
         self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Reweight the channels of (B, C, H, W) input."""
-        avg = self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1))))
-        peak = self.fc2(F.relu(self.fc1(F.adaptive_max_pool2d(x, 1))))
-        return x * torch.sigmoid(avg + peak)
+    def forward(self, x: Tensor, pooled: Descriptors | None = None) -> Tensor:
+        """Reweight the channels of (B, C, H, W) input.
+
+        Args:
+            x: The input.
+            pooled: The channel mean and max to use instead of pooling ``x`` itself, each of
+                shape (C,) or (B, C): scene-wide descriptors for tiled inference that must
+                equal whole-image inference (:mod:`dsifn.inference.scene_attention`).
+        """
+        if pooled is None:
+            mean, peak = F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)
+        else:
+            shape = (-1, x.shape[1], 1, 1)
+            mean, peak = (p.to(x.device, x.dtype).reshape(shape) for p in pooled)
+        avg_out = self.fc2(F.relu(self.fc1(mean)))
+        max_out = self.fc2(F.relu(self.fc1(peak)))
+        return x * torch.sigmoid(avg_out + max_out)
 
 
 class SpatialAttention(nn.Module):
@@ -282,13 +304,21 @@ class DecoderStage(nn.Module):
         Returns:
             (B, out_channels, h, w) decoder state.
         """
-        x: Tensor
+        return self.refine(self.fuse(t1, t2, previous))
+
+    def fuse(self, t1: Tensor, t2: Tensor, previous: Tensor | None = None) -> Tensor:
+        """The stage's concatenated input: upsampled state (if any), T1, T2 features.
+
+        This is what the channel attention pools over.
+        """
         if self.up is not None and previous is not None:
-            x = torch.cat([self.up(previous), t1, t2], dim=1)
-        else:
-            x = torch.cat([t1, t2], dim=1)
+            return torch.cat([self.up(previous), t1, t2], dim=1)
+        return torch.cat([t1, t2], dim=1)
+
+    def refine(self, x: Tensor, pooled: Descriptors | None = None) -> Tensor:
+        """Channel attention (descriptors from ``x``, or ``pooled``), conv blocks, SA, [BN]."""
         if self.channel_attention is not None:
-            x = self.channel_attention(x)
+            x = self.channel_attention(x, pooled)
         x = self.spatial_attention(self.blocks(x))
         if self.norm is not None:
             x = self.norm(x)
@@ -406,37 +436,144 @@ class DSIFN(nn.Module):
                 f"got {height}x{width} (tile larger images)"
             )
 
-    def forward(self, t1: Tensor, t2: Tensor) -> DSIFNOutput:
+    @property
+    def attention_stages(self) -> tuple[int, ...]:
+        """Indices of the decoder stages (coarsest first) that have channel attention."""
+        return tuple(
+            i
+            for i, stage in enumerate(self.stages)
+            if isinstance(stage, DecoderStage) and stage.channel_attention is not None
+        )
+
+    def receptive_radius(self) -> int:
+        """How far, in input pixels, the side-1 change map reaches beyond each pixel.
+
+        Counted from the layers (3x3 convolutions, 2x2 pools, transposed convolutions and the
+        7x7 spatial attention), with the channel attention's descriptors held fixed: output
+        pixel (i, j) depends on no input pixel farther than this from it. With padding to a
+        multiple of 16 and tiles at multiples of 16, a tile whose margins are at least this
+        wide predicts its interior exactly as the whole image would (given the same channel
+        attention descriptors). 275 for DSIFN.
+        """
+        return decoder_receptive_radius(self)
+
+    def forward(
+        self, t1: Tensor, t2: Tensor, *, pooled: Mapping[int, Descriptors] | None = None
+    ) -> DSIFNOutput:
         """Predict change logits for a batch of image pairs.
 
         Args:
             t1: (B, C, H, W) normalised image of the first date, H, W >= 16.
             t2: (B, C, H, W) normalised image of the second date.
+            pooled: Channel-attention descriptors to use instead of the inputs' own, by stage
+                index (coarsest first); see :meth:`attention_input`. Stages not given pool
+                their own input, as in training.
 
         Returns:
             Five logit maps, finest first; the stride-s map is (B, 1, ceil(H/s), ceil(W/s)).
         """
+        height, width = t1.shape[-2:]
+        feats1, feats2 = self._features(t1, t2)
+        logits: list[Tensor] = []
+        state: Tensor | None = None
+        levels = len(feats1)
+        given = pooled or {}
+        for i, (stage, head) in enumerate(zip(self.stages, self.heads, strict=True)):
+            assert isinstance(stage, DecoderStage)
+            level = levels - 1 - i
+            state = stage.refine(stage.fuse(feats1[level], feats2[level], state), given.get(i))
+            stride = 2**level
+            logits.append(head(state)[..., : -(-height // stride), : -(-width // stride)])
+        return DSIFNOutput(*reversed(logits))
+
+    def attention_input(
+        self,
+        t1: Tensor,
+        t2: Tensor,
+        stage: int,
+        *,
+        pooled: Mapping[int, Descriptors] | None = None,
+    ) -> Tensor:
+        """The input of one decoder stage's channel attention, running only what it needs.
+
+        Tiled inference that must equal whole-image inference computes each attention stage's
+        descriptors over the whole scene from this, one stage after the other.
+
+        Args:
+            t1: (B, C, H, W) normalised image of the first date, H and W multiples of 16.
+            t2: (B, C, H, W) normalised image of the second date.
+            stage: Decoder stage index, coarsest first (see :attr:`attention_stages`).
+            pooled: Descriptors for the earlier stages, as for :meth:`forward`.
+
+        Returns:
+            (B, channels, H / s, W / s) at the stage's stride s.
+        """
+        if not 0 <= stage < len(self.stages):
+            raise InputError(f"stage must be in [0, {len(self.stages)}); got {stage}")
+        height, width = t1.shape[-2:]
+        if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+            raise InputError(f"image sides must be multiples of 16; got {height}x{width}")
+        feats1, feats2 = self._features(t1, t2)
+        given = pooled or {}
+        state: Tensor | None = None
+        levels = len(feats1)
+        for i, module in enumerate(self.stages[: stage + 1]):
+            assert isinstance(module, DecoderStage)
+            level = levels - 1 - i
+            x = module.fuse(feats1[level], feats2[level], state)
+            if i == stage:
+                return x
+            state = module.refine(x, given.get(i))
+        raise AssertionError("unreachable")
+
+    def _features(self, t1: Tensor, t2: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        # Checked, padded to multiples of 16 by reflection, through the trunk(s).
         self._check_inputs(t1, t2)
         height, width = t1.shape[-2:]
         pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
         if pad_h or pad_w:
             t1 = F.pad(t1, (0, pad_w, 0, pad_h), mode="reflect")
             t2 = F.pad(t2, (0, pad_w, 0, pad_h), mode="reflect")
-
         if self.encoder_t2 is None:
             # One trunk pass over both dates: halves the kernel launches, same result.
             both = self.encoder(torch.cat([t1, t2], dim=0))
-            feats1 = [f[: t1.shape[0]] for f in both]
-            feats2 = [f[t1.shape[0] :] for f in both]
-        else:
-            feats1, feats2 = self.encoder(t1), self.encoder_t2(t2)
+            return [f[: t1.shape[0]] for f in both], [f[t1.shape[0] :] for f in both]
+        return self.encoder(t1), self.encoder_t2(t2)
 
-        logits: list[Tensor] = []
-        state: Tensor | None = None
-        levels = len(feats1)
-        for i, (stage, head) in enumerate(zip(self.stages, self.heads, strict=True)):
-            level = levels - 1 - i
-            state = stage(feats1[level], feats2[level], state)
-            stride = 2**level
-            logits.append(head(state)[..., : -(-height // stride), : -(-width // stride)])
-        return DSIFNOutput(*reversed(logits))
+
+def _radius_through(modules: Sequence[nn.Module], radius: int, stride: int) -> tuple[int, int]:
+    # Receptive radius and stride after a chain of layers (see DSIFN.receptive_radius).
+    for module in modules:
+        if isinstance(module, nn.ConvTranspose2d):
+            if module.kernel_size != module.stride or module.stride[0] != 2:
+                raise ConfigError("only 2x2, stride-2 transposed convolutions are counted")
+            stride //= 2
+            radius += stride  # the coarse cell reaches one fine cell past the fine one
+        elif isinstance(module, nn.Conv2d):
+            k, d = module.kernel_size[0], module.dilation[0]
+            radius += (k // 2) * d * stride
+        elif isinstance(module, nn.MaxPool2d):
+            stride *= int(module.stride)  # type: ignore[arg-type]
+    return radius, stride
+
+
+def decoder_receptive_radius(model: DSIFN) -> int:
+    """See :meth:`DSIFN.receptive_radius`."""
+    layers = list(model.encoder.features)
+    taps: list[int] = []
+    radius, stride = 0, 1
+    for index, module in enumerate(layers):
+        radius, stride = _radius_through([module], radius, stride)
+        if index in model.encoder.tap_indices:
+            taps.append(radius)
+    state = 0
+    stride = model.encoder.strides[-1]
+    for i, module in enumerate(model.stages):
+        assert isinstance(module, DecoderStage)
+        level = len(taps) - 1 - i
+        up = [] if module.up is None else [module.up]
+        state, stride = _radius_through(up, state, stride if up else model.encoder.strides[level])
+        state = max(state, taps[level])
+        chain = [m for block in module.blocks for m in block.modules()]
+        state, stride = _radius_through([*chain, module.spatial_attention.conv], state, stride)
+    return state

@@ -76,13 +76,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--align", action="store_true", help="resample T2 onto T1's grid instead of refusing"
     )
     tiles = parser.add_argument_group("tiling")
-    tiles.add_argument("--tile-size", type=int, help="tile side [the model's fixed size, or 512]")
+    tiles.add_argument(
+        "--tile-size",
+        type=int,
+        help="tile side [the model's fixed size, or 512; 1024 with --attention scene]",
+    )
     tiles.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles [tile/8]")
     tiles.add_argument(
         "--batch-size", type=int, default=1, help="tiles per forward pass (more on a GPU) [1]"
     )
     tiles.add_argument(
         "--tta", action="store_true", help="average the 8 flips/rotations of each tile (8x slower)"
+    )
+    tiles.add_argument(
+        "--attention",
+        choices=("tile", "scene"),
+        default="tile",
+        help="pool channel attention per tile (fast), or over the whole scene so that the map "
+        "equals the network run on the scene in one piece (about 5 passes, 1024-px tiles "
+        "with 288-px margins) [tile]",
     )
     add_device_options(parser)
     add_overwrite_option(parser)
@@ -130,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         "overlap": args.overlap,
         "batch_size": args.batch_size,
         "tta": args.tta,
+        "attention": args.attention,
         "mode": args.mode,
         "dtype": args.dtype,
         "threshold": args.threshold,
