@@ -61,6 +61,7 @@ def test_benchmark_command_end_to_end(tmp_path, capsys):
         ("infer", "baseline"),
         ("infer", "fast"),
         ("scene", "raw runner"),
+        ("scene", "pipeline only"),
         ("scene", "predict_scene"),
     }
     for case in cases.values():
@@ -80,7 +81,16 @@ def test_benchmark_command_end_to_end(tmp_path, capsys):
     assert cases[("infer", "baseline")]["flops_per_step"] == forward_flops(DSIFN(), 16)
     assert cases[("train", "fast")]["flops_per_step"] > cases[("infer", "fast")]["flops_per_step"]
     assert cases[("scene", "predict_scene")]["extra"]["tiles"] > 1
-    for name in ("train", "infer", "scene_vs_raw_pixels", "scene_tiles_vs_raw"):
+    # Without the model's cost the pipeline runs faster than with it.
+    pipeline = cases[("scene", "pipeline only")]["megapixels_per_second"]
+    assert pipeline > cases[("scene", "predict_scene")]["megapixels_per_second"]
+    for name in (
+        "train",
+        "infer",
+        "scene_vs_raw_pixels",
+        "scene_tiles_vs_raw",
+        "pipeline_vs_raw_pixels",
+    ):
         assert math.isfinite(report["ratios"][name]) and report["ratios"][name] > 0
     accuracy = report["accuracy"]
     assert accuracy["precision"] == "fp32"  # this CPU, or any: fp32 is all a CPU test uses

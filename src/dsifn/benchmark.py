@@ -752,6 +752,21 @@ def _measure_scene(
     with tempfile.TemporaryDirectory(prefix="dsifn-bench-") as tmp:
         folder = Path(tmp)
         t1, t2 = _write_scene_pair(folder, config.scene_size, bands, config.seed)
+        # The pipeline with a model that costs nothing: its own ceiling (reading, scaling,
+        # normalising, blending, writing), which the model's rate must stay under.
+        _reset_peak_memory(device)
+        start = time.perf_counter()
+        predict_scene(
+            _ConstantRunner(runner),
+            t1,
+            t2,
+            folder / "pipeline.tif",
+            tile_size=size,
+            batch_size=batch,
+            progress=False,
+        )
+        pipeline_seconds = time.perf_counter() - start
+        pipeline_memory = _peak_memory(device)
         _sync(device)
         _reset_peak_memory(device)
         start = time.perf_counter()
@@ -786,11 +801,41 @@ def _measure_scene(
     scene_case.megapixels_per_second = pixels / seconds / 1e6
     tile_rate = result.tiles * size * size / seconds / 1e6
     scene_case.extra = {"tiles": result.tiles, "tile_megapixels_per_second": tile_rate}
+    pipeline_case = _case(
+        "scene",
+        "pipeline only",
+        "predict_scene with a constant model: reading, scaling, blending, writing",
+        batch=batch,
+        size=size,
+        times=[pipeline_seconds],
+        warmup=0.0,
+        memory=pipeline_memory,
+        flops=None,
+        peak=None,
+    )
+    pipeline_case.pairs_per_second = 1.0 / pipeline_seconds
+    pipeline_case.megapixels_per_second = pixels / pipeline_seconds / 1e6
     ratios = {
         "scene_vs_raw_pixels": scene_case.megapixels_per_second / raw_case.megapixels_per_second,
         "scene_tiles_vs_raw": tile_rate / raw_case.megapixels_per_second,
+        "pipeline_vs_raw_pixels": (
+            pipeline_case.megapixels_per_second / raw_case.megapixels_per_second
+        ),
     }
-    return [raw_case, scene_case], ratios
+    return [raw_case, pipeline_case, scene_case], ratios
+
+
+class _ConstantRunner:
+    # A TileRunner with the real runner's attributes whose model costs nothing.
+    def __init__(self, like: Any) -> None:
+        self.in_channels = like.in_channels
+        self.tile_size = like.tile_size
+        self.normalization = like.normalization
+        self.threshold = like.threshold
+        self.meta: dict[str, Any] = {}
+
+    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
+        return np.full((t1.shape[0], 1, *t1.shape[-2:]), 0.5, dtype=np.float32)
 
 
 def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
@@ -910,6 +955,8 @@ def format_report(report: BenchmarkReport) -> str:
             "infer": "inference speed-up, fast / baseline",
             "scene_vs_raw_pixels": "scene pixels/s over the raw runner's tile pixels/s",
             "scene_tiles_vs_raw": "scene tile pixels/s (overlap counted) over the raw runner's",
+            "pipeline_vs_raw_pixels": "pipeline alone (constant model), scene pixels/s over "
+            "the raw runner's",
         }.get(name, name)
         lines.append(f"{label}: {value:.2f}x")
     acc = report.accuracy

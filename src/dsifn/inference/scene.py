@@ -17,6 +17,7 @@ import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -284,27 +285,49 @@ def run_tiles(
     from tqdm.auto import tqdm
 
     blender = StripBlender(grid)
-
-    def emit(pieces: Any) -> None:
-        for first, values in pieces:
-            n = values.shape[0]
-            valid = t1.read_mask(first, 0, n, grid.width) & t2.read_mask(first, 0, n, grid.width)
-            values[~valid] = np.nan
-            write_rows(first, values)
-
     norm = _normalizer(runner)
+    jobs = [
+        (row, grid.col_starts[i : i + batch_size])
+        for row in grid.row_starts
+        for i in range(0, len(grid.col_starts), batch_size)
+    ]
 
-    with tqdm(total=len(grid), unit="tile", disable=not progress, desc="dsifn predict") as bar:
-        for row in grid.row_starts:
-            emit(blender.start_row(row))
-            for i in range(0, len(grid.col_starts), batch_size):
-                cols = grid.col_starts[i : i + batch_size]
-                a = [_tile_input(t1, grid, row, c, scaling)[0] for c in cols]
-                b = [_tile_input(t2, grid, row, c, scaling)[0] for c in cols]
-                probability = _predict_batch(runner, norm(a), norm(b), tta)
-                for c, p in zip(cols, probability, strict=True):
-                    blender.add(row, c, p)
-                bar.update(len(cols))
+    # Every read of the sources happens on one worker thread, one call at a time (a GDAL
+    # dataset must not be used by two threads at once): while the model predicts a batch, the
+    # worker reads, scales and normalises the next one.
+    def load(row: int, cols: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        a = [_tile_input(t1, grid, row, c, scaling)[0] for c in cols]
+        b = [_tile_input(t2, grid, row, c, scaling)[0] for c in cols]
+        return norm(a), norm(b)
+
+    def validity(first: int, n: int) -> np.ndarray:
+        valid: np.ndarray = t1.read_mask(first, 0, n, grid.width)
+        return valid & t2.read_mask(first, 0, n, grid.width)
+
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsifn-read") as reader,
+        tqdm(total=len(grid), unit="tile", disable=not progress, desc="dsifn predict") as bar,
+    ):
+
+        def emit(pieces: Any) -> None:
+            for first, values in pieces:
+                valid = reader.submit(validity, first, values.shape[0]).result()
+                values[~valid] = np.nan
+                write_rows(first, values)
+
+        ahead = reader.submit(load, *jobs[0])
+        current: int | None = None
+        for index, (row, cols) in enumerate(jobs):
+            a, b = ahead.result()
+            if index + 1 < len(jobs):
+                ahead = reader.submit(load, *jobs[index + 1])
+            if row != current:
+                emit(blender.start_row(row))
+                current = row
+            probability = _predict_batch(runner, a, b, tta)
+            for c, p in zip(cols, probability, strict=True):
+                blender.add(row, c, p)
+            bar.update(len(cols))
         emit(blender.finish())
 
 
