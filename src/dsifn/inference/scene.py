@@ -301,8 +301,8 @@ def run_tiles(
         return norm(a), norm(b)
 
     def validity(first: int, n: int) -> np.ndarray:
-        valid: np.ndarray = t1.read_mask(first, 0, n, grid.width)
-        return valid & t2.read_mask(first, 0, n, grid.width)
+        both = t1.read_mask(first, 0, n, grid.width) & t2.read_mask(first, 0, n, grid.width)
+        return np.asarray(both, dtype=bool)
 
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsifn-read") as reader,
