@@ -849,8 +849,8 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
     """
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    # Compiled inference by default on CUDA; compiled training only when asked for: on an H200
-    # (torch 2.11, bf16) its backward pass gave NaN gradients (benchmarks/RESULTS.md).
+    # Compiled inference by default on CUDA; compiled training only when asked for, until a
+    # GPU run confirms the fix of its bf16 NaN gradients (benchmarks/RESULTS.md).
     compiled = device.type == "cuda" if config.compile is None else config.compile
     compiled_training = bool(config.compile)
     batch = config.batch or (16 if device.type == "cuda" else 2)

@@ -368,9 +368,9 @@ def prepare_for_training(
         precision: As in :func:`optimize_for_inference`.
         channels_last: Use the NHWC memory layout.
         compile: ``torch.compile`` the model (a minute or so of start-up, then faster steps).
-            Off by default: on an H200 with torch 2.11 and bf16 the compiled backward pass gave
-            NaN gradients from the first step (``benchmarks/RESULTS.md``); check that the loss
-            stays finite when turning it on.
+            Off by default until measured on a GPU: in bf16 the compiled backward pass gave
+            NaN gradients from the first step, from the spatial attention's ``amax`` (fixed,
+            see :class:`~dsifn.models.dsifn.SpatialAttention`; ``benchmarks/RESULTS.md``).
 
     Returns:
         The module to call in the training step and the resolved precision.

@@ -190,7 +190,12 @@ class SpatialAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Reweight the pixels of (B, C, H, W) input."""
-        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        # max(dim).values, not amax: amax's gradient goes to the elements equal to the maximum,
+        # and under torch.compile with bf16 autocast the recomputed elements (kept in fp32)
+        # need not equal the saved bf16 maximum; no element matched, and 0 / 0 made every
+        # gradient NaN from the first step. max(dim) routes the gradient by index.
+        peak = x.max(dim=1, keepdim=True).values
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), peak], dim=1)
         return x * torch.sigmoid(self.conv(pooled))
 
 

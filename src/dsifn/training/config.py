@@ -168,9 +168,12 @@ class ValidationConfig:
 class RunConfig:
     """Where and how the run executes: batches, workers, device, precision, seeds.
 
-    ``compile`` is experimental: with torch 2.11 on an H200 (bf16), the compiled DSIFN's first
-    backward pass gave NaN gradients where the eager model trains normally; training then
-    stops with a "loss is not finite" error.
+    ``compile`` is opt-in. In bf16 the compiled DSIFN's first backward pass used to give NaN
+    gradients (seen on an H200 with torch 2.11, reproduced on a CPU with torch 2.13): the
+    spatial attention's ``amax`` sent its gradient to elements equal to a saved bf16 maximum
+    that the compiled, fp32-recomputed elements never equalled. It now uses ``max(dim)``,
+    which routes the gradient by index; a GPU run has not confirmed the fix yet. A non-finite
+    loss stops training with a clear error.
     """
 
     seed: int = 0  # seeds weights, data order, augmentation and dropout
@@ -179,7 +182,7 @@ class RunConfig:
     device: str = "auto"  # auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)
     precision: str = "auto"  # auto, fp32, bf16 or fp16 (fp16 on CUDA only, with loss scaling)
     channels_last: bool = False  # NHWC memory layout: faster convolutions on recent GPUs
-    compile: bool = False  # torch.compile the model; experimental (see the note above)
+    compile: bool = False  # torch.compile the model; opt-in (see the note above)
     deterministic: bool = False  # deterministic kernels (slower); needed for bitwise resume
     tensorboard: bool = True  # write TensorBoard events when tensorboard is installed
 
