@@ -343,6 +343,8 @@ def _work_profile(grid: Any) -> dict[str, Any]:
         "transform": grid.transform,
         "nodata": float("nan"),
         "compress": "deflate",
+        "zlevel": 1,  # a temporary file: fast compression matters more than its size
+        "num_threads": "ALL_CPUS",  # GDAL compresses blocks on several threads
         "predictor": 3,
         "blockysize": 1,
         "BIGTIFF": "IF_SAFER",
@@ -398,6 +400,7 @@ def _write_geotiff(
             "blockxsize": 256,
             "blockysize": 256,
             "compress": "deflate",
+            "num_threads": "ALL_CPUS",
             "predictor": 2 if dtype == "uint8" else 3,
             "BIGTIFF": "IF_SAFER",
         }
