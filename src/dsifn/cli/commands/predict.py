@@ -212,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for before, after, out in jobs:
         result = predict_scene(runner, before, after, out, **options)
-        line = f"wrote {result.output} ({result.tiles} tiles, threshold {result.threshold:g})"
+        tiles = f"{result.tiles} tile" + ("" if result.tiles == 1 else "s")
+        line = f"wrote {result.output} ({tiles}, threshold {result.threshold:g})"
         if result.polygons is not None:
             line += f"; {result.polygon_count} polygons in {result.polygons}"
         if result.quicklook is not None:
