@@ -46,7 +46,9 @@ from dsifn.inference.sources import (
     ArraySource,
     RasterSource,
     SceneSource,
+    both_valid,
     check_same_grid,
+    read_scaled,
 )
 from dsifn.inference.tiling import (
     DIHEDRAL,
@@ -236,14 +238,12 @@ def _predict_batch(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, tta: bool
 
 def _tile_input(
     source: SceneSource, grid: TileGrid, row: int, col: int, scaling: Scaling
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     # (C, th, tw) scaled [0, 1] tile, padded past the scene; invalid pixels set to 0.
     h = min(grid.tile_height, grid.height - row)
     w = min(grid.tile_width, grid.width - col)
-    values = scaling(source.read(row, col, h, w))
-    valid = source.read_mask(row, col, h, w)
-    values[:, ~valid] = 0.0
-    return pad_tile(values, grid.tile_height, grid.tile_width), valid
+    values = read_scaled(source, row, col, h, w, scaling)
+    return pad_tile(values, grid.tile_height, grid.tile_width)
 
 
 def _normalizer(runner: TileRunner) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
@@ -296,13 +296,9 @@ def run_tiles(
     # dataset must not be used by two threads at once): while the model predicts a batch, the
     # worker reads, scales and normalises the next one.
     def load(row: int, cols: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        a = [_tile_input(t1, grid, row, c, scaling)[0] for c in cols]
-        b = [_tile_input(t2, grid, row, c, scaling)[0] for c in cols]
+        a = [_tile_input(t1, grid, row, c, scaling) for c in cols]
+        b = [_tile_input(t2, grid, row, c, scaling) for c in cols]
         return norm(a), norm(b)
-
-    def validity(first: int, n: int) -> np.ndarray:
-        both = t1.read_mask(first, 0, n, grid.width) & t2.read_mask(first, 0, n, grid.width)
-        return np.asarray(both, dtype=bool)
 
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsifn-read") as reader,
@@ -311,7 +307,7 @@ def run_tiles(
 
         def emit(pieces: Any) -> None:
             for first, values in pieces:
-                valid = reader.submit(validity, first, values.shape[0]).result()
+                valid = reader.submit(both_valid, t1, t2, first, values.shape[0]).result()
                 values[~valid] = np.nan
                 write_rows(first, values)
 

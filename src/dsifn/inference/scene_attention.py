@@ -37,7 +37,7 @@ from torch import Tensor
 
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.scaling import Scaling
-from dsifn.inference.sources import SceneSource
+from dsifn.inference.sources import SceneSource, both_valid, read_scaled
 from dsifn.inference.tiling import DIHEDRAL, apply_dihedral, axis_starts, invert_dihedral
 from dsifn.models.dsifn import SIZE_MULTIPLE, Descriptors
 
@@ -179,8 +179,7 @@ def read_window(
     """
     h = min(grid.window_height, grid.height - row)
     w = min(grid.window_width, grid.width - col)
-    values = scaling(source.read(row, col, h, w))
-    values[:, ~source.read_mask(row, col, h, w)] = 0.0
+    values = read_scaled(source, row, col, h, w, scaling)
     pad = ((0, 0), (0, grid.window_height - h), (0, grid.window_width - w))
     return np.pad(values, pad, mode="reflect") if any(p[1] for p in pad) else values
 
@@ -285,11 +284,9 @@ def run_scene_attention(
                     core = p[row[1] - row[0] : row[2] - row[0], col[1] - col[0] : col[2] - col[0]]
                     strip[:, col[1] : col[2]] = core
                 bar.update(len(batch))
+            # Every core starts inside the scene: the padding is under 16 rows, cores are more.
             first, n = row[1], min(row[2], grid.height) - row[1]
-            if n <= 0:
-                continue
             values = strip[:n, : grid.width]
-            valid = t1.read_mask(first, 0, n, grid.width) & t2.read_mask(first, 0, n, grid.width)
-            values[~valid] = np.nan
+            values[~both_valid(t1, t2, first, n)] = np.nan
             write_rows(first, values)
     return pooled

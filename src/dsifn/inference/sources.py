@@ -9,7 +9,7 @@ Nothing is read whole: callers ask for windows, or for a decimated overview.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,15 @@ import numpy as np
 
 from dsifn.errors import DataError, InputError
 
-__all__ = ["ArraySource", "PixelGrid", "RasterSource", "SceneSource", "check_same_grid"]
+__all__ = [
+    "ArraySource",
+    "PixelGrid",
+    "RasterSource",
+    "SceneSource",
+    "both_valid",
+    "check_same_grid",
+    "read_scaled",
+]
 
 # Extensions read whole with Pillow; their outputs are PNG too.
 PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -279,6 +287,27 @@ class ArraySource(SceneSource):
             self._array[:, ::step, ::step].astype(np.float32),
             self._valid[::step, ::step].copy(),
         )
+
+
+def read_scaled(
+    source: SceneSource,
+    row: int,
+    col: int,
+    height: int,
+    width: int,
+    scaling: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """float32 (count, height, width) values of a window scaled to [0, 1]; invalid pixels 0."""
+    values = scaling(source.read(row, col, height, width))
+    values[:, ~source.read_mask(row, col, height, width)] = 0.0
+    return values
+
+
+def both_valid(first: SceneSource, second: SceneSource, row: int, height: int) -> np.ndarray:
+    """Validity of full rows, a bool (height, width) array: True where both dates are valid."""
+    width = first.grid.width
+    valid = first.read_mask(row, 0, height, width) & second.read_mask(row, 0, height, width)
+    return np.asarray(valid, dtype=bool)
 
 
 def check_same_grid(first: SceneSource, second: SceneSource) -> None:
