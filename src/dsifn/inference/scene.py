@@ -251,7 +251,7 @@ def _normalizer(runner: TileRunner) -> Callable[[Sequence[np.ndarray]], np.ndarr
     normalize = runner.normalization
 
     def norm(batch: Sequence[np.ndarray]) -> np.ndarray:
-        return normalize(torch.from_numpy(np.stack(batch))).numpy().astype(np.float32)
+        return np.asarray(normalize(torch.from_numpy(np.stack(batch))).numpy(), dtype=np.float32)
 
     return norm
 
