@@ -26,7 +26,8 @@ class Scaling:
         span = np.asarray(self.high, dtype=np.float32).reshape(-1, 1, 1) - low
         out = np.subtract(x, low, dtype=np.float32)  # the one new array; the rest in place
         out /= span
-        return np.clip(out, 0.0, 1.0, out=out)
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
 
 
 def fixed_scaling(divisor: float, bands: int) -> Scaling:
