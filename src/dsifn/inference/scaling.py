@@ -24,7 +24,7 @@ class Scaling:
         """Scale float32 (C, h, w) raw values to [0, 1]."""
         low = np.asarray(self.low, dtype=np.float32).reshape(-1, 1, 1)
         span = np.asarray(self.high, dtype=np.float32).reshape(-1, 1, 1) - low
-        out = np.subtract(x, low, dtype=np.float32)  # the one new array; the rest in place
+        out: np.ndarray = np.subtract(x, low, dtype=np.float32)  # the one new array
         out /= span
         np.clip(out, 0.0, 1.0, out=out)
         return out
