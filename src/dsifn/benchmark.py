@@ -721,7 +721,7 @@ def _measure_scene(
     batch: int,
 ) -> tuple[list[CaseResult], dict[str, float]]:
     from dsifn.inference.runner import TorchRunner
-    from dsifn.inference.scene import predict_scene
+    from dsifn.inference.scene import SceneResult, predict_scene
 
     bands = base_model.config.in_channels
     # The runner as dsifn predict uses it: the eager fast path (not compiled: a scene's last,
@@ -749,78 +749,64 @@ def _measure_scene(
         flops=None,
         peak=None,
     )
+    pixels = config.scene_size**2
+
+    def whole_scene_case(path: str, what: str, seconds: float, memory: int | None) -> CaseResult:
+        case = _case(
+            "scene",
+            path,
+            what,
+            batch=batch,
+            size=size,
+            times=[seconds],
+            warmup=0.0,
+            memory=memory,
+            flops=None,
+            peak=None,
+        )
+        # One "step" here is the whole scene: rates count the scene's own pixels.
+        case.pairs_per_second = 1.0 / seconds
+        case.megapixels_per_second = pixels / seconds / 1e6
+        return case
+
     with tempfile.TemporaryDirectory(prefix="dsifn-bench-") as tmp:
         folder = Path(tmp)
         t1, t2 = _write_scene_pair(folder, config.scene_size, bands, config.seed)
+
+        def predict(model: Any, name: str) -> tuple[SceneResult, float, int | None]:
+            _sync(device)
+            _reset_peak_memory(device)
+            start = time.perf_counter()
+            result = predict_scene(
+                model, t1, t2, folder / name, tile_size=size, batch_size=batch, progress=False
+            )
+            _sync(device)
+            return result, time.perf_counter() - start, _peak_memory(device)
+
         # The pipeline with a model that costs nothing: its own ceiling (reading, scaling,
         # normalising, blending, writing), which the model's rate must stay under.
-        _reset_peak_memory(device)
-        start = time.perf_counter()
-        predict_scene(
-            _ConstantRunner(runner),
-            t1,
-            t2,
-            folder / "pipeline.tif",
-            tile_size=size,
-            batch_size=batch,
-            progress=False,
-        )
-        pipeline_seconds = time.perf_counter() - start
-        pipeline_memory = _peak_memory(device)
-        _sync(device)
-        _reset_peak_memory(device)
-        start = time.perf_counter()
-        result = predict_scene(
-            runner,
-            t1,
-            t2,
-            folder / "change.tif",
-            tile_size=size,
-            batch_size=batch,
-            progress=False,
-        )
-        _sync(device)
-        seconds = time.perf_counter() - start
-        memory = _peak_memory(device)
-    pixels = config.scene_size**2
-    scene_case = _case(
-        "scene",
+        _, pipeline_seconds, pipeline_memory = predict(_ConstantRunner(runner), "pipeline.tif")
+        result, seconds, memory = predict(runner, "change.tif")
+    pipeline_case = whole_scene_case(
+        "pipeline only",
+        "predict_scene with a constant model: reading, scaling, blending, writing",
+        pipeline_seconds,
+        pipeline_memory,
+    )
+    scene_case = whole_scene_case(
         "predict_scene",
         f"{config.scene_size}px GeoTIFF pair, {result.tiles} tiles, overlap "
         f"{result.tags.get('overlap', '?')}px",
-        batch=batch,
-        size=size,
-        times=[seconds],
-        warmup=0.0,
-        memory=memory,
-        flops=None,
-        peak=None,
+        seconds,
+        memory,
     )
-    # One "step" here is the whole scene: rates count the scene's own pixels.
-    scene_case.pairs_per_second = 1.0 / seconds
-    scene_case.megapixels_per_second = pixels / seconds / 1e6
     tile_rate = result.tiles * size * size / seconds / 1e6
     scene_case.extra = {"tiles": result.tiles, "tile_megapixels_per_second": tile_rate}
-    pipeline_case = _case(
-        "scene",
-        "pipeline only",
-        "predict_scene with a constant model: reading, scaling, blending, writing",
-        batch=batch,
-        size=size,
-        times=[pipeline_seconds],
-        warmup=0.0,
-        memory=pipeline_memory,
-        flops=None,
-        peak=None,
-    )
-    pipeline_case.pairs_per_second = 1.0 / pipeline_seconds
-    pipeline_case.megapixels_per_second = pixels / pipeline_seconds / 1e6
+    raw_rate = raw_case.megapixels_per_second
     ratios = {
-        "scene_vs_raw_pixels": scene_case.megapixels_per_second / raw_case.megapixels_per_second,
-        "scene_tiles_vs_raw": tile_rate / raw_case.megapixels_per_second,
-        "pipeline_vs_raw_pixels": (
-            pipeline_case.megapixels_per_second / raw_case.megapixels_per_second
-        ),
+        "scene_vs_raw_pixels": scene_case.megapixels_per_second / raw_rate,
+        "scene_tiles_vs_raw": tile_rate / raw_rate,
+        "pipeline_vs_raw_pixels": pipeline_case.megapixels_per_second / raw_rate,
     }
     return [raw_case, pipeline_case, scene_case], ratios
 
