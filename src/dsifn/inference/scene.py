@@ -95,7 +95,7 @@ STRETCH_SAMPLE_SIDE = 1024
 class SceneOptions:
     """How :func:`predict_scene` tiles, scales and writes. Defaults suit a CPU."""
 
-    tile_size: int | None = None  # tile side; None: the model's fixed size, else 512
+    tile_size: int | None = None  # None: the model's fixed size, else 512 (scene attention: 1024)
     overlap: int | None = None  # pixels shared by neighbouring tiles; None: tile_size // 8
     batch_size: int = 1  # tiles per forward pass (1 keeps DSIFN on a CPU under 2 GiB)
     tta: bool = False  # average the 8 flips/rotations of each tile
