@@ -269,3 +269,28 @@ def test_band_files_at_several_resolutions_are_stacked_on_the_finest_grid(tmp_pa
     with rasterio.open(out) as got:
         assert got.shape == (40, 60)
         assert got.transform == from_origin(*ORIGIN, PIXEL, PIXEL)
+
+
+@pytest.mark.parametrize("readers", [1, 4])
+def test_any_number_of_reader_threads_gives_the_same_map(scene, tmp_path, monkeypatch, readers):
+    import dsifn.inference.scene as scene_module
+
+    monkeypatch.setattr(scene_module, "READERS", readers)
+    out = tmp_path / "change.tif"
+    predict_scene(LocalRunner(), scene["t1"], scene["t2"], out, scale=10000, **FAST)
+    with rasterio.open(out) as got:
+        values = got.read(1)
+    expected = _whole_image(LocalRunner(), *scene["data"], 10000)
+    np.testing.assert_allclose(values, expected, atol=1e-4)
+
+
+def test_a_reopened_source_reads_the_same_through_its_own_files(scene):
+    from dsifn.inference.sources import RasterSource
+
+    with RasterSource([scene["t1"]], bands=[3, 1], name="T1") as source:
+        clone = source.reopen()
+        assert clone is not source and clone.grid == source.grid and clone.count == 2
+        np.testing.assert_array_equal(clone.read(5, 7, 40, 30), source.read(5, 7, 40, 30))
+        np.testing.assert_array_equal(clone.read_mask(0, 0, 50, 60), source.read_mask(0, 0, 50, 60))
+        clone.close()
+        assert source.read(0, 0, 4, 4).shape == (2, 4, 4)  # the original is still open

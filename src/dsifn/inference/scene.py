@@ -16,8 +16,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -87,6 +89,8 @@ DEFAULT_TILE = 512
 OUTPUT_ROWS = 256
 # GDAL block cache during scene inference, in MiB.
 GDAL_CACHE_MB = 128
+# Threads reading tiles ahead of the model (each with its own file handles).
+READERS = max(1, min(4, os.cpu_count() or 1))
 # Longest side of the decimated read used for the percentile stretch.
 STRETCH_SAMPLE_SIDE = 1024
 
@@ -267,6 +271,7 @@ def run_tiles(
     batch_size: int = 1,
     tta: bool = False,
     progress: bool = True,
+    readers: int | None = None,
 ) -> None:
     """Predict every tile of ``grid`` and hand finished, blended rows to ``write_rows``.
 
@@ -281,9 +286,13 @@ def run_tiles(
         batch_size: Tiles per runner call.
         tta: Average the 8 flips and rotations.
         progress: Show a tqdm progress bar over tiles.
+        readers: Threads reading tiles ahead of the model; None: :data:`READERS`.
     """
     from tqdm.auto import tqdm
 
+    readers = READERS if readers is None else readers
+    if readers < 1:
+        raise ConfigError(f"readers must be at least 1; got {readers}")
     blender = StripBlender(grid)
     norm = _normalizer(runner)
     jobs = [
@@ -292,39 +301,61 @@ def run_tiles(
         for i in range(0, len(grid.col_starts), batch_size)
     ]
 
-    # Every read of the sources happens on one worker thread, one call at a time (a GDAL
-    # dataset must not be used by two threads at once): while the model predicts a batch, the
-    # worker reads, scales and normalises the next one.
+    # Reader threads read, scale and normalise the next batches while the model predicts.
+    # A GDAL dataset must not be read by two threads at once: each reader reads through its
+    # own handles (SceneSource.reopen), and the originals stay with this thread.
+    local = threading.local()
+    reopened: list[SceneSource] = []
+    lock = threading.Lock()
+
     def load(row: int, cols: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        a = [_tile_input(t1, grid, row, c, scaling) for c in cols]
-        b = [_tile_input(t2, grid, row, c, scaling) for c in cols]
+        if not hasattr(local, "pair"):
+            local.pair = (t1.reopen(), t2.reopen())
+            with lock:
+                reopened.extend(s for s in local.pair if s is not t1 and s is not t2)
+        a = [_tile_input(local.pair[0], grid, row, c, scaling) for c in cols]
+        b = [_tile_input(local.pair[1], grid, row, c, scaling) for c in cols]
         return norm(a), norm(b)
 
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsifn-read") as reader,
-        tqdm(total=len(grid), unit="tile", disable=not progress, desc="dsifn predict") as bar,
-    ):
+    pending: deque[tuple[tuple[int, Sequence[int]], Future[tuple[np.ndarray, np.ndarray]]]]
+    pending = deque()
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=readers, thread_name_prefix="dsifn-read") as pool,
+            tqdm(total=len(grid), unit="tile", disable=not progress, desc="dsifn predict") as bar,
+        ):
+            queue = iter(jobs)
 
-        def emit(pieces: Any) -> None:
-            for first, values in pieces:
-                valid = reader.submit(both_valid, t1, t2, first, values.shape[0]).result()
-                values[~valid] = np.nan
-                write_rows(first, values)
+            def submit_next() -> None:
+                job = next(queue, None)
+                if job is not None:
+                    pending.append((job, pool.submit(load, *job)))
 
-        ahead = reader.submit(load, *jobs[0])
-        current: int | None = None
-        for index, (row, cols) in enumerate(jobs):
-            a, b = ahead.result()
-            if index + 1 < len(jobs):
-                ahead = reader.submit(load, *jobs[index + 1])
-            if row != current:
-                emit(blender.start_row(row))
-                current = row
-            probability = _predict_batch(runner, a, b, tta)
-            for c, p in zip(cols, probability, strict=True):
-                blender.add(row, c, p)
-            bar.update(len(cols))
-        emit(blender.finish())
+            for _ in range(readers + 1):
+                submit_next()
+            current: int | None = None
+            while pending:
+                (row, cols), future = pending.popleft()
+                a, b = future.result()
+                submit_next()
+                if row != current:
+                    _emit(blender.start_row(row), t1, t2, write_rows)
+                    current = row
+                probability = _predict_batch(runner, a, b, tta)
+                for c, p in zip(cols, probability, strict=True):
+                    blender.add(row, c, p)
+                bar.update(len(cols))
+            _emit(blender.finish(), t1, t2, write_rows)
+    finally:
+        for source in reopened:
+            source.close()
+
+
+def _emit(pieces: Any, t1: SceneSource, t2: SceneSource, write_rows: Any) -> None:
+    # Finished rows, NaN where either date is invalid, to the writer.
+    for first, values in pieces:
+        values[~both_valid(t1, t2, first, values.shape[0])] = np.nan
+        write_rows(first, values)
 
 
 def _work_profile(grid: Any) -> dict[str, Any]:

@@ -71,6 +71,14 @@ class SceneSource:
         """
         raise NotImplementedError
 
+    def reopen(self) -> SceneSource:
+        """The same date through its own file handles, for reading on another thread.
+
+        A GDAL dataset must not be read by two threads at once; each reader thread gets its
+        own. Sources that hold no files return themselves.
+        """
+        return self
+
     def close(self) -> None:
         """Release open files."""
 
@@ -125,6 +133,12 @@ class RasterSource(SceneSource):
 
         if not paths:
             raise InputError(f"no file given for {name}")
+        self._options: dict[str, Any] = {
+            "bands": bands,
+            "grid": grid,
+            "resampling": resampling,
+            "name": name,
+        }
         self.name = name
         self.paths = [Path(p) for p in paths]
         self._files: list[Any] = []
@@ -173,6 +187,10 @@ class RasterSource(SceneSource):
         except BaseException:
             self.close()
             raise
+
+    def reopen(self) -> RasterSource:
+        """The same stack, bands and grid through new file handles (close it when done)."""
+        return RasterSource(self.paths, **{**self._options, "grid": self.grid})
 
     def _groups(self) -> list[tuple[Any, list[int], list[int]]]:
         # Read each file once per window: (layer, its band numbers, positions in the stack).
