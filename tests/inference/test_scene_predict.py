@@ -294,3 +294,25 @@ def test_a_reopened_source_reads_the_same_through_its_own_files(scene):
         np.testing.assert_array_equal(clone.read_mask(0, 0, 50, 60), source.read_mask(0, 0, 50, 60))
         clone.close()
         assert source.read(0, 0, 4, 4).shape == (2, 4, 4)  # the original is still open
+
+
+def test_a_failed_write_stops_the_run_with_its_error(scene):
+    from dsifn.inference.scaling import fixed_scaling
+    from dsifn.inference.scene import open_pair, run_tiles
+    from dsifn.inference.tiling import TileGrid
+
+    rows = []
+
+    def write_rows(first, values):
+        if rows:
+            raise OSError("disk full")
+        rows.append(first)
+
+    t1, t2 = open_pair(scene["t1"], scene["t2"])
+    with t1, t2:
+        grid = TileGrid.plan(HEIGHT, WIDTH, 128, 32)
+        with pytest.raises(OSError, match="disk full"):
+            run_tiles(
+                LocalRunner(), t1, t2, grid, fixed_scaling(10000, 3), write_rows, progress=False
+            )
+    assert rows == [0]  # the rows after the failure were not written

@@ -319,12 +319,22 @@ def run_tiles(
 
     pending: deque[tuple[tuple[int, Sequence[int]], Future[tuple[np.ndarray, np.ndarray]]]]
     pending = deque()
+    # Finished rows are masked and written on one writer thread, in order; it is the only
+    # thread that reads the original sources.
+    written: Future[None] | None = None
     try:
         with (
             ThreadPoolExecutor(max_workers=readers, thread_name_prefix="dsifn-read") as pool,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsifn-write") as writer,
             tqdm(total=len(grid), unit="tile", disable=not progress, desc="dsifn predict") as bar,
         ):
             queue = iter(jobs)
+
+            def emit(pieces: Any) -> None:
+                nonlocal written
+                if written is not None:
+                    written.result()  # the previous rows are written (or their error raised)
+                written = writer.submit(_emit, pieces, t1, t2, write_rows)
 
             def submit_next() -> None:
                 job = next(queue, None)
@@ -339,13 +349,15 @@ def run_tiles(
                 a, b = future.result()
                 submit_next()
                 if row != current:
-                    _emit(blender.start_row(row), t1, t2, write_rows)
+                    emit(list(blender.start_row(row)))
                     current = row
                 probability = _predict_batch(runner, a, b, tta)
                 for c, p in zip(cols, probability, strict=True):
                     blender.add(row, c, p)
                 bar.update(len(cols))
-            _emit(blender.finish(), t1, t2, write_rows)
+            emit(list(blender.finish()))
+            assert written is not None
+            written.result()
     finally:
         for source in reopened:
             source.close()

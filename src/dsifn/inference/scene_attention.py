@@ -246,7 +246,7 @@ def run_scene_attention(
         return normalize(a), normalize(b)
 
     with tqdm(
-        total=len(grid) * passes, unit="tile", disable=not progress, desc="dsifn predict"
+        total=len(grid) * passes, unit="window", disable=not progress, desc="dsifn predict"
     ) as bar:
         for number, stage in enumerate(stages, start=1):
             bar.set_description(f"dsifn predict: attention {number}/{len(stages)}")
