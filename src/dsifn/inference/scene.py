@@ -303,7 +303,7 @@ def run_tiles(
 
     # Reader threads read, scale and normalise the next batches while the model predicts.
     # A GDAL dataset must not be read by two threads at once: each reader reads through its
-    # own handles (SceneSource.reopen), and the originals stay with this thread.
+    # own handles (SceneSource.reopen); the original sources are read by the writer only.
     local = threading.local()
     reopened: list[SceneSource] = []
     lock = threading.Lock()
