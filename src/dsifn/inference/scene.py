@@ -53,12 +53,11 @@ from dsifn.inference.sources import (
     read_scaled,
 )
 from dsifn.inference.tiling import (
-    DIHEDRAL,
     StripBlender,
     TileGrid,
-    apply_dihedral,
-    invert_dihedral,
+    dihedral_average,
     pad_tile,
+    tta_transforms,
 )
 from dsifn.io.atomic import atomic_path, check_output_path
 
@@ -231,13 +230,7 @@ def choose_scaling(
 
 def _predict_batch(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, tta: bool) -> np.ndarray:
     # (B, C, h, w) normalised tiles -> (B, h, w) probabilities, TTA-averaged if asked.
-    if not tta:
-        return np.asarray(runner(t1, t2), dtype=np.float32)[:, 0]
-    total = np.zeros((t1.shape[0], *t1.shape[-2:]), dtype=np.float32)
-    for turns, mirror in DIHEDRAL:
-        out = runner(apply_dihedral(t1, turns, mirror), apply_dihedral(t2, turns, mirror))
-        total += invert_dihedral(np.asarray(out, dtype=np.float32), turns, mirror)[:, 0]
-    return total / len(DIHEDRAL)
+    return dihedral_average(lambda a, b, _: runner(a, b), t1, t2, tta_transforms(tta))
 
 
 def _tile_input(

@@ -38,7 +38,7 @@ from torch import Tensor
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.scaling import Scaling
 from dsifn.inference.sources import SceneSource, both_valid, read_scaled
-from dsifn.inference.tiling import DIHEDRAL, apply_dihedral, axis_starts, invert_dihedral
+from dsifn.inference.tiling import apply_dihedral, axis_starts, dihedral_average, tta_transforms
 from dsifn.models.dsifn import SIZE_MULTIPLE, Descriptors
 
 __all__ = [
@@ -184,10 +184,6 @@ def read_window(
     return np.pad(values, pad, mode="reflect") if any(p[1] for p in pad) else values
 
 
-def _transforms(tta: bool) -> tuple[tuple[int, bool], ...]:
-    return DIHEDRAL if tta else ((0, False),)
-
-
 def _batches(
     grid: WindowGrid, rows: Sequence[Span], size: int
 ) -> Iterator[list[tuple[Span, Span]]]:
@@ -235,7 +231,7 @@ def run_scene_attention(
             f"window margin {grid.margin} is too narrow for the model's receptive radius "
             f"{runner.receptive_radius}"
         )
-    transforms = _transforms(tta)
+    transforms = tta_transforms(tta)
     pooled: dict[tuple[int, bool], dict[int, Descriptors]] = {t: {} for t in transforms}
     stages = runner.attention_stages
     passes = len(stages) + 1
@@ -275,11 +271,9 @@ def run_scene_attention(
             strip = np.zeros((row[2] - row[1], grid.padded_width), dtype=np.float32)
             for batch in _batches(grid, [row], batch_size):
                 a, b = inputs(batch)
-                total_p = np.zeros((len(batch), *a.shape[-2:]), dtype=np.float32)
-                for t in transforms:
-                    out = runner(apply_dihedral(a, *t), apply_dihedral(b, *t), pooled[t])
-                    total_p += invert_dihedral(np.asarray(out, dtype=np.float32), *t)[:, 0]
-                probability = total_p / len(transforms)
+                probability = dihedral_average(
+                    lambda x1, x2, t: runner(x1, x2, pooled[t]), a, b, transforms
+                )
                 for (_, col), p in zip(batch, probability, strict=True):
                     core = p[row[1] - row[0] : row[2] - row[0], col[1] - col[0] : col[2] - col[0]]
                     strip[:, col[1] : col[2]] = core

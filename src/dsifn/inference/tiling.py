@@ -17,7 +17,7 @@ width times the tile height, whatever the scene's height.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +32,10 @@ __all__ = [
     "apply_dihedral",
     "axis_starts",
     "axis_weights",
+    "dihedral_average",
     "invert_dihedral",
     "pad_tile",
+    "tta_transforms",
 ]
 
 # The network halves its input four times; smaller tiles are padded up to this.
@@ -247,3 +249,33 @@ def invert_dihedral(x: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
     """Undo :func:`apply_dihedral` on (..., h', w')."""
     y = x[..., ::-1] if mirror else x
     return np.ascontiguousarray(np.rot90(y, -turns, axes=(-2, -1)))
+
+
+def tta_transforms(tta: bool) -> tuple[tuple[int, bool], ...]:
+    """The symmetries to average: all 8 with test-time augmentation, else the identity."""
+    return DIHEDRAL if tta else ((0, False),)
+
+
+def dihedral_average(
+    predict: Callable[[np.ndarray, np.ndarray, tuple[int, bool]], np.ndarray],
+    t1: np.ndarray,
+    t2: np.ndarray,
+    transforms: Sequence[tuple[int, bool]],
+) -> np.ndarray:
+    """Mean of ``predict`` over transformed inputs, each output mapped back.
+
+    Args:
+        predict: Called as ``predict(t1', t2', transform)`` on the transformed (B, C, h', w')
+            tiles; returns (B, 1, h', w') probabilities.
+        t1: (B, C, h, w) first-date tiles.
+        t2: (B, C, h, w) second-date tiles.
+        transforms: (quarter turns, mirror) pairs, e.g. :func:`tta_transforms`.
+
+    Returns:
+        float32 (B, h, w) averaged probabilities.
+    """
+    total = np.zeros((t1.shape[0], *t1.shape[-2:]), dtype=np.float32)
+    for t in transforms:
+        out = predict(apply_dihedral(t1, *t), apply_dihedral(t2, *t), t)
+        total += invert_dihedral(np.asarray(out, dtype=np.float32), *t)[:, 0]
+    return total / len(transforms)

@@ -298,18 +298,26 @@ class DecoderStage(nn.Module):
         )
         self.out_channels = channels
 
-    def forward(self, t1: Tensor, t2: Tensor, previous: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        t1: Tensor,
+        t2: Tensor,
+        previous: Tensor | None = None,
+        pooled: Descriptors | None = None,
+    ) -> Tensor:
         """Fuse one scale.
 
         Args:
             t1: (B, c, h, w) T1 features at this scale.
             t2: (B, c, h, w) T2 features at this scale.
             previous: (B, p, h/2, w/2) previous stage's state, None for the first stage.
+            pooled: Fixed channel-attention descriptors (see :meth:`refine`); None: pool the
+                stage's own input.
 
         Returns:
             (B, out_channels, h, w) decoder state.
         """
-        return self.refine(self.fuse(t1, t2, previous))
+        return self.refine(self.fuse(t1, t2, previous), pooled)
 
     def fuse(self, t1: Tensor, t2: Tensor, previous: Tensor | None = None) -> Tensor:
         """The stage's concatenated input: upsampled state (if any), T1, T2 features.
@@ -484,9 +492,8 @@ class DSIFN(nn.Module):
         levels = len(feats1)
         given = pooled or {}
         for i, (stage, head) in enumerate(zip(self.stages, self.heads, strict=True)):
-            assert isinstance(stage, DecoderStage)
             level = levels - 1 - i
-            state = stage.refine(stage.fuse(feats1[level], feats2[level], state), given.get(i))
+            state = stage(feats1[level], feats2[level], state, given.get(i))
             stride = 2**level
             logits.append(head(state)[..., : -(-height // stride), : -(-width // stride)])
         return DSIFNOutput(*reversed(logits))
