@@ -16,6 +16,7 @@ __all__ = [
     "Precision",
     "autocast",
     "cpu_has_fast_bf16",
+    "cuda_has_fast_bf16",
     "resolve_device",
     "resolve_precision",
 ]
@@ -64,16 +65,27 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cuda_has_fast_bf16(device: torch.device) -> bool:
+    """Whether this GPU computes bf16 natively (compute capability 8.0, Ampere, and above).
+
+    Older GPUs emulate bf16 (``torch.cuda.is_bf16_supported`` may still say yes), and fp16
+    would need loss scaling and can overflow, so ``auto`` stays fp32 there.
+    """
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
 def resolve_precision(precision: str, device: torch.device) -> Precision:
     """Resolve ``"auto"`` to the fastest safe precision for ``device``.
 
-    ``auto`` is bf16 on CUDA devices that support it and on CPUs with hardware bf16, fp32
-    elsewhere. fp16 is accepted on CUDA only.
+    ``auto`` is bf16 where the hardware computes it natively (GPUs of compute capability 8.0
+    and above, CPUs with AMX or AVX-512 BF16), fp32 elsewhere; never fp16, which has to be
+    asked for. fp16 is accepted on CUDA only.
     """
     check_choice("precision", precision, get_args(Precision))
     if precision == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if cuda_has_fast_bf16(device) else "fp32"
         return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("precision 'fp16' needs a CUDA device; use bf16 or fp32 on the CPU")
