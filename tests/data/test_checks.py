@@ -35,7 +35,7 @@ def test_missing_partner_size_mismatch_and_unreadable_file_in_one_message(tmp_pa
     assert "train/tile_1: the dates differ: 3 band(s) 32x32" in message
     assert "3 band(s) 32x30" in message
     assert "train/tile_2: mask 31x32" in message and "but images 32x32" in message
-    assert "test/cannot read" in message and "tile_1.png" in message
+    assert "test/tile_1: T1 file" in message and "tile_1.png is not a readable image" in message
     assert "\n" not in message
 
 

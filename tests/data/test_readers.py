@@ -8,8 +8,10 @@ from fakedata import FOLDERS, build_layout, encode_mask, write_image, write_spli
 from PIL import Image
 
 from dsifn.data import ChangeDetectionDataset, DataConfig
-from dsifn.data.readers import decode_mask, read_mask, read_raster, scale_to_unit, select_bands
-from dsifn.errors import DataError
+from dsifn.data.readers import decode_mask, read_mask
+from dsifn.errors import ConfigError, DataError, InputError
+from dsifn.io.images import decode_pillow, open_image, parse_bands
+from dsifn.scaling import ScalingRule
 
 
 @pytest.mark.parametrize(
@@ -109,46 +111,84 @@ def test_uint16_four_band_geotiffs_with_band_selection_scale_and_nodata(tmp_path
     assert (sample["image"][:, :, 0, :5] == 0).all()
 
 
-def test_band_beyond_the_file_is_a_data_error(tmp_path):
+def test_band_beyond_the_file_is_refused_when_the_dataset_is_made(tmp_path):
     build_layout(tmp_path, "levir", {"train": 1})
-    dataset = ChangeDetectionDataset(DataConfig(root=str(tmp_path), bands=(1, 5)), "train")
-    with pytest.raises(DataError, match=r"has 3 band\(s\); data.bands asks for band\(s\) 5"):
-        dataset[0]
+    with pytest.raises(InputError, match=r"has 3 band\(s\); band 5 is out of range 1\.\.3"):
+        ChangeDetectionDataset(DataConfig(root=str(tmp_path), bands=(1, 5)), "train")
 
 
-def test_scale_to_unit_rules():
-    np.testing.assert_allclose(scale_to_unit(np.array([0, 51, 255], np.uint8)), [0, 0.2, 1])
-    np.testing.assert_allclose(scale_to_unit(np.array([0, 65535], np.uint16)), [0, 1])
+def _scale(values, scale=None, stretch=None):
+    rule = ScalingRule.of(scale, stretch)
+    return rule.resolve(values.dtype, values.shape[0], lambda: [values, values])(values)
+
+
+def test_scaling_rules():
+    np.testing.assert_allclose(_scale(np.array([[0, 51, 255]], np.uint8)), [[0, 0.2, 1]])
+    np.testing.assert_allclose(_scale(np.array([[0, 65535]], np.uint16)), [[0, 1]])
     np.testing.assert_allclose(
-        scale_to_unit(np.array([0, 5000, 12000], np.uint16), 10000), [0, 0.5, 1]
+        _scale(np.array([[0, 5000, 12000]], np.uint16), 10000), [[0, 0.5, 1]]
     )
-    floats = np.array([-0.5, 0.25, 1.5], np.float32)
-    np.testing.assert_array_equal(scale_to_unit(floats), floats)  # taken as they are
-    np.testing.assert_allclose(scale_to_unit(floats, 2.0), [0, 0.125, 0.75])
-    assert scale_to_unit(np.array([True, False])).tolist() == [1.0, 0.0]
+    floats = np.array([[-0.5, 0.25, 1.5]], np.float32)
+    np.testing.assert_array_equal(_scale(floats), floats)  # taken as they are
+    np.testing.assert_allclose(_scale(floats, 2.0), [[0, 0.125, 0.75]])
+    ramp = np.arange(101, dtype=np.uint16)[None]
+    np.testing.assert_allclose(
+        _scale(ramp, stretch=(10, 90))[0, [0, 10, 50, 90, 100]], [0, 0, 0.5, 1, 1], atol=1e-6
+    )
 
 
-def test_select_bands_is_one_based_and_ordered(tmp_path):
-    data = np.arange(4)[:, None, None] * np.ones((4, 2, 2), dtype=np.int64)
-    assert select_bands(data, (4, 1), tmp_path)[:, 0, 0].tolist() == [3, 0]
-    assert select_bands(data, None, tmp_path) is data
+@pytest.mark.parametrize(
+    ("scale", "stretch"),
+    [
+        (0.0, None),
+        (float("inf"), None),
+        (float("nan"), None),
+        (None, (50, 50)),
+        (None, (2, 101)),
+        (10.0, (2, 98)),
+    ],
+)
+def test_scaling_rules_refuse_values_that_make_no_sense(scale, stretch):
+    with pytest.raises(ConfigError):
+        ScalingRule.of(scale, stretch)
+
+
+def test_band_lists_parse_one_way():
+    assert parse_bands("4,3,2") == (4, 3, 2)
+    assert parse_bands(" 1, 2 ") == (1, 2)
+    assert parse_bands([3, "1"]) == (3, 1)
+    for bad in ("", "0,1", "a,b", "4;3"):
+        with pytest.raises(ConfigError, match="1-based band numbers"):
+            parse_bands(bad)
+    assert DataConfig(bands="4,3,2").bands == (4, 3, 2)
+
+
+def test_band_selection_is_one_based_and_ordered(tmp_path):
+    data = (np.arange(4)[:, None, None] * np.ones((4, 2, 2))).astype(np.uint16)
+    write_image(tmp_path / "four.tif", data)
+    with open_image(tmp_path / "four.tif", bands=(4, 1)) as source:
+        assert source.read_all()[0][:, 0, 0].tolist() == [3, 0]
+    with open_image(tmp_path / "four.tif") as source:
+        assert source.count == 4 and source.dtype == "uint16"
 
 
 def test_grey_images_with_alpha_and_16_bit_png(tmp_path):
     grey = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
     Image.fromarray(grey).save(tmp_path / "g16.png")
-    raster = read_raster(tmp_path / "g16.png")
-    assert raster.data.dtype == np.uint16 and raster.shape == (1, 8, 8)
-    np.testing.assert_array_equal(raster.data[0], grey)
+    with open_image(tmp_path / "g16.png") as source:
+        values, valid = source.read_all()
+    assert values.dtype == np.uint16 and values.shape == (1, 8, 8) and valid.all()
+    np.testing.assert_array_equal(values[0], grey)
 
     rgba = np.zeros((8, 8, 4), dtype=np.uint8)
     rgba[..., :3] = 90
     rgba[..., 3] = 255
     rgba[0, 0, 3] = 0
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
-    raster = read_raster(tmp_path / "rgba.png")
-    assert raster.shape == (3, 8, 8)  # alpha is not a band
-    assert raster.nodata is not None and raster.nodata.sum() == 1 and raster.nodata[0, 0]
+    with open_image(tmp_path / "rgba.png") as source:
+        values, valid = source.read_all()
+    assert values.shape == (3, 8, 8)  # alpha is not a band
+    assert (~valid).sum() == 1 and not valid[0, 0]
 
 
 def test_plain_tiff_reads_without_georeference_warning(tmp_path):
@@ -156,19 +196,21 @@ def test_plain_tiff_reads_without_georeference_warning(tmp_path):
     Image.fromarray(np.full((8, 8), 7, dtype=np.uint8)).save(path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        raster = read_raster(path)
-    assert raster.data[0, 0, 0] == 7
+        with open_image(path) as source:
+            assert source.read_all()[0][0, 0, 0] == 7
 
 
 def test_unreadable_file_is_a_data_error_naming_it(tmp_path):
     path = tmp_path / "broken.png"
     path.write_bytes(b"\x89PNG not really")
-    with pytest.raises(DataError, match=r"cannot read .*broken\.png"):
-        read_raster(path)
+    with pytest.raises(DataError, match=r"broken\.png is not a readable image"):
+        open_image(path)
     tif = tmp_path / "broken.tif"
     tif.write_bytes(b"II*\x00garbage")
-    with pytest.raises(DataError, match=r"cannot read .*broken\.tif"):
-        read_raster(tif)
+    with pytest.raises(DataError, match=r"broken\.tif is not a readable raster"):
+        open_image(tif)
+    with pytest.raises(InputError, match="is a folder, not an image file"):
+        open_image(tmp_path)
 
 
 def test_single_band_images(tmp_path):
@@ -184,11 +226,59 @@ def test_palette_files_give_indices_to_masks_and_colours_to_images(tmp_path):
     change = np.eye(4, dtype=bool)
     encode_mask(change, "palette").save(tmp_path / "p.png")
     assert Image.open(tmp_path / "p.png").mode == "P"
-    raster = read_raster(tmp_path / "p.png", keep_palette=True)
-    assert raster.palette
-    np.testing.assert_array_equal(raster.data[0], change.astype(np.uint8))
+    indices, _ = decode_pillow(tmp_path / "p.png", keep_palette=True)
+    np.testing.assert_array_equal(indices[0], change.astype(np.uint8))
     # An image (not a mask) in palette mode is read as its colours.
-    colours = read_raster(tmp_path / "p.png")
-    assert not colours.palette and colours.shape == (3, 4, 4)
-    np.testing.assert_array_equal(colours.data[:, 0, 0], [255, 255, 0])
-    np.testing.assert_array_equal(colours.data[:, 0, 1], [0, 0, 0])
+    with open_image(tmp_path / "p.png") as source:
+        colours = source.read_all()[0]
+    assert colours.shape == (3, 4, 4)
+    np.testing.assert_array_equal(colours[:, 0, 0], [255, 255, 0])
+    np.testing.assert_array_equal(colours[:, 0, 1], [0, 0, 0])
+
+
+@pytest.mark.parametrize(
+    ("mode", "bands", "dtype"),
+    [
+        ("1", 1, np.uint8),
+        ("L", 1, np.uint8),
+        ("LA", 1, np.uint8),
+        ("P", 3, np.uint8),
+        ("RGB", 3, np.uint8),
+        ("RGBA", 3, np.uint8),
+        ("CMYK", 3, np.uint8),
+        ("YCbCr", 3, np.uint8),
+        ("I;16", 1, np.uint16),
+        ("F", 1, np.float32),
+    ],
+)
+def test_every_pillow_mode_reads_through_the_one_reader(tmp_path, mode, bands, dtype):
+    base = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 3).convert("RGB")
+    image = base.convert(mode) if mode not in ("I;16", "F") else base.convert("L")
+    if mode in ("I;16", "I", "F"):
+        values = np.arange(64).reshape(8, 8) * 1000
+        image = Image.fromarray(
+            values.astype({"I;16": np.uint16, "I": np.int32}.get(mode, np.float32))
+        )
+    if mode in ("LA", "RGBA"):
+        image.putpixel((1, 0), (0,) * len(mode))  # one transparent pixel
+    suffix = {"F": ".tif", "CMYK": ".jpg", "YCbCr": ".jpg"}.get(mode, ".png")
+    path = tmp_path / f"image{suffix}"
+    image.save(path)
+    with open_image(path) as source:
+        values, valid = source.read_all()
+    assert values.shape == (bands, 8, 8) and values.dtype == dtype
+    assert valid.sum() == (63 if mode in ("LA", "RGBA") else 64)
+    if mode == "I;16":
+        np.testing.assert_array_equal(values[0], np.arange(64).reshape(8, 8) * 1000)
+
+
+def test_nan_pixels_are_nodata_pixel_by_pixel(tmp_path):
+    folders = tuple(tmp_path / "train" / n for n in FOLDERS["levir"])
+    t1 = np.full((2, 8, 8), 0.5, dtype=np.float32)
+    t1[1, 2, 3] = np.nan  # one band of one pixel
+    write_image(folders[0] / "a.tif", t1)
+    write_image(folders[1] / "a.tif", np.full((2, 8, 8), 0.25, dtype=np.float32))
+    write_image(folders[2] / "a.tif", np.zeros((8, 8), dtype=np.uint8))
+    sample = ChangeDetectionDataset(DataConfig(root=str(tmp_path)), "train")[0]
+    assert not sample["valid"][0, 2, 3] and sample["valid"].sum() == 63
+    assert np.isfinite(sample["image"].numpy()).all() and sample["image"][0, 0, 0, 0] == 0.5

@@ -81,7 +81,7 @@ def test_stats_on_broken_files_is_one_line(tmp_path, capsys):
     (tmp_path / "train" / "A" / "tile_1.png").write_bytes(b"not an image")
     status, _, err = run(capsys, "--data", str(tmp_path))
     assert status == 2
-    assert "cannot read" in err and "tile_1.png" in err and err.count("\n") == 1
+    assert "is not a readable image" in err and "tile_1.png" in err and err.count("\n") == 1
 
 
 def test_stats_bad_band_list_is_a_usage_error(tmp_path, capsys):

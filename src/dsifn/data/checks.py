@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from dsifn.data.config import DataConfig
 from dsifn.data.dataset import load_pair, read_dates, summarize
 from dsifn.data.layouts import DetectedLayout, Sample, canonical_split, detect_layout
-from dsifn.errors import DataError
+from dsifn.errors import DataError, InputError
 
 __all__ = ["band_stats_from_sums", "check_splits", "compute_band_stats"]
 
@@ -100,8 +100,11 @@ def _check_pair(config: DataConfig) -> Callable[[Sample], tuple[str, str | None,
         """``(name, hash of the T1+T2 pixels, None)`` or ``(name, None, the problem)``."""
         try:
             image, _, _ = load_pair(sample, config)
-        except DataError as exc:
-            return sample.name, None, str(exc)
+        except (DataError, InputError) as exc:
+            text = str(exc)
+            if not text.startswith(f"{sample.name}:"):
+                text = f"{sample.name}: {text}"
+            return sample.name, None, text
         return sample.name, hashlib.sha1(image.tobytes()).hexdigest(), None
 
     return check
@@ -187,8 +190,7 @@ def compute_band_stats(
         image, has_data = read_dates(sample, config)
         bands = image.shape[1]
         values = image.transpose(1, 0, 2, 3).reshape(bands, -1).astype(np.float64)
-        if has_data is not None:
-            values = values[:, np.tile(has_data.reshape(-1), 2)]
+        values = values[:, np.tile(has_data.reshape(-1), 2)]
         return values.shape[1], values.sum(axis=1), (values**2).sum(axis=1)
 
     count = 0

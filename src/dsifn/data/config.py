@@ -9,6 +9,8 @@ from typing import Any, Literal, get_args
 
 from dsifn._validation import check_choice
 from dsifn.errors import ConfigError
+from dsifn.io.images import parse_bands
+from dsifn.scaling import ScalingRule
 
 __all__ = ["AugmentConfig", "DataConfig", "Layout"]
 
@@ -101,13 +103,14 @@ class AugmentConfig:
 class DataConfig:
     """Where a change-detection dataset is and how to read it.
 
-    Scaling of raw pixel values to [0, 1] when ``scale`` is None: 8-bit images are divided by
-    255, other integer types by their type's maximum (uint16 by 65535), floating-point images
-    are taken as they are (assumed to be in [0, 1] already). A fixed divisor keeps both dates
-    and every tile on the same scale; a per-image stretch would invent changes. For 12-bit or
-    reflectance data set ``scale`` (4095, 10000, ...) so values spread over [0, 1], and compute
-    the normalisation with ``dsifn stats``. Scaled values are clipped to [0, 1] except for
-    floating-point images read with ``scale`` None.
+    Raw pixel values become [0, 1] by one of the rules of :mod:`dsifn.scaling`: by default
+    (``scale`` and ``stretch`` None) 8-bit images are divided by 255 and other integer types
+    by their type's maximum (uint16 by 65535), and floating-point images are taken as they
+    are. For 12-bit or reflectance data set ``scale`` (4095, 10000, ...) so values spread over
+    [0, 1], and compute the normalisation with ``dsifn stats``. ``stretch`` (percentiles, e.g.
+    ``[2, 98]``) stretches each pair by the values of its own two dates instead. The choices
+    are recorded in every checkpoint trained on the data (its input contract), so evaluation
+    and prediction read pixels the same way.
     """
 
     root: str = ""  # dataset folder
@@ -115,6 +118,7 @@ class DataConfig:
     folders: tuple[str, str, str] | None = None  # generic layout: (t1, t2, mask) folder names
     bands: tuple[int, ...] | None = None  # 1-based band selection, in this order; None = all
     scale: float | None = None  # raw value that maps to 1.0; None = by dtype (see above)
+    stretch: tuple[float, float] | None = None  # per-pair percentile stretch (low, high)
     ignore_value: int | None = None  # mask value meaning "not labelled": valid False there
     nodata: float | None = None  # raw image value meaning "no data"; None = the file's tag
     crop_size: int | None = None  # training: random square crop of this side; None = full image
@@ -130,12 +134,13 @@ class DataConfig:
                 )
             object.__setattr__(self, "folders", tuple(str(f) for f in self.folders))
         if self.bands is not None:
-            bands = tuple(int(b) for b in self.bands)
-            if not bands or any(b < 1 for b in bands):
-                raise ConfigError(f"data.bands are 1-based band numbers; got {self.bands!r}")
-            object.__setattr__(self, "bands", bands)
-        if self.scale is not None and not self.scale > 0:
-            raise ConfigError(f"data.scale must be positive; got {self.scale}")
+            object.__setattr__(self, "bands", parse_bands(self.bands, "data.bands"))
+        if self.stretch is not None:
+            object.__setattr__(self, "stretch", tuple(float(v) for v in self.stretch))
+        try:
+            self.scaling_rule()
+        except ConfigError as exc:
+            raise ConfigError(f"data.scale / data.stretch: {exc}") from exc
         if self.crop_size is not None and self.crop_size < 1:
             raise ConfigError(f"data.crop_size must be positive; got {self.crop_size}")
         if isinstance(self.augment, Mapping):
@@ -148,8 +153,13 @@ class DataConfig:
         out = dataclasses.asdict(self)
         out["folders"] = None if self.folders is None else list(self.folders)
         out["bands"] = None if self.bands is None else list(self.bands)
+        out["stretch"] = None if self.stretch is None else list(self.stretch)
         out["augment"] = self.augment.to_dict()
         return out
+
+    def scaling_rule(self) -> ScalingRule:
+        """The rule ``scale`` and ``stretch`` ask for (:mod:`dsifn.scaling`)."""
+        return ScalingRule.of(self.scale, self.stretch)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:

@@ -13,8 +13,9 @@ from torch.utils.data import Dataset
 from dsifn.data.augment import augment_sample, sample_generator
 from dsifn.data.config import DataConfig
 from dsifn.data.layouts import DetectedLayout, Sample, detect_layout
-from dsifn.data.readers import read_mask, read_raster, scale_to_unit, select_bands
+from dsifn.data.readers import read_mask
 from dsifn.errors import DataError
+from dsifn.io.images import open_image
 
 __all__ = ["ChangeDetectionDataset", "load_pair", "read_dates", "summarize"]
 
@@ -22,41 +23,40 @@ __all__ = ["ChangeDetectionDataset", "load_pair", "read_dates", "summarize"]
 _SHOWN = 5
 
 
-def read_dates(
-    sample: Sample, config: DataConfig
-) -> tuple[NDArray[np.float32], NDArray[np.bool_] | None]:
-    """Read both dates of one sample.
+def read_dates(sample: Sample, config: DataConfig) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Read both dates of one sample through the one reader and the one scaling.
 
     Args:
         sample: The pair's files.
         config: Band selection, scaling and nodata.
 
     Returns:
-        ``(image, has_data)``: (2, C, H, W) float32 in [0, 1], T1 then T2, 0 where there is no
-        data; (H, W) bool, True where both dates have data, or None if neither file marks
-        missing data.
+        ``(image, has_data)``: (2, C, H, W) float32 in [0, 1], T1 then T2, 0 where either
+        date has no data; (H, W) bool, True where both dates have data.
 
     Raises:
-        DataError: If a file is unreadable, a selected band does not exist, or the dates differ
-            in size or band count.
+        DataError: If a file is unreadable, the dates differ in size or band count.
+        InputError: If a file is missing or a selected band does not exist.
     """
-    dates = []
-    has_data: NDArray[np.bool_] | None = None
-    for path in (sample.t1, sample.t2):
-        raster = read_raster(path, nodata=config.nodata)
-        data = select_bands(raster.data, config.bands, path)
-        dates.append(scale_to_unit(data, config.scale))
-        if raster.nodata is not None:
-            has_data = ~raster.nodata if has_data is None else has_data & ~raster.nodata
-    t1, t2 = dates
-    if t1.shape != t2.shape:
+    raw, valid = [], []
+    for path, date in ((sample.t1, "T1"), (sample.t2, "T2")):
+        with open_image(path, bands=config.bands, nodata=config.nodata, name=date) as src:
+            values, ok = src.read_all()
+        raw.append(values)
+        valid.append(ok)
+    if raw[0].shape != raw[1].shape:
         raise DataError(
-            f"{sample.name}: the dates differ: {_describe(t1)} in {sample.t1}, "
-            f"{_describe(t2)} in {sample.t2}"
+            f"{sample.name}: the dates differ: {_describe(raw[0])} in {sample.t1}, "
+            f"{_describe(raw[1])} in {sample.t2}"
         )
-    image = np.stack(dates)
-    if has_data is not None:
-        image *= has_data  # no-data fill values mean nothing; make them 0
+    has_data = valid[0] & valid[1]
+    scaling = config.scaling_rule().resolve(
+        np.result_type(raw[0].dtype, raw[1].dtype),
+        raw[0].shape[0],
+        lambda: [values[:, has_data] for values in raw],
+    )
+    image = np.stack([scaling(values) for values in raw])
+    image[:, :, ~has_data] = 0.0  # no-data fill values mean nothing; make them 0
     return image, has_data
 
 
@@ -84,8 +84,7 @@ def load_pair(
         raise DataError(
             f"{sample.name}: mask {_size(mask)} in {sample.mask} but images {_size(image)}"
         )
-    if has_data is not None:
-        valid &= has_data
+    valid &= has_data
     return image, mask, valid
 
 
@@ -160,10 +159,10 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         self._epoch.share_memory_()  # type: ignore[no-untyped-call]
 
     def _band_count(self) -> int:
-        if self.config.bands is not None:
-            return len(self.config.bands)
+        # Opening the first file with the band selection refuses bands it does not have.
         first = self.samples[0].t1
-        return read_raster(first, nodata=self.config.nodata).shape[0]
+        with open_image(first, bands=self.config.bands, nodata=self.config.nodata) as source:
+            return source.count
 
     @property
     def epoch(self) -> int:

@@ -28,8 +28,8 @@ from typing import get_args
 
 from dsifn._validation import check_choice
 from dsifn.data.config import Layout
-from dsifn.data.readers import IMAGE_SUFFIXES
 from dsifn.errors import ConfigError, DataError
+from dsifn.io.images import IMAGE_SUFFIXES
 
 __all__ = [
     "DetectedLayout",
