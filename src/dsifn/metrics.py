@@ -5,7 +5,8 @@ Counts are summed as int64 over every valid pixel of a split (and across process
 averaged per image or per batch, which is biased and scores an empty batch 1.0.
 
 A pixel is predicted *changed* when its probability is strictly greater than the threshold
-(``prob > threshold``), which at 0.5 is the same as ``logit > 0``. The reference must be 0/1.
+(``prob > threshold``, :func:`dsifn.contract.is_change`, the rule of every output), which at
+0.5 is the same as ``logit > 0``. The reference must be 0/1.
 
 Scores of the change class (:func:`scores_from_confusion`):
 
@@ -32,6 +33,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from dsifn._validation import check_choice
+from dsifn.contract import is_change
 from dsifn.errors import ConfigError, DataError, InputError
 
 __all__ = ["SCORE_NAMES", "ConfusionMatrix", "Metric", "ThresholdSweep", "scores_from_confusion"]
@@ -173,7 +175,7 @@ class ConfusionMatrix:
         prob, ref, valid = _as_maps(prob, target, valid)
         # Compared in float64: exact for float32/16 probabilities, so that the counts agree
         # with ThresholdSweep's histogram at thresholds on its grid.
-        pred = prob.double() > self.threshold
+        pred = is_change(prob, self.threshold)
         if valid is None:
             valid = torch.ones_like(ref)
         tp = (pred & ref & valid).sum()

@@ -1,7 +1,8 @@
 """Changed regions as polygons, vectorised strip by strip from a finished probability raster.
 
-The binary mask (probability >= threshold on valid pixels) is vectorised in strips of rows
-with :func:`rasterio.features.shapes` (4-connectivity), in pixel coordinates. A region that
+The binary mask (probability > threshold on valid pixels: :func:`dsifn.contract.is_change`)
+is vectorised in strips of rows with :func:`rasterio.features.shapes` (4-connectivity), in
+pixel coordinates. A region that
 crosses a strip border comes out as several pieces; pieces of neighbouring strips that share
 an edge along the border are dissolved with :func:`shapely.unary_union`, and their pixel counts
 and probability sums added, so the result equals vectorising the whole mask at once while only
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from dsifn.contract import is_change
 from dsifn.errors import ConfigError
 from dsifn.io.atomic import atomic_path
 
@@ -91,7 +93,7 @@ def _strip_pieces(probability: np.ndarray, first_row: int, threshold: float) -> 
     from shapely.geometry import shape
 
     valid = ~np.isnan(probability)
-    changed = (valid & (np.nan_to_num(probability) >= threshold)).astype(np.uint8)
+    changed = (valid & is_change(probability, threshold)).astype(np.uint8)
     if not changed.any():
         return []
     to_scene = Affine.translation(0, first_row)
@@ -180,7 +182,7 @@ def iter_regions(
 
     Args:
         work: The probability raster.
-        threshold: Pixels with probability >= threshold are changed.
+        threshold: Pixels with probability > threshold are changed.
         strip_rows: Rows vectorised at a time.
 
     Yields:

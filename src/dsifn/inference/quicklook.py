@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dsifn.contract import is_change
 from dsifn.inference.sources import SceneSource
 from dsifn.io.atomic import atomic_path
 
@@ -61,7 +62,7 @@ def compose_quicklook(
     Returns:
         uint8 (h, 3 * w + 2 * GAP, 3).
     """
-    changed = valid & (np.nan_to_num(probability) >= threshold)
+    changed = valid & is_change(probability, threshold)
     overlay = after.copy()
     overlay[changed] = 0.45 * overlay[changed] + 0.55 * CHANGE_RGB
     panels = []

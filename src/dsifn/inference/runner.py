@@ -1,14 +1,17 @@
-"""Tile runners: what turns a batch of normalised tile pairs into change probabilities.
+"""Tile runners: the one interface through which prediction, evaluation and benchmarks run a model.
 
-Scene inference (:mod:`dsifn.inference.scene`) talks to the model only through the
-:class:`TileRunner` protocol, so a PyTorch checkpoint (:class:`TorchRunner`) and an exported
-ONNX model (``dsifn.interop.onnx.OnnxRunner``, the ``onnx`` extra) are interchangeable.
+Code that runs a model talks to it only through the :class:`TileRunner` protocol, so a PyTorch
+checkpoint (:class:`TorchRunner`) and an exported ONNX model (``dsifn.interop.onnx.OnnxRunner``,
+the ``onnx`` extra) are interchangeable. :func:`load_runner` is the one place where a model file
+becomes a runner: each runtime is an entry of :data:`RUNTIMES`, chosen by the file it is given
+(``.onnx``: onnxruntime; anything else: a dsifn checkpoint on torch) or by name. Every runner
+carries the model's :class:`~dsifn.contract.InputContract`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
@@ -16,18 +19,24 @@ import numpy as np
 import torch
 
 from dsifn._validation import check_choice
+from dsifn.contract import DEFAULT_THRESHOLD, InputContract
 from dsifn.errors import ConfigError, InputError
 from dsifn.fast import FastInferenceModel, optimize_for_inference
 from dsifn.models.dsifn import DSIFN, Descriptors
 from dsifn.models.normalization import Normalization
 from dsifn.runtime import autocast, resolve_device, resolve_precision
 
-__all__ = ["DEFAULT_THRESHOLD", "Runtime", "TileRunner", "TorchRunner", "load_runner"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "RUNTIMES",
+    "Runtime",
+    "TileRunner",
+    "TorchRunner",
+    "load_runner",
+    "runtime_for",
+]
 
-Runtime = Literal["torch", "onnxruntime"]
-
-# Decision threshold when a model records none: the midpoint of the sigmoid.
-DEFAULT_THRESHOLD = 0.5
+Runtime = Literal["auto", "torch", "onnxruntime"]
 
 
 @runtime_checkable
@@ -40,6 +49,7 @@ class TileRunner(Protocol):
         normalization: Applied to images scaled to [0, 1] before they reach the runner.
         threshold: Decision threshold recorded with the model.
         meta: Recorded metadata (a checkpoint's ``meta``).
+        contract: How the model's input is made from files (bands, scaling, threshold...).
     """
 
     in_channels: int
@@ -47,6 +57,7 @@ class TileRunner(Protocol):
     normalization: Normalization
     threshold: float
     meta: dict[str, Any]
+    contract: InputContract
 
     def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
         """Predict change probabilities.
@@ -95,7 +106,8 @@ class TorchRunner:
         self.tile_size: int | None = config.input_size
         self.normalization: Normalization = config.input_normalization
         self.meta: dict[str, Any] = dict(model.checkpoint_meta if meta is None else meta)
-        self.threshold: float = float(self.meta.get("threshold", DEFAULT_THRESHOLD))
+        self.contract = InputContract.from_meta(self.meta, config)
+        self.threshold: float = self.contract.threshold
         self.path: str | None = None  # the checkpoint it came from, for output metadata
         # For scene-wide channel attention (dsifn.inference.scene_attention).
         self.attention_stages: tuple[int, ...] = model.attention_stages
@@ -168,21 +180,54 @@ class TorchRunner:
         return f"DSIFN {cfg.variant} variant, {cfg.in_channels} bands (torch, {self.precision})"
 
 
+def _torch_runner(path: Path, device: str, precision: str) -> TileRunner:
+    from dsifn.io.checkpoint import load_checkpoint
+
+    runner = TorchRunner(load_checkpoint(path), device=device, precision=precision)
+    runner.path = str(path)
+    return runner
+
+
+def _onnx_runner(path: Path, device: str, precision: str) -> TileRunner:
+    from dsifn.interop.onnx import OnnxRunner  # it says which extra is missing, if one is
+
+    if precision not in ("auto", "fp32"):
+        raise ConfigError(f"an ONNX model runs in the precision it was exported in: {precision}")
+    runner: TileRunner = OnnxRunner(path, device=device)
+    return runner
+
+
+# Each runtime: (path, device, precision) -> runner. The next runtime is one entry here.
+RUNTIMES: dict[str, Callable[[Path, str, str], TileRunner]] = {
+    "torch": _torch_runner,
+    "onnxruntime": _onnx_runner,
+}
+# Model files each runtime is chosen for by default (anything else: torch).
+_SUFFIXES = {".onnx": "onnxruntime"}
+
+
+def runtime_for(path: str | os.PathLike[str], runtime: str = "auto") -> str:
+    """The runtime that runs ``path``: the one asked for, else the one its suffix says."""
+    check_choice("runtime", runtime, get_args(Runtime))
+    if runtime != "auto":
+        return runtime
+    return _SUFFIXES.get(Path(path).suffix.lower(), "torch")
+
+
 def load_runner(
     path: str | os.PathLike[str],
     *,
-    runtime: str = "torch",
+    runtime: str = "auto",
     device: str = "auto",
     precision: str = "auto",
 ) -> TileRunner:
     """Load a model file as a :class:`TileRunner`.
 
     Args:
-        path: A dsifn checkpoint (runtime ``"torch"``) or an exported ``.onnx`` model
-            (runtime ``"onnxruntime"``).
-        runtime: ``"torch"`` or ``"onnxruntime"``.
+        path: A dsifn checkpoint, or an exported ``.onnx`` model.
+        runtime: ``"auto"`` (by the file), ``"torch"`` or ``"onnxruntime"``.
         device: Where to run.
-        precision: Numeric precision (torch runtime only).
+        precision: Numeric precision (torch runtime; ONNX models run as exported).
 
     Returns:
         The runner.
@@ -191,22 +236,9 @@ def load_runner(
         ConfigError: If the runtime is unknown or its optional dependencies are missing.
         CheckpointError: If the checkpoint cannot be read.
     """
-    check_choice("runtime", runtime, get_args(Runtime))
-    if runtime == "onnxruntime":
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"ONNX model {file} does not exist")
-        try:
-            from dsifn.interop.onnx import OnnxRunner  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise ConfigError(
-                f"--runtime onnxruntime needs the onnx extra (pip install dsifn[onnx]): {exc}"
-            ) from exc
-        runner: TileRunner = OnnxRunner(file, device=device)
-        return runner
-    from dsifn.io.checkpoint import load_checkpoint
-
-    model = load_checkpoint(path)
-    torch_runner = TorchRunner(model, device=device, precision=precision)
-    torch_runner.path = str(path)
-    return torch_runner
+    file = Path(path)
+    if file.is_dir():
+        raise InputError(f"model {file} is a folder, not a model file")
+    if not file.is_file():
+        raise InputError(f"model {file} does not exist")
+    return RUNTIMES[runtime_for(file, runtime)](file, device, precision)
