@@ -91,4 +91,4 @@ def test_stats_bad_band_list_is_a_usage_error(tmp_path, capsys):
         assert exc.code == 2
     else:
         raise AssertionError("argparse accepted band 0")
-    assert "band numbers start at 1" in capsys.readouterr().err
+    assert "takes 1-based band numbers" in capsys.readouterr().err

@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from dsifn.cli.options import finite_float
+
 NAME = "stats"
 HELP = "per-band mean and std of a dataset's images (both dates), for the model's normalization"
 
 
 def _bands(text: str) -> tuple[int, ...]:
+    from dsifn.errors import ConfigError
+    from dsifn.io.images import parse_bands
+
     try:
-        bands = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
-        message = f"not a comma-separated list of band numbers: {text!r}"
-        raise argparse.ArgumentTypeError(message) from exc
-    if not bands or min(bands) < 1:
-        raise argparse.ArgumentTypeError(f"band numbers start at 1: {text!r}")
-    return bands
+        return parse_bands(text, "--bands")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _folders(text: str) -> tuple[str, str, str]:
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scale",
-        type=float,
+        type=finite_float,
         help="raw value that maps to 1 (e.g. 10000 for reflectance) [by dtype: 255, 65535]",
     )
     parser.add_argument(
