@@ -47,7 +47,7 @@ def test_refuses_to_overwrite_without_permission(tmp_path: Path) -> None:
 def test_not_a_checkpoint(tmp_path: Path) -> None:
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"not a file written by torch\.save"):
         load_checkpoint(text)
     plain = tmp_path / "state.pt"
     torch.save(DSIFN().state_dict(), plain)
@@ -64,8 +64,9 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
 def test_unsafe_pickles_are_not_executed(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"format": "dsifn", "payload": object()}, path)
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match=r"pickled Python objects.*never loads") as info:
         read_checkpoint(path)
+    assert "weights_only" not in str(info.value) and "\x1b" not in str(info.value)
 
 
 def test_weights_that_do_not_fit_the_config(tmp_path: Path) -> None:
@@ -119,3 +120,154 @@ def test_every_way_of_loading_weights_reports_a_shape_mismatch_as_checkpoint_err
         model_with_weights(config, state, source="x")
     with pytest.raises(CheckpointError, match="do not fit"):
         model_from_checkpoint({"model_config": config.to_dict(), "state_dict": state})
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    path = tmp_path_factory.mktemp("saved") / "m.pt"
+    save_checkpoint(path, DSIFN(encoder_weights=None))
+    return torch.load(path, weights_only=True)
+
+
+@pytest.fixture
+def payload(saved: dict) -> dict:
+    import copy
+
+    return copy.deepcopy(saved)
+
+
+def _first_weight(payload: dict) -> str:
+    return next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda p: p.update(format_version="1"), "malformed format_version '1'"),
+        (lambda p: p.update(format_version=True), "malformed format_version"),
+        (lambda p: p.update(format_version=0), "malformed format_version"),
+        (lambda p: p.update(format_version=99), "newer than this dsifn"),
+        (lambda p: p.update(meta=["threshold", 0.5]), "'meta' is a list, not a mapping"),
+        (lambda p: p.update(meta={"threshold": "0.5"}), "malformed decision threshold '0.5'"),
+        (lambda p: p.update(meta={"threshold": float("nan")}), "malformed decision threshold"),
+        (lambda p: p.update(meta={"threshold": 1.5}), "malformed decision threshold 1.5"),
+        (lambda p: p.update(meta={"threshold": -0.1}), "malformed decision threshold"),
+        (lambda p: p["model_config"].update(in_channels="3"), "in_channels must be an integer"),
+        (lambda p: p["model_config"].update(in_channels=3.5), "in_channels must be an integer"),
+        (lambda p: p["model_config"].update(shared_encoder="no"), "must be true or false"),
+        (lambda p: p["model_config"].update(dropout=[0.6]), "dropout must be a number"),
+        (lambda p: p["model_config"].update(dropout=float("nan")), "dropout must be a finite"),
+        (lambda p: p["model_config"].update(variant=3), "variant"),
+        (lambda p: p["model_config"].update(normalization=[1, 2]), "normalization"),
+        (lambda p: p["state_dict"].update({_first_weight(p): "weights"}), "not a tensor"),
+    ],
+)
+def test_malformed_fields_are_one_line_checkpoint_errors(
+    tmp_path: Path, payload: dict, edit, words
+) -> None:
+    edit(payload)
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match=words) as info:
+        load_checkpoint(bad)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused(tmp_path: Path, payload: dict, value: float) -> None:
+    # They would give a change map of nodata everywhere, without a word.
+    payload["state_dict"][_first_weight(payload)].view(-1)[3] = value
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match="1 NaN or infinite value"):
+        load_checkpoint(bad)
+
+
+def test_threshold_bounds_are_those_of_the_command_line(tmp_path: Path, payload: dict) -> None:
+    from dsifn.training.evaluate import resolve_threshold
+
+    for value in (0, 1.0):
+        payload["meta"] = {"threshold": value}
+        torch.save(payload, tmp_path / "ok.pt")
+        model = load_checkpoint(tmp_path / "ok.pt")
+        assert resolve_threshold(None, model) == float(value)
+
+
+def test_junk_empty_and_pickled_files_are_named_in_our_words(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pt"
+    empty.touch()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(bytes(range(256)) * 4)
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"x": torch.zeros(100)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": torch.nn.Linear(2, 2)}, pickled)
+    folder = tmp_path / "folder.pt"
+    folder.mkdir()
+    for path, words in [
+        (empty, "empty.pt is not a dsifn checkpoint: it is empty"),
+        (junk, "junk.pt is not a dsifn checkpoint: it is not a file written by torch.save"),
+        (truncated, "damaged or truncated"),
+        (pickled, r"pickled Python objects \(torch.nn.modules.linear.Linear\)"),
+        (folder, "checkpoint .*folder.pt is a folder, not a file"),
+    ]:
+        with pytest.raises(CheckpointError, match=words) as info:
+            load_checkpoint(path)
+        text = str(info.value)
+        assert "\n" not in text and "\x1b" not in text and len(text) < 400, text
+        assert "weights_only=False" not in text
+        if path is not folder:
+            assert "dsifn.save_checkpoint" in text
+
+
+def test_atomic_path_syncs_the_file_before_the_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        events.append("fsync folder" if stat.S_ISDIR(mode) else f"fsync {os.fstat(fd).st_size}")
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_path(tmp_path / "out.bin") as tmp:
+        tmp.write_bytes(b"12345")
+    assert events == ["fsync 5", "rename", "fsync folder"]
+    assert (tmp_path / "out.bin").read_bytes() == b"12345"
+
+
+def test_output_checks_refuse_unwritable_places_whatever_overwrite_says(tmp_path: Path) -> None:
+    from dsifn.errors import ConfigError
+    from dsifn.io.atomic import check_output_folder, check_output_path
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("keep me")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match="blocker is a file, not a folder"):
+            check_output_path(blocker / "out.tif", overwrite=overwrite)
+        with pytest.raises(ConfigError, match="blocker is a file, not a folder"):
+            check_output_path(blocker / "deeper" / "out.tif", overwrite=overwrite)
+        with pytest.raises(ConfigError, match="is a folder, not a file"):
+            check_output_path(folder, overwrite=overwrite)
+    with pytest.raises(ConfigError, match="it is a file"):
+        check_output_folder(blocker)
+    with pytest.raises(ConfigError, match="blocker is a file, not a folder"):
+        check_output_folder(blocker / "run")
+    assert check_output_folder(folder / "new" / "run") == folder / "new" / "run"
+    with pytest.raises(ConfigError), atomic_path(blocker / "x.bin", overwrite=True):
+        raise AssertionError("the block must not run")
+    assert blocker.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "folder"]

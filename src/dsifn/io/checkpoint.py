@@ -13,6 +13,9 @@ configuration and history, where converted weights came from, tile size for fixe
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,12 +25,13 @@ from torch import nn
 
 from dsifn._version import __version__
 from dsifn.errors import CheckpointError, ConfigError
-from dsifn.io.atomic import atomic_path
+from dsifn.io.atomic import atomic_path, check_input_file
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
 
 __all__ = [
     "FORMAT",
     "load_checkpoint",
+    "load_plain",
     "model_from_checkpoint",
     "model_with_weights",
     "read_checkpoint",
@@ -36,6 +40,9 @@ __all__ = [
 
 FORMAT = "dsifn"
 FORMAT_VERSION = 1
+
+# How a good checkpoint is made, for the messages that refuse a file.
+_MAKE_ONE = "write one with dsifn.save_checkpoint(path, model), dsifn train or dsifn convert"
 
 
 def save_checkpoint(
@@ -83,29 +90,115 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         The checkpoint dictionary.
 
     Raises:
-        CheckpointError: If the file is missing, unreadable or not a dsifn checkpoint.
+        CheckpointError: If the file is missing, unreadable or not a dsifn checkpoint, or one
+            of its fields (format version, metadata, decision threshold) is malformed.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise CheckpointError(f"checkpoint {file} does not exist")
-    try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and safety errors all mean "not readable"
-        raise CheckpointError(f"{file} is not a readable PyTorch checkpoint: {exc}") from exc
+    file = check_input_file(path, "checkpoint", CheckpointError)
+    payload = load_plain(file)
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
-        hint = ""
+        hint = f"; {_MAKE_ONE}"
         if isinstance(payload, Mapping) and any(str(k).startswith("t1_base.") for k in payload):
             hint = " (it looks like an official DSIFN state dict: use dsifn.load_official_pytorch)"
+        elif not isinstance(payload, Mapping):
+            hint = f": it holds a {type(payload).__name__}, not a dictionary{hint}"
         raise CheckpointError(f"{file} is not a dsifn checkpoint{hint}")
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+    version = payload.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CheckpointError(
-            f"{file} has checkpoint format {payload['format_version']}, newer than this dsifn "
+            f"{file} has a malformed format_version {_short(version)} (a whole number, 1 or more)"
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file} has checkpoint format {version}, newer than this dsifn "
             f"({__version__}) reads; upgrade dsifn"
         )
     for key in ("model_config", "state_dict"):
         if not isinstance(payload.get(key), Mapping):
             raise CheckpointError(f"{file} is not a complete dsifn checkpoint: no {key!r}")
+    meta = payload.get("meta", {})
+    if not isinstance(meta, Mapping):
+        raise CheckpointError(
+            f"{file} has malformed metadata: 'meta' is a {type(meta).__name__}, not a mapping"
+        )
+    if meta.get("threshold") is not None:
+        _check_threshold(meta["threshold"], str(file))
     return dict(payload)
+
+
+def load_plain(path: str | os.PathLike[str]) -> Any:
+    """``torch.load`` a file with ``weights_only=True``, refusing it in dsifn's words.
+
+    Torch's own refusal runs to a thousand characters and advises ``weights_only=False``,
+    which for a file of pickled objects is exactly the unsafe step; dsifn never takes it.
+
+    Args:
+        path: A file written by ``torch.save``.
+
+    Returns:
+        What the file holds (tensors, numbers, text, lists and dictionaries only).
+
+    Raises:
+        CheckpointError: Saying what the file is not and how to write a good one.
+    """
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"{file} cannot be read: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise CheckpointError(
+            f"{file} is not a dsifn checkpoint: it is empty (0 bytes, perhaps an interrupted "
+            f"copy); {_MAKE_ONE}"
+        )
+    try:
+        with warnings.catch_warnings():
+            # Torch warns about pickle protocols on its way to refusing a file; the refusal
+            # below says what matters.
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except PermissionError as exc:
+        raise CheckpointError(f"{file} cannot be read: permission denied") from exc
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None and not _head(file).startswith(b"\x80"):  # no pickle protocol mark
+            raise CheckpointError(
+                f"{file} is not a dsifn checkpoint: it is not a file written by torch.save; "
+                f"{_MAKE_ONE}"
+            ) from exc
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{file} is not a dsifn checkpoint: it holds pickled Python objects{what}, which "
+            "dsifn never loads (loading them can run any code); where it was made, save "
+            "model.state_dict() instead of objects, or write the DSIFN with "
+            "dsifn.save_checkpoint(path, model)"
+        ) from exc
+    except Exception as exc:  # zip, pickle-stream and torch format errors alike
+        why = (
+            "it is a damaged or truncated torch.save file"
+            if _head(file).startswith(b"PK\x03\x04")  # torch.save writes a zip archive
+            else "it is not a file written by torch.save"
+        )
+        raise CheckpointError(f"{file} is not a dsifn checkpoint: {why}; {_MAKE_ONE}") from exc
+
+
+def _head(file: Path) -> bytes:
+    with file.open("rb") as handle:
+        return handle.read(4)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _check_threshold(value: Any, source: str) -> float:
+    """The rule of :func:`dsifn.training.evaluate.resolve_threshold`: a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise CheckpointError(
+            f"{source} has a malformed decision threshold {_short(value)} in its metadata "
+            "(a number from 0 to 1)"
+        )
+    return float(value)
 
 
 def model_from_checkpoint(payload: Mapping[str, Any], source: str = "checkpoint") -> DSIFN:
@@ -117,12 +210,24 @@ def model_from_checkpoint(payload: Mapping[str, Any], source: str = "checkpoint"
 
     Returns:
         The model in eval mode, on the CPU.
+
+    Raises:
+        CheckpointError: If the model configuration is malformed (a value of the wrong type,
+            an unknown key) or the weights do not fit it or are not finite.
     """
+    # The configuration builder of training configs type-checks every field; imported here
+    # because dsifn.training itself imports this module.
+    from dsifn.training.config import _build
+
+    values = payload.get("model_config")
     try:
-        config = DSIFNConfig.from_dict(payload["model_config"])
-    except (ConfigError, TypeError) as exc:
+        config: DSIFNConfig = _build(DSIFNConfig, values, "model_config")
+    except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{source} has an invalid model configuration: {exc}") from exc
-    return model_with_weights(config, payload["state_dict"], source=source)
+    state = payload.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source} is not a complete dsifn checkpoint: no 'state_dict'")
+    return model_with_weights(config, state, source=source)
 
 
 def model_with_weights(
@@ -143,6 +248,19 @@ def model_with_weights(
     Raises:
         CheckpointError: If keys are missing or unexpected, or a tensor's shape differs.
     """
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{source}: weight {key!r} is a {type(value).__name__}, not a tensor"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            # NaN or infinite weights give a change map of nodata everywhere, with no word.
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(
+                f"{source}: weight {key!r} has {bad} NaN or infinite value(s) of "
+                f"{value.numel()}; the model diverged or the file was damaged: use an earlier "
+                "checkpoint"
+            )
     model = DSIFN(config, encoder_weights=None)
     model.config = config  # keep the recorded source of the encoder weights
     try:
@@ -177,7 +295,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> DSIFN:
     """
     payload = read_checkpoint(path)
     model = model_from_checkpoint(payload, source=str(path))
-    model.checkpoint_meta = dict(payload.get("meta", {}))
+    model.checkpoint_meta = dict(payload.get("meta") or {})
     return model
 
 
