@@ -294,3 +294,95 @@ def test_channel_pooling_kind_is_read_from_lambda_code_and_op_names():
     op = _Layer("tf_op", "TFOpLambda", {"function": "math.reduce_max"}, [])
     assert _pool_kind(op) == "max"
     assert _pool_kind(_Layer("other", "Lambda", {"function": "x + 1"}, [])) is None
+
+
+def _edited(authors_h5, tmp_path, edit):
+    """A copy of the authors' file with ``edit(h5py_file, model_config)`` applied."""
+    copy = tmp_path / "edited.h5"
+    copy.write_bytes(Path(authors_h5[0]).read_bytes())
+    with h5py.File(copy, "r+") as f:
+        import json
+
+        config = json.loads(f.attrs["model_config"])
+        if edit(f, config) is not False:
+            f.attrs["model_config"] = json.dumps(config)
+    return copy
+
+
+def _set_layer_entry(index, value):
+    def edit(f, config):
+        config["config"]["layers"][index] = value
+
+    return edit
+
+
+def _text_input_size(f, config):
+    first = next(lay for lay in config["config"]["layers"] if lay["class_name"] == "InputLayer")
+    shape = first["config"].get("batch_shape") or first["config"]["batch_input_shape"]
+    first["config"]["batch_shape"] = [None, "32", "32", 3]
+    for other in config["config"]["layers"]:
+        if other["class_name"] == "InputLayer":
+            other["config"]["batch_shape"] = [None, "32", "32", shape[-1]]
+
+
+def _set_epsilon(f, config):
+    norm = next(
+        lay for lay in config["config"]["layers"] if lay["class_name"] == "BatchNormalization"
+    )
+    norm["config"]["epsilon"] = "small"
+
+
+def _raw_config(value):
+    def edit(f, config):
+        f.attrs["model_config"] = value
+        return False
+
+    return edit
+
+
+def _dangling_weight_name(f, config):
+    group = next(g for g in f["model_weights"].values() if len(g.attrs["weight_names"]))
+    group.attrs["weight_names"] = np.array([b"nowhere/kernel:0"])
+    return False
+
+
+def _nan_weight(f, config):
+    group = next(
+        g
+        for name, g in f["model_weights"].items()
+        if name.startswith("conv2d") and len(g.attrs["weight_names"])
+    )
+    kernel = group[group.attrs["weight_names"][0]]
+    kernel[(0,) * kernel.ndim] = np.nan
+    return False
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (_set_layer_entry(3, "conv2d"), "layer 3 of the model graph is not an object"),
+        (_set_layer_entry(0, {"class_name": "InputLayer", "config": [1]}), "not an object"),
+        (_text_input_size, "malformed"),
+        (_set_epsilon, "malformed"),
+        (_raw_config(np.bytes_(b"\xff\xfe{not utf-8")), "not UTF-8"),
+        (_raw_config(np.void(b"\xff\xfe{opaque, not utf-8")), "not UTF-8"),
+        (_raw_config(np.bytes_(b"{not json")), "not JSON"),
+        (_dangling_weight_name, "no such array"),
+        (_nan_weight, "NaN or infinite"),
+    ],
+)
+def test_malformed_files_are_refused_in_one_line(authors_h5, tmp_path, capsys, edit, words):
+    bad = _edited(authors_h5, tmp_path, edit)
+    with pytest.raises(WeightsError, match=words):
+        load_keras_h5(bad)
+    out = tmp_path / "m.pt"
+    assert main(["convert", "keras", str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words.split()[0] in err and "Traceback" not in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.h5"]  # no partial file
+
+
+def test_a_folder_given_as_the_keras_file_is_named_a_folder(tmp_path):
+    with pytest.raises(WeightsError, match="is a folder, not a file"):
+        load_keras_h5(tmp_path)

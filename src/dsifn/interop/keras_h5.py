@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dsifn.errors import WeightsError
+from dsifn.errors import DSIFNError, WeightsError
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
 from dsifn.models.normalization import CAFFE_BGR
 from dsifn.models.vgg import VGG16_LAYOUT
@@ -166,12 +166,21 @@ def _parse_refs(value: Any) -> list[_Ref]:
 
 
 def _parse_graph(config: Mapping[str, Any]) -> _Graph:
+    if not isinstance(config, Mapping) or not isinstance(config.get("layers"), list):
+        raise WeightsError("the model graph is not a Keras functional model (no list of layers)")
     try:
         layers = {}
-        for entry in config["layers"]:
+        for index, entry in enumerate(config["layers"]):
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("config", {}), Mapping):
+                raise WeightsError(
+                    f"layer {index} of the model graph is not an object with a config: "
+                    f"{_short(entry)}"
+                )
             name = entry.get("name") or entry["config"]["name"]
             nodes = [_parse_node(node) for node in entry.get("inbound_nodes", [])]
-            layers[name] = _Layer(name, entry["class_name"], entry.get("config", {}), nodes)
+            layers[str(name)] = _Layer(
+                str(name), str(entry["class_name"]), entry.get("config", {}), nodes
+            )
         return _Graph(
             layers, _parse_refs(config["input_layers"]), _parse_refs(config["output_layers"])
         )
@@ -426,8 +435,31 @@ def plan_from_config(model_config: Mapping[str, Any]) -> KerasPlan:
         The plan: trunk, and per decoder stage (coarsest first) the Keras layer names.
 
     Raises:
-        WeightsError: If the graph is not DSIFN's.
+        WeightsError: If the graph is not DSIFN's, or is malformed (a layer setting of the
+            wrong type, say).
     """
+    if not isinstance(model_config, Mapping):
+        raise WeightsError(f"the model graph is a {type(model_config).__name__}, not an object")
+    try:
+        return _plan_from_config(model_config)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        # The JSON comes from an untrusted file: a value of the wrong type anywhere in it is
+        # a malformed graph, never a bug to report with a traceback.
+        if isinstance(exc, DSIFNError):
+            raise
+        raise WeightsError(
+            "the model graph is malformed: a layer setting is missing or of the wrong type "
+            f"({type(exc).__name__}: {_short(str(exc), 80)})"
+        ) from exc
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _plan_from_config(model_config: Mapping[str, Any]) -> KerasPlan:
     if model_config.get("class_name") not in _MODEL_CLASSES:
         raise WeightsError(
             f"not a Keras functional model (class {model_config.get('class_name')!r})"
@@ -617,6 +649,8 @@ def convert_weights(
                 f"Keras weights {source} have shape {value.shape} (converted), but dsifn's "
                 f"{key} needs {tuple(target.shape)}"
             )
+        if not np.isfinite(value).all():
+            raise WeightsError(f"Keras weights {source} hold NaN or infinite values")
         out[key] = torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype)
 
     def conv(layer: str, key: str, in_order: np.ndarray | list[int] | None = None) -> None:
@@ -706,13 +740,29 @@ def _layer_arrays(group: Any) -> dict[str, KerasLayerWeights]:
     The owner is the name scope before the role ("block1_conv1" in a nested model's
     "block1_conv1/kernel:0"); for a plain layer it is the layer's own scope.
     """
+    import h5py
+
     found: dict[str, KerasLayerWeights] = {}
-    for raw in group.attrs["weight_names"]:
-        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+    layer = str(group.name).rsplit("/", 1)[-1]
+    names = np.atleast_1d(group.attrs["weight_names"])
+    for raw in names:
+        try:
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        except UnicodeDecodeError as exc:
+            raise WeightsError(f"layer {layer!r} has a weight name that is not UTF-8") from exc
+        array = group.get(name)
+        if not isinstance(array, h5py.Dataset):
+            raise WeightsError(
+                f"layer {layer!r} lists weight {name!r}, but the file holds no such array"
+            )
+        try:
+            values = np.asarray(array, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(f"weight {name!r} of layer {layer!r} is not numeric") from exc
         parts = name.split("/")
         role = parts[-1].split(":")[0]
         owner = parts[-2] if len(parts) >= 2 else ""
-        found.setdefault(owner, {})[role] = np.asarray(group[name], dtype=np.float32)
+        found.setdefault(owner, {})[role] = values
     return found
 
 
@@ -733,36 +783,54 @@ def read_keras_h5(
     """
     import h5py
 
-    file = Path(path)
-    if not file.is_file():
-        raise WeightsError(f"Keras file {file} does not exist")
+    from dsifn.io.atomic import check_input_file
+
+    file = check_input_file(path, "Keras file", WeightsError)
     try:
         handle = h5py.File(file, "r")
     except OSError as exc:
-        raise WeightsError(f"{file} is not an HDF5 file ({exc})") from exc
-    with handle:
-        raw = handle.attrs.get("model_config")
-        if raw is None:
-            raise WeightsError(
-                f"{file} has no 'model_config' attribute: it is not a full Keras model file "
-                "(a save_weights file or other HDF5 data); convert the model.save() file"
-            )
-        try:
-            config = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
-        except json.JSONDecodeError as exc:
-            raise WeightsError(f"{file}: model_config is not JSON ({exc})") from exc
-        if not isinstance(config, dict) or "model_weights" not in handle:
-            raise WeightsError(f"{file} holds no Keras model graph with weights")
-        attributes = {
-            key: (v.decode() if isinstance(v, bytes) else str(v))
-            for key in ("keras_version", "backend")
-            if (v := handle.attrs.get(key)) is not None
-        }
-        arrays = {
-            name: _layer_arrays(group)
-            for name, group in handle["model_weights"].items()
-            if "weight_names" in group.attrs
-        }
+        raise WeightsError(f"{file} is not an HDF5 file ({_short(str(exc), 80)})") from exc
+    try:
+        with handle:
+            return _read_open_file(handle, file)
+    except OSError as exc:  # a damaged dataset or attribute, met while reading
+        raise WeightsError(f"{file} is a damaged HDF5 file ({_short(str(exc), 80)})") from exc
+
+
+def _read_open_file(
+    handle: Any, file: Path
+) -> tuple[dict[str, Any], dict[str, dict[str, KerasLayerWeights]], dict[str, str]]:
+    import h5py
+
+    raw = handle.attrs.get("model_config")
+    if raw is None:
+        raise WeightsError(
+            f"{file} has no 'model_config' attribute: it is not a full Keras model file "
+            "(a save_weights file or other HDF5 data); convert the model.save() file"
+        )
+    try:
+        # h5py gives text attributes as str, fixed-length ones as bytes, opaque ones as void.
+        if isinstance(raw, np.void):
+            raw = raw.tobytes()
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        config = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise WeightsError(f"{file}: model_config is not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{file}: model_config is not JSON ({exc})") from exc
+    weights = handle.get("model_weights")
+    if not isinstance(config, dict) or not isinstance(weights, h5py.Group):
+        raise WeightsError(f"{file} holds no Keras model graph with weights")
+    attributes = {
+        key: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+        for key in ("keras_version", "backend")
+        if (v := handle.attrs.get(key)) is not None
+    }
+    arrays = {
+        name: _layer_arrays(group)
+        for name, group in weights.items()
+        if isinstance(group, h5py.Group) and "weight_names" in group.attrs
+    }
     return config, arrays, attributes
 
 
