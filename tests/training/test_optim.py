@@ -46,3 +46,23 @@ def test_early_stopping_counts_rounds_without_f1_gain():
     assert seen == [(True, False), (True, False), (False, False), (False, True), (False, True)]
     assert progress.best_f1 == 0.3 and progress.best_scores == {"f1": 0.3}
     assert _Progress().observe({"f1": 0.0}, patience=None) == (True, False)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fused_adam_only_where_asked_or_on_cuda_and_it_updates_alike(name):
+    def run(fused):
+        torch.manual_seed(0)
+        param = nn.Parameter(torch.randn(64))
+        start = param.detach().clone()
+        optimizer = build_optimizer([param], OptimConfig(optimizer=name, lr=0.1), fused=fused)
+        for _ in range(3):
+            param.grad = torch.sin(param.detach() * 3.0)
+            optimizer.step()
+        assert not torch.allclose(param.detach(), start)  # the steps did move it
+        return optimizer, param.detach()
+
+    auto, loop_result = run(None)  # CPU parameters: not fused
+    assert not auto.defaults["fused"]
+    fused, fused_result = run(True)
+    assert fused.defaults["fused"] is True
+    torch.testing.assert_close(fused_result, loop_result)
