@@ -15,12 +15,14 @@ from PIL import Image
 from dsifn import DSIFN, load_checkpoint, save_checkpoint
 from dsifn.cli.main import main
 from dsifn.data import ChangeDetectionDataset, DataConfig
+from dsifn.metrics import ThresholdSweep
 from dsifn.training.evaluate import (
     difference_scores,
     evaluate,
     evaluate_scorer,
     image_f1,
     resolve_threshold,
+    score_batches,
 )
 from dsifn.training.report import error_map
 
@@ -330,3 +332,43 @@ def test_evaluation_reads_the_data_as_training_did():
         "training": {"data": {"bands": [3, 2, 1], "scale": 4095.0, "nodata": None, "root": "x"}}
     }
     assert _reading_options(model) == {"bands": [3, 2, 1], "scale": 4095.0}
+
+
+def test_scoring_core_counts_once_for_matrix_sweep_and_images():
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for first in (0, 2):
+        batches.append(
+            {
+                "image": torch.rand(2, 2, 3, 8, 8, generator=generator),
+                "mask": (torch.rand(2, 1, 8, 8, generator=generator) > 0.5).float(),
+                "valid": torch.rand(2, 1, 8, 8, generator=generator) > 0.2,
+                "name": [f"p{first}", f"p{first + 1}"],
+            }
+        )
+    seen = []
+    sweep = ThresholdSweep(bins=100)
+    result = score_batches(
+        batches,
+        lambda batch: batch["image"][:, 1, :1],  # a "probability" that is T2's first band
+        threshold=0.3,
+        per_image=True,
+        on_prediction=seen.append,
+        sweep=sweep,
+    )
+    # The textbook counts over the valid pixels of each image.
+    pixels = [
+        (b["image"][i, 1, 0][b["valid"][i, 0]].numpy(), (b["mask"][i, 0] > 0)[b["valid"][i, 0]])
+        for b in batches
+        for i in range(2)
+    ]
+    expected = scores_at([(prob, truth.numpy()) for prob, truth in pixels], 0.3)
+    assert expected["tp"] > 0 and expected["fp"] > 0 and expected["fn"] > 0
+    assert (result.tp, result.fp, result.fn, result.tn) == tuple(
+        expected[k] for k in ("tp", "fp", "fn", "tn")
+    )
+    assert result.images == 4 and [r.name for r in result.per_image] == ["p0", "p1", "p2", "p3"]
+    assert sum(r.fp for r in result.per_image) == result.fp
+    assert sweep.counts_at(0.3) == (result.tp, result.fp, result.fn, result.tn)
+    assert [p.name for p in seen] == ["p0", "p1", "p2", "p3"]
+    assert torch.equal(seen[3].prediction, seen[3].probability > 0.3)

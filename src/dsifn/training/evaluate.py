@@ -8,14 +8,15 @@ checkpoint's ``meta["threshold"]``, else 0.5.
 
 Anything that scores pixels can be evaluated: :func:`evaluate` wraps a model into a
 :data:`Scorer` and hands it to :func:`evaluate_scorer`; the pixel-difference baseline
-(:func:`difference_scores`) is another scorer.
+(:func:`difference_scores`) is another scorer. Evaluation, threshold tuning and validation
+during training all count pixels in one place, :func:`score_batches`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from dsifn.io.checkpoint import model_from_checkpoint, read_checkpoint, save_che
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from dsifn.models.dsifn import DSIFN
 from dsifn.runtime import autocast, resolve_device, resolve_precision
+from dsifn.training.distributed import DistContext, all_reduce_sum
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -45,6 +47,7 @@ __all__ = [
     "image_f1",
     "model_scorer",
     "resolve_threshold",
+    "score_batches",
     "store_threshold",
     "sweep_scorer",
     "tune_threshold",
@@ -249,6 +252,105 @@ def _batches(
             bar.update(len(batch["name"]))
 
 
+def score_batches(
+    batches: Iterable[Mapping[str, Any]],
+    predict: Callable[[Mapping[str, Any]], Tensor],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    per_image: bool = False,
+    on_prediction: Callable[[Prediction], None] | None = None,
+    sweep: ThresholdSweep | None = None,
+    ctx: DistContext | None = None,
+) -> EvaluationResult:
+    """The scoring core: predict every batch and accumulate one confusion matrix.
+
+    ``dsifn evaluate``, threshold tuning and validation during training all score here.
+
+    Args:
+        batches: ``{"image", "mask", "valid", "name"}`` batches (``name`` is needed for
+            ``per_image`` and ``on_prediction`` only).
+        predict: Maps a batch to its (B, 1, H, W) change probabilities, on any device; the
+            reference is moved there.
+        threshold: Probability above which a pixel is change.
+        per_image: Also return each image's counts and scores.
+        on_prediction: Called with every image's :class:`Prediction` (on the CPU).
+        sweep: Also accumulate these histograms, for threshold tuning.
+        ctx: Under DDP, each process scores its own shard; counts, the image count and the
+            sweep are then summed over the processes (per-image results stay local).
+
+    Returns:
+        The scores, counts and threshold over all batches (of all processes).
+    """
+    total = ConfusionMatrix(threshold=threshold)
+    images = 0
+    rows: list[ImageResult] = []
+    for batch in batches:
+        prob = predict(batch).float()
+        mask = batch["mask"].to(prob.device, non_blocking=True)
+        valid = batch["valid"].to(prob.device, non_blocking=True)
+        total.update(prob, mask, valid)
+        if sweep is not None:
+            sweep.update(prob, mask, valid)
+        images += int(mask.shape[0])
+        if per_image or on_prediction is not None:
+            rows += _each_image(batch, prob.cpu(), threshold, on_prediction)
+    if ctx is not None and ctx.distributed:
+        total.all_reduce()
+        if sweep is not None:
+            sweep.all_reduce()
+        images = int(all_reduce_sum(ctx, [float(images)])[0])
+    return EvaluationResult(
+        scores=total.scores(),
+        tp=total.tp,
+        fp=total.fp,
+        fn=total.fn,
+        tn=total.tn,
+        threshold=threshold,
+        images=images,
+        per_image=rows if per_image else None,
+    )
+
+
+def _each_image(
+    batch: Mapping[str, Any],
+    prob: Tensor,
+    threshold: float,
+    on_prediction: Callable[[Prediction], None] | None,
+) -> list[ImageResult]:
+    """Per-image counts of a batch (``prob`` on the CPU), each handed to ``on_prediction``."""
+    mask, valid = batch["mask"].cpu(), batch["valid"].cpu()
+    rows = []
+    for i, name in enumerate(batch["name"]):
+        single = ConfusionMatrix(threshold=threshold)
+        single.update(prob[i : i + 1], mask[i : i + 1], valid[i : i + 1])
+        counts = (single.tp, single.fp, single.fn, single.tn)
+        rows.append(ImageResult(name, *counts, scores=scores_from_confusion(*counts)))
+        if on_prediction is not None:
+            on_prediction(
+                Prediction(
+                    name=name,
+                    image=batch["image"][i].cpu(),
+                    mask=mask[i],
+                    valid=valid[i],
+                    probability=prob[i],
+                    prediction=prob[i].double() > threshold,
+                )
+            )
+    return rows
+
+
+def _scorer_predict(
+    scorer: Scorer, device: torch.device | None
+) -> Callable[[Mapping[str, Any]], Tensor]:
+    """A batch's probabilities from a :data:`Scorer`, brought back to the CPU."""
+    dev = device or torch.device("cpu")
+
+    def predict(batch: Mapping[str, Any]) -> Tensor:
+        return scorer(batch["image"].to(dev)).float().cpu()
+
+    return predict
+
+
 def evaluate_scorer(
     scorer: Scorer,
     dataset: Dataset[Sample],
@@ -279,43 +381,12 @@ def evaluate_scorer(
     Returns:
         The split's scores, counts and threshold.
     """
-    device = device or torch.device("cpu")
-    total = ConfusionMatrix(threshold=threshold)
-    images = 0
-    rows: list[ImageResult] = []
-    for batch in _batches(dataset, batch_size, workers, progress, desc):
-        prob = scorer(batch["image"].to(device)).float().cpu()
-        mask, valid = batch["mask"], batch["valid"]
-        total.update(prob, mask, valid)
-        images += len(batch["name"])
-        if not (per_image or on_prediction):
-            continue
-        for i, name in enumerate(batch["name"]):
-            single = ConfusionMatrix(threshold=threshold)
-            single.update(prob[i : i + 1], mask[i : i + 1], valid[i : i + 1])
-            counts = (single.tp, single.fp, single.fn, single.tn)
-            if per_image:
-                rows.append(ImageResult(name, *counts, scores=scores_from_confusion(*counts)))
-            if on_prediction is not None:
-                on_prediction(
-                    Prediction(
-                        name=name,
-                        image=batch["image"][i],
-                        mask=mask[i],
-                        valid=valid[i],
-                        probability=prob[i],
-                        prediction=prob[i].double() > threshold,
-                    )
-                )
-    return EvaluationResult(
-        scores=total.scores(),
-        tp=total.tp,
-        fp=total.fp,
-        fn=total.fn,
-        tn=total.tn,
+    return score_batches(
+        _batches(dataset, batch_size, workers, progress, desc),
+        _scorer_predict(scorer, device),
         threshold=threshold,
-        images=images,
-        per_image=rows if per_image else None,
+        per_image=per_image,
+        on_prediction=on_prediction,
     )
 
 
@@ -405,10 +476,12 @@ def sweep_scorer(
     Returns:
         ``(threshold, scores)``.
     """
-    device = device or torch.device("cpu")
     sweep = ThresholdSweep(bins=bins)
-    for batch in _batches(dataset, batch_size, workers, progress, desc):
-        sweep.update(scorer(batch["image"].to(device)).float().cpu(), batch["mask"], batch["valid"])
+    score_batches(
+        _batches(dataset, batch_size, workers, progress, desc),
+        _scorer_predict(scorer, device),
+        sweep=sweep,
+    )
     threshold, scores = sweep.best("f1")
     return float(threshold), dict(scores)
 
