@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import DSIFNError, WeightsError
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
 from dsifn.models.normalization import CAFFE_BGR
@@ -886,7 +887,14 @@ def load_keras_h5(path: str | os.PathLike[str]) -> DSIFN:
     state = convert_weights(plan, weights, model.state_dict())
     model.load_state_dict(state, strict=True)
     model.eval()
+    # The authors trained on DSIFN-CD: 8-bit RGB tiles of 512 x 512, read as they are.
+    contract = InputContract(
+        band_count=model.config.in_channels,
+        normalization=model.config.input_normalization,
+        tile_size=plan.input_size,
+    )
     model.checkpoint_meta = {
+        CONTRACT_KEY: contract.to_dict(),
         "source": Path(path).name,
         "preprocessing": "caffe",
         "tile_size": plan.input_size,
