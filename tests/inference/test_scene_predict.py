@@ -273,9 +273,9 @@ def test_band_files_at_several_resolutions_are_stacked_on_the_finest_grid(tmp_pa
 
 @pytest.mark.parametrize("readers", [1, 4])
 def test_any_number_of_reader_threads_gives_the_same_map(scene, tmp_path, monkeypatch, readers):
-    import dsifn.inference.scene as scene_module
+    import dsifn.inference.pipeline as pipeline
 
-    monkeypatch.setattr(scene_module, "READERS", readers)
+    monkeypatch.setattr(pipeline, "READERS", readers)
     out = tmp_path / "change.tif"
     predict_scene(LocalRunner(), scene["t1"], scene["t2"], out, scale=10000, **FAST)
     with rasterio.open(out) as got:

@@ -16,20 +16,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import threading
-from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-import torch
 
 from dsifn._validation import check_choice
 from dsifn._version import __version__
 from dsifn.errors import ConfigError, InputError
+from dsifn.inference.pipeline import normalizer
+from dsifn.inference.pipeline import run_tiles as run_tiles  # re-exported: others import it here
 from dsifn.inference.runner import TileRunner, load_runner
 from dsifn.inference.scaling import (
     Scaling,
@@ -48,17 +46,9 @@ from dsifn.inference.sources import (
     ArraySource,
     RasterSource,
     SceneSource,
-    both_valid,
     check_same_grid,
-    read_scaled,
 )
-from dsifn.inference.tiling import (
-    StripBlender,
-    TileGrid,
-    dihedral_average,
-    pad_tile,
-    tta_transforms,
-)
+from dsifn.inference.tiling import TileGrid
 from dsifn.io.atomic import atomic_path, check_output_path
 
 __all__ = [
@@ -88,8 +78,6 @@ DEFAULT_TILE = 512
 OUTPUT_ROWS = 256
 # GDAL block cache during scene inference, in MiB.
 GDAL_CACHE_MB = 128
-# Threads reading tiles ahead of the model (each with its own file handles).
-READERS = max(1, min(4, os.cpu_count() or 1))
 # Longest side of the decimated read used for the percentile stretch.
 STRETCH_SAMPLE_SIDE = 1024
 
@@ -226,141 +214,6 @@ def choose_scaling(
         values, valid = source.read_decimated(STRETCH_SAMPLE_SIDE)
         samples.append(values[:, valid])
     return percentile_scaling(samples, *stretch)
-
-
-def _predict_batch(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, tta: bool) -> np.ndarray:
-    # (B, C, h, w) normalised tiles -> (B, h, w) probabilities, TTA-averaged if asked.
-    return dihedral_average(lambda a, b, _: runner(a, b), t1, t2, tta_transforms(tta))
-
-
-def _tile_input(
-    source: SceneSource, grid: TileGrid, row: int, col: int, scaling: Scaling
-) -> np.ndarray:
-    # (C, th, tw) scaled [0, 1] tile, padded past the scene; invalid pixels set to 0.
-    h = min(grid.tile_height, grid.height - row)
-    w = min(grid.tile_width, grid.width - col)
-    values = read_scaled(source, row, col, h, w, scaling)
-    return pad_tile(values, grid.tile_height, grid.tile_width)
-
-
-def _normalizer(runner: TileRunner) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
-    # Stacks scaled (C, h, w) tiles into a normalised float32 (B, C, h, w) batch.
-    normalize = runner.normalization
-
-    def norm(batch: Sequence[np.ndarray]) -> np.ndarray:
-        return np.asarray(normalize(torch.from_numpy(np.stack(batch))).numpy(), dtype=np.float32)
-
-    return norm
-
-
-def run_tiles(
-    runner: TileRunner,
-    t1: SceneSource,
-    t2: SceneSource,
-    grid: TileGrid,
-    scaling: Scaling,
-    write_rows: Any,
-    *,
-    batch_size: int = 1,
-    tta: bool = False,
-    progress: bool = True,
-    readers: int | None = None,
-) -> None:
-    """Predict every tile of ``grid`` and hand finished, blended rows to ``write_rows``.
-
-    Args:
-        runner: The model.
-        t1: First date.
-        t2: Second date, on the same grid.
-        grid: Tiles to predict.
-        scaling: Raw values to [0, 1].
-        write_rows: Called as ``write_rows(first_row, values)`` with float32 (n, width)
-            probabilities, NaN where either date is invalid, rows in increasing order.
-        batch_size: Tiles per runner call.
-        tta: Average the 8 flips and rotations.
-        progress: Show a tqdm progress bar over tiles.
-        readers: Threads reading tiles ahead of the model; None: :data:`READERS`.
-    """
-    from tqdm.auto import tqdm
-
-    readers = READERS if readers is None else readers
-    if readers < 1:
-        raise ConfigError(f"readers must be at least 1; got {readers}")
-    blender = StripBlender(grid)
-    norm = _normalizer(runner)
-    jobs = [
-        (row, grid.col_starts[i : i + batch_size])
-        for row in grid.row_starts
-        for i in range(0, len(grid.col_starts), batch_size)
-    ]
-
-    # Reader threads read, scale and normalise the next batches while the model predicts.
-    # A GDAL dataset must not be read by two threads at once: each reader reads through its
-    # own handles (SceneSource.reopen); the original sources are read by the writer only.
-    local = threading.local()
-    reopened: list[SceneSource] = []
-    lock = threading.Lock()
-
-    def load(row: int, cols: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        if not hasattr(local, "pair"):
-            local.pair = (t1.reopen(), t2.reopen())
-            with lock:
-                reopened.extend(s for s in local.pair if s is not t1 and s is not t2)
-        a = [_tile_input(local.pair[0], grid, row, c, scaling) for c in cols]
-        b = [_tile_input(local.pair[1], grid, row, c, scaling) for c in cols]
-        return norm(a), norm(b)
-
-    pending: deque[tuple[tuple[int, Sequence[int]], Future[tuple[np.ndarray, np.ndarray]]]]
-    pending = deque()
-    # Finished rows are masked and written on one writer thread, in order; it is the only
-    # thread that reads the original sources.
-    written: Future[None] | None = None
-    try:
-        with (
-            ThreadPoolExecutor(max_workers=readers, thread_name_prefix="dsifn-read") as pool,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsifn-write") as writer,
-            tqdm(total=len(grid), unit="tile", disable=not progress, desc="dsifn predict") as bar,
-        ):
-            queue = iter(jobs)
-
-            def emit(pieces: Any) -> None:
-                nonlocal written
-                if written is not None:
-                    written.result()  # the previous rows are written (or their error raised)
-                written = writer.submit(_emit, pieces, t1, t2, write_rows)
-
-            def submit_next() -> None:
-                job = next(queue, None)
-                if job is not None:
-                    pending.append((job, pool.submit(load, *job)))
-
-            for _ in range(readers + 1):
-                submit_next()
-            current: int | None = None
-            while pending:
-                (row, cols), future = pending.popleft()
-                a, b = future.result()
-                submit_next()
-                if row != current:
-                    emit(list(blender.start_row(row)))
-                    current = row
-                probability = _predict_batch(runner, a, b, tta)
-                for c, p in zip(cols, probability, strict=True):
-                    blender.add(row, c, p)
-                bar.update(len(cols))
-            emit(list(blender.finish()))
-            assert written is not None
-            written.result()
-    finally:
-        for source in reopened:
-            source.close()
-
-
-def _emit(pieces: Any, t1: SceneSource, t2: SceneSource, write_rows: Any) -> None:
-    # Finished rows, NaN where either date is invalid, to the writer.
-    for first, values in pieces:
-        values[~both_valid(t1, t2, first, values.shape[0])] = np.nan
-        write_rows(first, values)
 
 
 def _work_profile(grid: Any) -> dict[str, Any]:
@@ -694,7 +547,7 @@ def _infer_to_file(
                     t2,
                     grid,
                     scaling,
-                    _normalizer(runner),
+                    normalizer(runner),
                     write_rows,
                     batch_size=opts.batch_size,
                     tta=opts.tta,

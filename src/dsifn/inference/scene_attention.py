@@ -2,7 +2,7 @@
 
 DSIFN's channel attention pools its input over the whole image (a global mean and max per
 channel), so a tile's prediction depends on everything else in the tile, and plain tiling
-(:func:`dsifn.inference.scene.run_tiles`) cannot reproduce what the network would predict for
+(:func:`dsifn.inference.pipeline.run_tiles`) cannot reproduce what the network would predict for
 the scene in one piece. This module can, at a cost of one extra pass over the scene per
 attention stage:
 
@@ -21,7 +21,9 @@ attention stage:
 With fp32 arithmetic the map equals the whole-image prediction to rounding (about 1e-6)
 everywhere, borders included; the tests check this against the network run on the whole image.
 With test-time augmentation each of the 8 flips and rotations of the padded scene gets its own
-descriptors, as the whole padded scene flipped or rotated would.
+descriptors, as the whole padded scene flipped or rotated would. Every pass runs through the
+tile loop of plain tiles (:mod:`dsifn.inference.pipeline`): windows are read ahead on reader
+threads and finished rows written on a writer thread.
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from dsifn.errors import ConfigError, InputError
+from dsifn.inference.pipeline import RowWriter, TileReader
 from dsifn.inference.scaling import Scaling
-from dsifn.inference.sources import SceneSource, both_valid, read_scaled
+from dsifn.inference.sources import SceneSource, read_scaled
 from dsifn.inference.tiling import apply_dihedral, axis_starts, dihedral_average, tta_transforms
 from dsifn.models.dsifn import SIZE_MULTIPLE, Descriptors
 
@@ -50,6 +53,9 @@ __all__ = [
 ]
 
 Span = tuple[int, int, int]  # (window start, core start, core end) along one axis
+Window = tuple[Span, Span]  # a window's row span and column span
+Transform = tuple[int, bool]  # (quarter turns, mirror) of test-time augmentation
+Pooled = dict[Transform, dict[int, Descriptors]]  # scene-wide descriptors by transform, stage
 
 # Default window side: 1024 keeps a core of 448 pixels inside the 288-pixel margins.
 DEFAULT_WINDOW = 1024
@@ -184,11 +190,9 @@ def read_window(
     return np.pad(values, pad, mode="reflect") if any(p[1] for p in pad) else values
 
 
-def _batches(
-    grid: WindowGrid, rows: Sequence[Span], size: int
-) -> Iterator[list[tuple[Span, Span]]]:
-    # Windows of the given window rows, in batches that never cross a row.
-    for row in rows:
+def _batches(grid: WindowGrid, size: int) -> Iterator[list[Window]]:
+    # Every window, row by row, in batches that never cross a row.
+    for row in grid.rows:
         for i in range(0, len(grid.cols), size):
             yield [(row, col) for col in grid.cols[i : i + size]]
 
@@ -205,7 +209,8 @@ def run_scene_attention(
     batch_size: int = 1,
     tta: bool = False,
     progress: bool = True,
-) -> dict[tuple[int, bool], dict[int, Descriptors]]:
+    readers: int | None = None,
+) -> Pooled:
     """Predict a scene exactly as the network would predict it whole, window by window.
 
     Args:
@@ -220,6 +225,8 @@ def run_scene_attention(
         batch_size: Windows per runner call.
         tta: Average the 8 flips and rotations, each with its own scene-wide descriptors.
         progress: Show a progress bar over windows and passes.
+        readers: Threads reading windows ahead of the model; None:
+            :data:`~dsifn.inference.pipeline.READERS`.
 
     Returns:
         The scene-wide descriptors used, by transform and then by stage.
@@ -231,56 +238,95 @@ def run_scene_attention(
             f"window margin {grid.margin} is too narrow for the model's receptive radius "
             f"{runner.receptive_radius}"
         )
-    transforms = tta_transforms(tta)
-    pooled: dict[tuple[int, bool], dict[int, Descriptors]] = {t: {} for t in transforms}
+    pooled: Pooled = {t: {} for t in tta_transforms(tta)}
     stages = runner.attention_stages
-    passes = len(stages) + 1
 
-    def inputs(batch: list[tuple[Span, Span]]) -> tuple[np.ndarray, np.ndarray]:
-        a = [read_window(t1, grid, row[0], col[0], scaling) for row, col in batch]
-        b = [read_window(t2, grid, row[0], col[0], scaling) for row, col in batch]
-        return normalize(a), normalize(b)
+    def read_tile(source: SceneSource, window: Window) -> np.ndarray:
+        return read_window(source, grid, window[0][0], window[1][0], scaling)
 
-    with tqdm(
-        total=len(grid) * passes, unit="window", disable=not progress, desc="dsifn predict"
-    ) as bar:
+    with (
+        TileReader(t1, t2, read_tile, normalize, readers) as reader,
+        tqdm(
+            total=len(grid) * (len(stages) + 1),
+            unit="window",
+            disable=not progress,
+            desc="dsifn predict",
+        ) as bar,
+    ):
         for number, stage in enumerate(stages, start=1):
             bar.set_description(f"dsifn predict: attention {number}/{len(stages)}")
-            sums: dict[tuple[int, bool], Tensor] = {}
-            peaks: dict[tuple[int, bool], Tensor] = {}
-            counts = dict.fromkeys(transforms, 0)
-            for batch in _batches(grid, grid.rows, batch_size):
-                a, b = inputs(batch)
-                masks = np.stack([grid.core_mask(row, col) for row, col in batch])
-                for t in transforms:
-                    total, peak, count = runner.attention_statistics(
-                        apply_dihedral(a, *t),
-                        apply_dihedral(b, *t),
-                        stage,
-                        pooled[t],
-                        apply_dihedral(masks, *t),
-                    )
-                    sums[t] = total if t not in sums else sums[t] + total
-                    peaks[t] = peak if t not in peaks else torch.maximum(peaks[t], peak)
-                    counts[t] += count
-                bar.update(len(batch))
-            for t in transforms:
-                pooled[t][stage] = ((sums[t] / counts[t]).float(), peaks[t])
+            found = _stage_descriptors(runner, reader, grid, stage, pooled, batch_size, bar)
+            for t, descriptors in found.items():
+                pooled[t][stage] = descriptors
         bar.set_description("dsifn predict: change map")
-        for row in grid.rows:
-            strip = np.zeros((row[2] - row[1], grid.padded_width), dtype=np.float32)
-            for batch in _batches(grid, [row], batch_size):
-                a, b = inputs(batch)
-                probability = dihedral_average(
-                    lambda x1, x2, t: runner(x1, x2, pooled[t]), a, b, transforms
-                )
-                for (_, col), p in zip(batch, probability, strict=True):
-                    core = p[row[1] - row[0] : row[2] - row[0], col[1] - col[0] : col[2] - col[0]]
-                    strip[:, col[1] : col[2]] = core
-                bar.update(len(batch))
-            # Every core starts inside the scene: the padding is under 16 rows, cores are more.
-            first, n = row[1], min(row[2], grid.height) - row[1]
-            values = strip[:n, : grid.width]
-            values[~both_valid(t1, t2, first, n)] = np.nan
-            write_rows(first, values)
+        with RowWriter(t1, t2, write_rows) as writer:
+            for rows in _core_rows(runner, reader, grid, pooled, batch_size, bar):
+                writer.put([rows])
     return pooled
+
+
+def _stage_descriptors(
+    runner: AttentionRunner,
+    reader: TileReader[Window],
+    grid: WindowGrid,
+    stage: int,
+    pooled: Pooled,
+    batch_size: int,
+    bar: Any,
+) -> dict[Transform, Descriptors]:
+    # One pass over the scene: the stage's scene-wide (mean, max) per transform, each window
+    # adding its core's channel sums and maxima.
+    sums: dict[Transform, Tensor] = {}
+    peaks: dict[Transform, Tensor] = {}
+    counts = dict.fromkeys(pooled, 0)
+    for batch, (a, b) in reader.read(_batches(grid, batch_size)):
+        masks = np.stack([grid.core_mask(row, col) for row, col in batch])
+        for t in pooled:
+            total, peak, count = runner.attention_statistics(
+                apply_dihedral(a, *t),
+                apply_dihedral(b, *t),
+                stage,
+                pooled[t],
+                apply_dihedral(masks, *t),
+            )
+            sums[t] = total if t not in sums else sums[t] + total
+            peaks[t] = peak if t not in peaks else torch.maximum(peaks[t], peak)
+            counts[t] += count
+        bar.update(len(batch))
+    return {t: ((sums[t] / counts[t]).float(), peaks[t]) for t in pooled}
+
+
+def _core_rows(
+    runner: AttentionRunner,
+    reader: TileReader[Window],
+    grid: WindowGrid,
+    pooled: Pooled,
+    batch_size: int,
+    bar: Any,
+) -> Iterator[tuple[int, np.ndarray]]:
+    # The last pass: each window row's cores as (first scene row, float32 (n, width)), in order.
+    strip = np.zeros((0, grid.padded_width), dtype=np.float32)
+    current: Span | None = None
+    for batch, (a, b) in reader.read(_batches(grid, batch_size)):
+        row = batch[0][0]
+        if row != current:
+            if current is not None:
+                yield _scene_rows(grid, current, strip)
+            current = row
+            strip = np.zeros((row[2] - row[1], grid.padded_width), dtype=np.float32)
+        probability = dihedral_average(
+            lambda x1, x2, t: runner(x1, x2, pooled[t]), a, b, tuple(pooled)
+        )
+        for (_, col), p in zip(batch, probability, strict=True):
+            core = p[row[1] - row[0] : row[2] - row[0], col[1] - col[0] : col[2] - col[0]]
+            strip[:, col[1] : col[2]] = core
+        bar.update(len(batch))
+    if current is not None:
+        yield _scene_rows(grid, current, strip)
+
+
+def _scene_rows(grid: WindowGrid, row: Span, strip: np.ndarray) -> tuple[int, np.ndarray]:
+    # A window row's cores inside the scene. Every core starts inside the scene: the padding
+    # is under 16 rows, cores are more.
+    first = row[1]
+    return first, strip[: min(row[2], grid.height) - first, : grid.width]
