@@ -17,6 +17,7 @@ from dsifn.errors import ConfigError, InputError
 from dsifn.inference import TorchRunner, predict_scene
 from dsifn.inference.scene_attention import WindowGrid, axis_windows
 from dsifn.inference.tiling import DIHEDRAL, apply_dihedral, invert_dihedral
+from dsifn.models import vgg
 
 SCALE = 10000.0  # uint16_scene's reflectances run to 10000
 
@@ -109,9 +110,12 @@ def _calibrated_dsifn(t1: np.ndarray, t2: np.ndarray) -> DSIFN:
     return model.eval()
 
 
-def _whole_image(model: DSIFN, t1: np.ndarray, t2: np.ndarray, tta: bool) -> np.ndarray:
+def _whole_image(
+    model: DSIFN, t1: np.ndarray, t2: np.ndarray, tta: bool, fast: bool = False
+) -> np.ndarray:
     # The network on the whole scene: scaled, each date's nodata set to 0, normalised, padded
-    # by the model; nodata where either date is.
+    # by the model; nodata where either date is. fast: BatchNorm folded into the convolutions,
+    # as TorchRunner runs it by default (the same map, rounded differently).
     norm = model.config.input_normalization
     valid1, valid2 = (t1 != 0).all(axis=0), (t2 != 0).all(axis=0)
     valid = valid1 & valid2
@@ -123,12 +127,10 @@ def _whole_image(model: DSIFN, t1: np.ndarray, t2: np.ndarray, tta: bool) -> np.
     a, b = F.pad(a, pad, mode="reflect").numpy(), F.pad(b, pad, mode="reflect").numpy()
     total = np.zeros(a.shape[2:], dtype=np.float32)
     transforms = DIHEDRAL if tta else ((0, False),)
-    with torch.no_grad():
-        for turns, mirror in transforms:
-            x1 = torch.from_numpy(apply_dihedral(a, turns, mirror))
-            x2 = torch.from_numpy(apply_dihedral(b, turns, mirror))
-            p = torch.sigmoid(model(x1, x2).stride1).numpy()
-            total += invert_dihedral(p, turns, mirror)[0, 0]
+    runner = TorchRunner(model, device="cpu", precision="fp32", fast=fast)
+    for turns, mirror in transforms:
+        p = runner(apply_dihedral(a, turns, mirror), apply_dihedral(b, turns, mirror))
+        total += invert_dihedral(p, turns, mirror)[0, 0]
     out = total[:height, :width] / len(transforms)
     out[~valid] = np.nan
     return out
@@ -198,3 +200,39 @@ def test_scene_attention_needs_a_model_that_can_fix_it(tmp_path):
     with pytest.raises(ConfigError, match="overlap"):
         predict_scene(keras, p1, p2, tmp_path / "c.tif", attention="scene", overlap=8)
     assert not list(tmp_path.glob("?.tif"))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_scene_attention_on_a_grid_of_windows_equals_the_whole_image(tmp_path, monkeypatch, fast):
+    # A little over one 592-px window a side (padded to 608): a 2x2 grid of windows, so corner
+    # windows and a point where four cores meet, which the strips above do not have.
+    # The trunk has an eighth of VGG16's widths: the same layers, pools, channel attention and
+    # receptive radius (all that the windows depend on) at about 1/64 of the cost.
+    narrow = tuple(w if w == "M" else w // 8 for w in vgg.VGG16_LAYOUT)
+    monkeypatch.setattr(vgg, "VGG16_LAYOUT", narrow)
+    height, width = 600, 597
+    t1, t2, (p1, p2) = _scene(tmp_path, height, width)
+    model = _calibrated_dsifn(t1, t2)
+    assert model.receptive_radius() == 275
+    # Folding BatchNorm (fast) moves this map by up to 1.4e-5 at full width: compare each
+    # runner with the whole image computed the same way, so that only tiling can differ.
+    runner = TorchRunner(model, device="cpu", precision="fp32", fast=fast)
+    whole = _whole_image(model, t1, t2, tta=False, fast=fast)
+    assert np.nanstd(whole) > 0.05  # outputs spread out, so an error would show
+
+    result = predict_scene(
+        runner, p1, p2, tmp_path / "scene.tif", attention="scene", tile_size=592, batch_size=2,
+        scale=SCALE, progress=False,
+    )  # fmt: skip
+    grid = WindowGrid.plan(height, width, 592, runner.receptive_radius)
+    assert (len(grid.rows), len(grid.cols)) == (2, 2) and result.tiles == 4
+    tiled = _read(tmp_path / "scene.tif")
+    np.testing.assert_array_equal(np.isnan(tiled), np.isnan(whole))
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5, equal_nan=True)  # README's bound
+
+    # Per-tile attention on the same windows is far off: the comparison can tell.
+    predict_scene(
+        runner, p1, p2, tmp_path / "tile.tif", tile_size=592, overlap=288, scale=SCALE,
+        progress=False,
+    )  # fmt: skip
+    assert np.nanmax(np.abs(_read(tmp_path / "tile.tif") - whole)) > 1e-3
