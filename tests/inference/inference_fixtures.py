@@ -97,3 +97,28 @@ class BandRunner:
 
     def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(t2[:, :1], dtype=np.float32)
+
+
+class AttentionStandIn(LocalRunner):
+    """:class:`LocalRunner` times a scene-wide factor, so scene-wide attention runs its passes.
+
+    One "attention stage" (0) pools |T2 - T1| per channel; the prediction is scaled by the
+    sigmoid of the pooled means' average. Receptive radius 2, as LocalRunner's.
+    """
+
+    attention_stages = (0,)
+    receptive_radius = 2
+
+    def __call__(self, t1: np.ndarray, t2: np.ndarray, pooled: Any = None) -> np.ndarray:
+        out = super().__call__(t1, t2)
+        factor = 1.0 if not pooled else float(torch.sigmoid(pooled[0][0].mean()))
+        return out * np.float32(factor)
+
+    def attention_statistics(
+        self, t1: np.ndarray, t2: np.ndarray, stage: int, pooled: Any, mask: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x = torch.from_numpy(np.abs(t2 - t1))
+        cells = torch.from_numpy(np.ascontiguousarray(mask))[:, None]
+        total = torch.where(cells, x, 0.0).sum(dim=(0, 2, 3), dtype=torch.float64)
+        peak = torch.where(cells, x, -torch.inf).amax(dim=(0, 2, 3))
+        return total, peak, int(cells.sum())
