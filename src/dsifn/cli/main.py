@@ -4,8 +4,9 @@ Each sub-command is a module in :mod:`dsifn.cli.commands` that defines ``NAME``,
 ``add_arguments(parser)`` and ``run(args) -> int``; modules are found at start-up, so adding a
 command is adding a file. Heavy imports belong inside ``run``.
 
-Errors a user can cause (:class:`dsifn.errors.DSIFNError`, missing files, bad values) print one
-line on standard error and exit with status 2; an interrupt exits with 130.
+Errors a user can cause (:class:`dsifn.errors.DSIFNError`, missing files, bad values, an output
+folder that cannot be written, a bad option) print one line on standard error and exit with
+status 2; an interrupt exits with 130.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from dsifn._version import __version__
 from dsifn.cli import commands
@@ -32,9 +35,17 @@ def _command_modules() -> list[ModuleType]:
     return found
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dsifn",
         description="DSIFN change detection for bi-temporal images (Zhang et al., 2020).",
     )
@@ -59,13 +70,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dsifn: interrupted", file=sys.stderr)
         return 130
-    except (DSIFNError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except (DSIFNError, OSError) as exc:
+        if isinstance(exc, OSError) and not _users_os_error(exc):
+            raise
         print(f"dsifn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 
+def _users_os_error(exc: OSError) -> bool:
+    """Whether an OSError is about the user's files and disks (a missing file, a full disk).
+
+    Those carry an errno (or are the file errors dsifn raises itself); other OSErrors are
+    reported with their traceback, as bugs are.
+    """
+    own = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+    return exc.errno is not None or isinstance(exc, (*own, FileExistsError))
+
+
+# torch re-raises an error of a DataLoader worker in the main process as the same exception
+# class, with the worker's whole formatted traceback as its message.
+_TRACEBACK_HEADER = "Traceback (most recent call last):"
+_EXCEPTION_LINE = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?:: (?P<message>.*))?", re.DOTALL)
+
+
+def _original_message(text: str, type_name: str) -> str:
+    """The original exception's message, from a text holding a formatted traceback."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.rstrip().endswith(_TRACEBACK_HEADER)]
+    if not starts:
+        return text
+    tail = lines[starts[-1] + 1 :]  # the last traceback: the error finally raised
+    first = next((i for i, line in enumerate(tail) if line and not line[0].isspace()), None)
+    if first is None:
+        return text
+    found = _EXCEPTION_LINE.fullmatch("\n".join(tail[first:]))
+    if found is None or found["type"].rsplit(".", 1)[-1] != type_name:
+        return "\n".join(tail[first:])
+    return found["message"] or type_name
+
+
 def _one_line(exc: BaseException) -> str:
+    """The error as one line: worker tracebacks dropped, whitespace folded."""
     text = str(exc) or exc.__class__.__name__
+    text = _original_message(text, exc.__class__.__name__)
+    text = re.sub(r"^\[Errno \d+\] ", "", text)  # the same words with and without workers
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
         text = f"{text}: {exc.filename}"
     return " ".join(text.split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, get_args
 
 from dsifn.models.dsifn import Variant
@@ -12,8 +13,24 @@ __all__ = [
     "add_device_options",
     "add_model_options",
     "add_overwrite_option",
+    "finite_float",
     "model_options_from_args",
 ]
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type``: a number, refusing NaN and infinity (``float`` takes both).
+
+    Raises:
+        argparse.ArgumentTypeError: If ``text`` is not a finite number.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dsifn._optional import require
 from dsifn._version import __version__
 from dsifn.errors import ConfigError, InputError, WeightsError
 from dsifn.io.atomic import atomic_path, check_output_path
@@ -166,7 +167,7 @@ def export_onnx(
         OutputExistsError: If ``path`` exists and ``overwrite`` is false.
         WeightsError: If export fails or the exported graph disagrees with PyTorch.
     """
-    import onnx
+    onnx = require("onnx", "onnx", "ONNX export")
 
     if opset < DEFAULT_OPSET:
         raise ConfigError(f"opset must be at least {DEFAULT_OPSET}; got {opset}")
@@ -218,7 +219,7 @@ def _read_metadata(session: Any, path: Path) -> dict[str, Any]:
 
 
 def _providers(device: str) -> list[Any]:
-    import onnxruntime as ort
+    ort = require("onnxruntime", "onnx", "running an ONNX model")
 
     available = ort.get_available_providers()
     has_cuda = "CUDAExecutionProvider" in available
@@ -261,7 +262,7 @@ class OnnxRunner:
     """
 
     def __init__(self, path: str | os.PathLike[str], device: str = "auto") -> None:
-        import onnxruntime as ort
+        ort = require("onnxruntime", "onnx", "running an ONNX model")
 
         file = Path(path)
         if not file.is_file():

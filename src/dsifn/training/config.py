@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import types
 import typing
@@ -477,15 +478,21 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer; got {value!r}")
         return value
     if hint is float:
+        number: float | None = None
         if isinstance(value, str):
             # YAML 1.1 reads `3e-4` (no dot) as text.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        if number is None:
             raise ConfigError(f"{key} must be a number; got {value!r}")
-        return float(value)
+        if not math.isfinite(number):
+            # No setting takes NaN or infinity: a NaN rate or weight would train to NaN.
+            raise ConfigError(f"{key} must be a finite number; got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be text; got {value!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dsifn.cli.options import add_device_options, add_overwrite_option
+from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
 
 # dsifn.benchmark.Mode's values, repeated here so that building the parser does not import torch.
 MODES = ("train", "infer", "scene", "all")
@@ -42,7 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-compile", dest="compile", action="store_false", help="never torch.compile"
     )
     parser.add_argument(
-        "--peak-tflops", type=float, default=None, help="device peak for the fast path's precision"
+        "--peak-tflops",
+        type=finite_float,
+        default=None,
+        help="device peak for the fast path's precision",
     )
     parser.add_argument(
         "--scene-size", type=int, default=2048, help="side of the generated scene [2048]"

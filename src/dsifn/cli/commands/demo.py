@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dsifn.cli.options import add_overwrite_option
+from dsifn.cli.options import add_overwrite_option, finite_float
 
 NAME = "demo"
 HELP = (
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``demo``'s options."""
     parser.add_argument("--out", default="dsifn-demo", help="demo folder [dsifn-demo]")
     parser.add_argument(
-        "--minutes", type=float, default=10.0, help="time budget of the whole demo [10]"
+        "--minutes", type=finite_float, default=10.0, help="time budget of the whole demo [10]"
     )
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N [auto]"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dsifn.cli.options import add_device_options, add_overwrite_option
+from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
 
 NAME = "evaluate"
 HELP = "score a checkpoint on a dataset split: metrics table, metrics.json, masks, HTML report"
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", default="auto", help="dataset layout [auto: detect it]")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=finite_float,
         default=None,
         help="decision threshold on the change probability [the checkpoint's, else 0.5]",
     )

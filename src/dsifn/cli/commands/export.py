@@ -28,17 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and say what the graph takes and returns."""
-    from dsifn.errors import ConfigError
+    from dsifn._optional import require
+    from dsifn.interop.onnx import OUTPUT_NAMES, export_onnx
     from dsifn.io.atomic import check_output_path
     from dsifn.io.checkpoint import load_checkpoint
 
-    check_output_path(args.output, overwrite=args.overwrite)  # before the slow part
-    try:
-        from dsifn.interop.onnx import OUTPUT_NAMES, export_onnx
-    except ImportError as exc:
-        raise ConfigError(
-            f"ONNX export needs the onnx extra (pip install dsifn[onnx]): {exc}"
-        ) from exc
+    # Everything that can be refused is, before the checkpoint is read and the graph traced.
+    check_output_path(args.output, overwrite=args.overwrite)
+    require("onnx", "onnx", "dsifn export")
+    if not args.no_check:
+        require("onnxruntime", "onnx", "dsifn export's check (--no-check skips it)")
     model = load_checkpoint(args.checkpoint)
     export_onnx(
         model, args.output, opset=args.opset, overwrite=args.overwrite, check=not args.no_check

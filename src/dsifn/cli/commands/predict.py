@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dsifn.cli.options import add_device_options, add_overwrite_option
+from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
 
 NAME = "predict"
 HELP = "predict the change map of a pair of scenes (GeoTIFF or PNG/JPEG), tile by tile"
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--polygons", help="also write changed regions (.gpkg or .geojson)")
     io.add_argument(
         "--min-area",
-        type=float,
+        type=finite_float,
         default=0.0,
         help="drop polygons smaller than this, in CRS units squared (m² in UTM) [0]",
     )
@@ -59,13 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="float32 (nodata -1) or uint8 (probability x 254, nodata 255) [float32]",
     )
     out.add_argument(
-        "--threshold", type=float, help="change threshold [the checkpoint's, else 0.5]"
+        "--threshold", type=finite_float, help="change threshold [the checkpoint's, else 0.5]"
     )
     out.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
     data = parser.add_argument_group("input bands and values")
     data.add_argument("--bands", help="1-based bands of each image to use, in order, e.g. 4,3,2")
     data.add_argument(
-        "--scale", type=float, help="divide raw values by this (e.g. 10000 for Sentinel-2 L1C)"
+        "--scale",
+        type=finite_float,
+        help="divide raw values by this (e.g. 10000 for Sentinel-2 L1C)",
     )
     data.add_argument(
         "--stretch",
