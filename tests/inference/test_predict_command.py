@@ -1,4 +1,4 @@
-import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -84,7 +84,7 @@ def test_torch_runner_returns_probabilities_of_the_network(checkpoint):
     ("extra", "message"),
     [
         (["--bands", "1,2"], "band"),
-        (["--bands", "x"], "comma-separated"),
+        (["--bands", "x"], "1-based band numbers"),
         (["--stretch", "5"], "LOW,HIGH"),
         (["--tile-size", "8"], "tile size"),
         (["--threshold", "2"], "threshold"),
@@ -117,16 +117,18 @@ def test_missing_input_and_misaligned_input_exit_2(checkpoint, pair, tmp_path, c
     assert "checkpoint" in _error_line(capsys)
 
 
-def test_onnx_runtime_without_the_runner_is_a_clear_error(pair, tmp_path, capsys):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "auto"])
+def test_onnx_model_without_onnxruntime_names_the_extra(
+    pair, tmp_path, capsys, monkeypatch, runtime
+):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"not onnx")
-    argv = ["predict", "--checkpoint", str(model), "--runtime", "onnxruntime"]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    argv = ["predict", "--checkpoint", str(model), "--runtime", runtime]
     argv += ["--before", str(pair[0]), "--after", str(pair[1]), "--out", str(tmp_path / "o.tif")]
-    code = main(argv)
-    assert code == 2
-    line = _error_line(capsys)
-    if importlib.util.find_spec("dsifn.interop.onnx") is None:
-        assert "pip install dsifn[onnx]" in line
+    assert main(argv) == 2
+    assert "pip install 'dsifn[onnx]'" in _error_line(capsys)
+    assert not (tmp_path / "o.tif").exists()
 
 
 def test_folders_are_paired_by_name(checkpoint, tmp_path, capsys):

@@ -12,8 +12,9 @@ input size, which would be fixed at export time). :class:`OnnxRunner` pads by re
 ``"keras"`` variant takes its fixed size only.
 
 What is needed to use the file sits in its ``metadata_props`` under the key ``"dsifn"``, as
-JSON: model configuration, input normalisation, decision threshold, tile size, size multiple,
-output names and the checkpoint's metadata.
+JSON: the input contract (:mod:`dsifn.contract`: bands, scaling, nodata, normalisation, the
+tile size it trained on, threshold and rule), model configuration, fixed tile size, size
+multiple, output names and the checkpoint's metadata.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from torch import Tensor, nn
 
 from dsifn._optional import require
 from dsifn._version import __version__
+from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import ConfigError, InputError, WeightsError
 from dsifn.io.atomic import atomic_path, check_output_path
-from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE
+from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE, DSIFNConfig
 from dsifn.models.normalization import Normalization
 
 __all__ = ["INPUT_NAMES", "METADATA_KEY", "OUTPUT_NAMES", "OnnxRunner", "export_onnx"]
@@ -41,7 +43,6 @@ INPUT_NAMES = ("t1", "t2")
 OUTPUT_NAMES = tuple(f"prob_stride{s}" for s in (1, 2, 4, 8, 16))
 METADATA_KEY = "dsifn"
 DEFAULT_OPSET = 18  # the lowest opset the dynamo exporter writes natively
-DEFAULT_THRESHOLD = 0.5
 
 
 class _Probabilities(nn.Module):
@@ -68,6 +69,7 @@ def onnx_metadata(model: DSIFN, meta: dict[str, Any] | None = None) -> dict[str,
     cfg = model.config
     recorded = dict(model.checkpoint_meta if meta is None else meta)
     norm = cfg.input_normalization
+    contract = InputContract.from_meta(recorded, cfg)
     return {
         "format": "dsifn-onnx",
         "format_version": 1,
@@ -80,7 +82,8 @@ def onnx_metadata(model: DSIFN, meta: dict[str, Any] | None = None) -> dict[str,
             "reverse_bands": norm.reverse_bands,
         },
         "in_channels": cfg.in_channels,
-        "threshold": float(recorded.get("threshold", DEFAULT_THRESHOLD)),
+        "threshold": contract.threshold,
+        CONTRACT_KEY: contract.to_dict(),
         "tile_size": cfg.input_size,
         "size_multiple": SIZE_MULTIPLE,
         "inputs": list(INPUT_NAMES),
@@ -244,6 +247,17 @@ def _providers(device: str) -> list[Any]:
     raise ConfigError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
 
 
+def _contract(info: dict[str, Any], meta: dict[str, Any]) -> InputContract:
+    # Exports record the contract; older ones are read like older checkpoints.
+    recorded = info.get(CONTRACT_KEY)
+    config = DSIFNConfig.from_dict(info["model_config"])
+    source = {**meta, CONTRACT_KEY: recorded} if recorded is not None else meta
+    try:
+        return InputContract.from_meta(source, config)
+    except ConfigError as exc:
+        raise WeightsError(f"the model's dsifn metadata is malformed: {exc}") from exc
+
+
 class OnnxRunner:
     """Runs an ONNX model exported by :func:`export_onnx` on onnxruntime (a ``TileRunner``).
 
@@ -258,6 +272,7 @@ class OnnxRunner:
         normalization: To apply to [0, 1] images before calling.
         threshold: Decision threshold recorded at export.
         meta: The checkpoint metadata recorded at export.
+        contract: The input contract recorded at export.
         info: The whole ``dsifn`` metadata entry.
     """
 
@@ -282,8 +297,9 @@ class OnnxRunner:
         self.in_channels: int = int(self.info["in_channels"])
         size = self.info.get("tile_size")
         self.tile_size: int | None = None if size is None else int(size)
-        self.threshold: float = float(self.info.get("threshold", DEFAULT_THRESHOLD))
         self.meta: dict[str, Any] = dict(self.info.get("meta", {}))
+        self.contract = _contract(self.info, self.meta)
+        self.threshold: float = self.contract.threshold
         self.multiple = int(self.info.get("size_multiple", SIZE_MULTIPLE))
 
     def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:

@@ -12,18 +12,15 @@ from dsifn.cli.options import add_device_options, add_overwrite_option, finite_f
 NAME = "predict"
 HELP = "predict the change map of a pair of scenes (GeoTIFF or PNG/JPEG), tile by tile"
 
-# Files taken from --before-dir / --after-dir.
-PAIR_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``predict``'s options."""
     parser.add_argument("--checkpoint", required=True, help="dsifn checkpoint (or .onnx model)")
     parser.add_argument(
         "--runtime",
-        default="torch",
-        choices=("torch", "onnxruntime"),
-        help="run a dsifn checkpoint with torch, or an exported ONNX model [torch]",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="how to run the model [auto: onnxruntime for .onnx files, else torch]",
     )
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument(
@@ -59,10 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="float32 (nodata -1) or uint8 (probability x 254, nodata 255) [float32]",
     )
     out.add_argument(
-        "--threshold", type=finite_float, help="change threshold [the checkpoint's, else 0.5]"
+        "--threshold",
+        type=finite_float,
+        help="change where probability > threshold [the model's recorded one, else 0.5]",
     )
     out.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
-    data = parser.add_argument_group("input bands and values")
+    data = parser.add_argument_group(
+        "input bands and values (each defaults to what the model recorded in training)"
+    )
     data.add_argument("--bands", help="1-based bands of each image to use, in order, e.g. 4,3,2")
     data.add_argument(
         "--scale",
@@ -70,9 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="divide raw values by this (e.g. 10000 for Sentinel-2 L1C)",
     )
     data.add_argument(
-        "--stretch",
-        help="per-band percentile stretch LOW,HIGH from both dates (default for non-8-bit data: "
-        "2,98)",
+        "--stretch", help="per-band percentile stretch LOW,HIGH computed from both dates"
     )
     data.add_argument(
         "--align", action="store_true", help="resample T2 onto T1's grid instead of refusing"
@@ -116,13 +115,14 @@ def _numbers(text: str | None, name: str, kind: type) -> tuple[Any, ...] | None:
 
 def _pairs(before_dir: Path, after_dir: Path) -> tuple[list[str], list[str], list[str]]:
     from dsifn.errors import InputError
+    from dsifn.io.images import IMAGE_SUFFIXES
 
     for folder in (before_dir, after_dir):
         if not folder.is_dir():
             raise InputError(f"{folder} is not a folder")
 
     def names(folder: Path) -> set[str]:
-        return {p.name for p in folder.iterdir() if p.suffix.lower() in PAIR_SUFFIXES}
+        return {p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
 
     first, second = names(before_dir), names(after_dir)
     return sorted(first & second), sorted(first - second), sorted(second - first)
@@ -134,11 +134,12 @@ def run(args: argparse.Namespace) -> int:
     from dsifn.inference.runner import load_runner
     from dsifn.inference.scene import SceneOptions, predict_scene
     from dsifn.io.atomic import check_output_path
+    from dsifn.io.images import PILLOW_SUFFIXES, parse_bands
 
     stretch = _numbers(args.stretch, "--stretch", float)
     if stretch is not None and len(stretch) != 2:
         raise ConfigError(f"--stretch takes LOW,HIGH; got {args.stretch!r}")
-    bands = _numbers(args.bands, "--bands", int)
+    bands = None if args.bands is None else parse_bands(args.bands, "--bands")
     options: dict[str, Any] = {
         "tile_size": args.tile_size,
         "overlap": args.overlap,
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         if not matched:
             raise InputError(f"no file names in {before_dir} match names in {after_dir}")
         for name in matched:
-            plain = Path(name).suffix.lower() in (".png", ".jpg", ".jpeg")
+            plain = Path(name).suffix.lower() in PILLOW_SUFFIXES
             out = out_dir / (Path(name).stem + (".png" if plain else ".tif"))
             jobs.append((before_dir / name, after_dir / name, out))
     for *_, out in jobs:
