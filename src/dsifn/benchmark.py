@@ -1,9 +1,12 @@
 """Measuring speed: the baseline and the fast path side by side, in one run.
 
 The **baseline** runs the network as the authors' code does: eager PyTorch, float32, NCHW, no
-BatchNorm folding, no compilation. The **fast path** is what dsifn does by default
-(:mod:`dsifn.fast`): channels_last, bf16 autocast where the hardware has it, BatchNorm folded
-for inference, ``torch.compile`` where its start-up pays off. Both are timed in the same
+BatchNorm folding, no compilation, Adam's plain loop. The **fast path** is what dsifn does by
+default on the device. For inference (:mod:`dsifn.fast`): channels_last, bf16 autocast where
+the hardware has it, BatchNorm folded, ``torch.compile`` where its start-up pays off. For
+training, both paths are the :class:`~dsifn.training.step.TrainStep` that ``dsifn train``
+runs, the fast one with ``dsifn train``'s defaults (layout, precision, fused Adam on CUDA;
+compiled only with ``--compile``, as ``run.compile``). Both are timed in the same
 process, in alternating rounds, and the medians are compared, so a machine whose load changes
 during the run slows both alike.
 
@@ -34,17 +37,18 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from dsifn._validation import check_choice
 from dsifn._version import __version__
 from dsifn.errors import ConfigError
-from dsifn.fast import FastInferenceModel, optimize_for_inference, prepare_for_training
+from dsifn.fast import FastInferenceModel, optimize_for_inference
 from dsifn.flops import forward_flops
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.models.dsifn import DSIFN
-from dsifn.runtime import Precision, autocast, resolve_device, resolve_precision
+from dsifn.runtime import Precision, resolve_device, resolve_precision
+from dsifn.training.step import TrainStep
 
 __all__ = [
     "PEAK_TFLOPS",
@@ -338,75 +342,55 @@ def _case(
     )
 
 
-def _inputs(
-    batch: int, bands: int, size: int, device: torch.device, seed: int, channels_last: bool
-) -> tuple[Tensor, Tensor, Tensor]:
+def _pairs(
+    batch: int, bands: int, size: int, device: torch.device, seed: int
+) -> tuple[Tensor, Tensor]:
+    """Normalised-looking (B, C, H, W) inputs for both dates, NCHW."""
     generator = torch.Generator().manual_seed(seed)
     t1 = torch.randn(batch, bands, size, size, generator=generator)
     t2 = torch.randn(batch, bands, size, size, generator=generator)
-    target = (torch.rand(batch, 1, size, size, generator=generator) > 0.9).float()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return (
-        t1.to(device).contiguous(memory_format=fmt),
-        t2.to(device).contiguous(memory_format=fmt),
-        target.to(device),
-    )
+    return t1.to(device), t2.to(device)
 
 
-class _TrainStep:
-    """One optimisation step (forward, deep-supervision loss, backward, Adam).
+def _train_batch(
+    batch: int, bands: int, size: int, device: torch.device, seed: int
+) -> dict[str, Tensor]:
+    """A batch as the training loader gives it: pairs in [0, 1], a 0/1 mask, all valid."""
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.rand(batch, 2, bands, size, size, generator=generator)
+    mask = (torch.rand(batch, 1, size, size, generator=generator) > 0.9).float()
+    valid = torch.ones(batch, 1, size, size, dtype=torch.bool)
+    return {"image": image.to(device), "mask": mask.to(device), "valid": valid.to(device)}
 
-    It also counts non-finite losses (on the device, without a sync per step) so a fast path
-    that trains on NaNs is reported, not timed as if it worked.
+
+class _Timed:
+    """Runs a :class:`~dsifn.training.step.TrainStep` on one fixed batch, for timing.
+
+    The step counts non-finite losses on the device (no sync per step), so a fast path that
+    trains on NaNs is reported, not timed as if it worked.
     """
 
-    def __init__(
-        self,
-        module: nn.Module,
-        model: nn.Module,
-        inputs: tuple[Tensor, Tensor, Tensor],
-        device: torch.device,
-        precision: str,
-        fused: bool,
-    ) -> None:
-        self.module = module
-        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.inputs = inputs
-        self.device = device
-        self.precision = precision
-        self.loss = DeepSupervisionLoss()
-        parameters = [p for _, p in self.named]
-        self.optimizer = torch.optim.Adam(parameters, lr=1e-4, fused=fused or None)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    def __init__(self, step: TrainStep, batch: dict[str, Tensor]) -> None:
+        self.step = step
+        self.batch = batch
         self.calls = 0
-        self.nonfinite = torch.zeros((), dtype=torch.int64, device=device)
         self.first_loss: Tensor | None = None
 
     def __call__(self) -> None:
-        t1, t2, target = self.inputs
-        with autocast(self.device, self.precision):
-            out = self.module(t1, t2)
-        loss = self.loss(out, target)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        detached = loss.detach()
-        self.nonfinite += (~torch.isfinite(detached)).long()
+        loss = self.step(self.batch).loss
         if self.first_loss is None:
-            self.first_loss = detached
+            self.first_loss = loss
         self.calls += 1
 
     def health(self) -> dict[str, Any]:
         """Steps run, non-finite losses, and parameters with non-finite gradients or values."""
-        bad_grads = [
-            n for n, p in self.named if p.grad is not None and not torch.isfinite(p.grad).all()
-        ]
-        bad_params = [n for n, p in self.named if not torch.isfinite(p).all()]
+        named = [(n, p) for n, p in self.step.net.named_parameters() if p.requires_grad]
+        bad_grads = [n for n, p in named if p.grad is not None and not torch.isfinite(p.grad).all()]
+        bad_params = [n for n, p in named if not torch.isfinite(p).all()]
         return {
             "steps": self.calls,
             "first_loss": None if self.first_loss is None else float(self.first_loss),
-            "nonfinite_losses": int(self.nonfinite),
+            "nonfinite_losses": int(self.step.nonfinite_losses),
             "nonfinite_grads": bad_grads[:10],
             "nonfinite_grad_count": len(bad_grads),
             "nonfinite_params": len(bad_params),
@@ -476,6 +460,17 @@ def _switching(step: Callable[[], object], cudnn_benchmark: bool) -> Callable[[]
     return run
 
 
+def _train_description(step: TrainStep, compiled: bool) -> str:
+    parts = ["channels_last" if step.channels_last else "NCHW", step.precision]
+    if compiled:
+        parts.append("torch.compile")
+    if step.device.type == "cuda":
+        parts.append("cudnn.benchmark")
+    fused = bool(step.optimizer.defaults.get("fused"))
+    parts.append("fused Adam" if fused else "Adam")
+    return ", ".join(parts)
+
+
 def _measure_training(
     base_model: DSIFN,
     config: BenchmarkConfig,
@@ -484,57 +479,59 @@ def _measure_training(
     compiled: bool,
     batch: int,
 ) -> list[CaseResult]:
-    bands = base_model.config.in_channels
-    baseline = copy.deepcopy(base_model).to(device).train()
-    fast_model = copy.deepcopy(base_model).train()
-    fast_module, _ = prepare_for_training(
-        fast_model, device=device, precision=precision, channels_last=True, compile=compiled
-    )
-    nchw = _inputs(batch, bands, config.size, device, config.seed, channels_last=False)
-    nhwc = tuple(x.contiguous(memory_format=torch.channels_last) for x in nchw)
-    fused = device.type == "cuda"
-    base_step = _TrainStep(baseline, baseline, nchw, device, "fp32", fused=False)
-    fast_step = _TrainStep(
-        fast_module, fast_model, (nhwc[0], nhwc[1], nhwc[2]), device, precision, fused=fused
-    )
+    """Time ``dsifn train``'s step: as the authors' code runs, and as dsifn train runs it."""
+    from dsifn.training.config import TrainConfig
+
+    defaults = TrainConfig()  # the loss and optimiser dsifn train uses unless told otherwise
+    data = _train_batch(batch, base_model.config.in_channels, config.size, device, config.seed)
+
+    def step(**options: Any) -> TrainStep:
+        net = copy.deepcopy(base_model).train()
+        return TrainStep(
+            net,
+            loss=defaults.loss,
+            optim=defaults.optim,
+            device=device,
+            check_finite=False,
+            **options,
+        )
+
+    base_step = step(precision="fp32", channels_last=False, fused=False)
+    # The fast path: what dsifn train does by default here (layout, fused Adam: automatic).
+    fast_step = step(precision=precision, compile=compiled)
+    timed = {"baseline": _Timed(base_step, data), "fast": _Timed(fast_step, data)}
     steps = {
-        "baseline": _switching(base_step, cudnn_benchmark=False),
-        "fast": _switching(fast_step, cudnn_benchmark=True),
+        "baseline": _switching(timed["baseline"], cudnn_benchmark=False),
+        "fast": _switching(timed["fast"], cudnn_benchmark=True),
     }
     times, warm = _interleaved(steps, config, device)
-    flops = training_step_flops(baseline, nchw)
-    peak = device_peak_tflops(device, "fp32")
-    fast_peak = config.peak_tflops or device_peak_tflops(device, precision)
-    results = [
-        _case(
+    t1, t2, mask, _ = base_step.inputs(data)
+    flops = training_step_flops(base_step.net, (t1, t2, mask))
+    descriptions = {
+        "baseline": _train_description(base_step, False),
+        "fast": _train_description(fast_step, compiled),
+    }
+    peaks = {
+        "baseline": config.peak_tflops or device_peak_tflops(device, "fp32"),
+        "fast": config.peak_tflops or device_peak_tflops(device, fast_step.precision),
+    }
+    results = []
+    for path in ("baseline", "fast"):
+        case = _case(
             "train",
-            "baseline",
-            "eager fp32 NCHW, Adam",
+            path,
+            descriptions[path],
             batch=batch,
             size=config.size,
-            times=times["baseline"],
-            warmup=warm["baseline"],
-            memory=_peak_of(steps["baseline"], device),
+            times=times[path],
+            warmup=warm[path],
+            memory=_peak_of(steps[path], device),
             flops=flops,
-            peak=config.peak_tflops or peak,
-        ),
-        _case(
-            "train",
-            "fast",
-            _path_description(device, precision, compiled, fold=False)
-            + (", fused Adam" if fused else ""),
-            batch=batch,
-            size=config.size,
-            times=times["fast"],
-            warmup=warm["fast"],
-            memory=_peak_of(steps["fast"], device),
-            flops=flops,
-            peak=fast_peak,
-        ),
-    ]
-    results[0].extra = base_step.health()
-    results[1].extra = fast_step.health()
-    del steps, base_step, fast_step, baseline, fast_model, fast_module
+            peak=peaks[path],
+        )
+        case.extra = timed[path].health()
+        results.append(case)
+    del steps, timed, base_step, fast_step
     _free(device)
     return results
 
@@ -553,7 +550,7 @@ def _measure_inference(
 ) -> list[CaseResult]:
     bands = base_model.config.in_channels
     baseline = copy.deepcopy(base_model).to(device).eval()
-    t1, t2, _ = _inputs(batch, bands, config.size, device, config.seed, channels_last=False)
+    t1, t2 = _pairs(batch, bands, config.size, device, config.seed)
 
     def run_baseline() -> None:
         with torch.inference_mode():

@@ -70,10 +70,11 @@ def test_run_directory_contents_checkpoints_and_step_limit(tmp_path, levir):
     run = tmp_path / "run"
     (run / "tensorboard").mkdir(parents=True)
     (run / "best.pt").write_text("stale, from an earlier run")
-    # Two batches summed into the one step of the epoch; also the NHWC and clipping paths.
-    # (bf16 autocast works on the CPU too, but is emulated, and slow, without AMX / AVX512-BF16.)
+    # Two batches summed into the one step of the epoch; also the clipping path and the NCHW
+    # opt-out (NHWC is the default). bf16 autocast works on the CPU too, but is emulated, and
+    # slow, without AMX / AVX512-BF16; the fixtures train in fp32.
     overrides = ("optim.accumulate=2", "optim.grad_clip=1.0", "schedule.max_steps=1")
-    more = ("run.channels_last=true", "schedule.scheduler=plateau")
+    more = ("run.channels_last=false", "schedule.scheduler=plateau")
     result = train(tiny_config(levir, *overrides, *more), run, overwrite=True, progress=False)
     assert result.stop_reason == "max_steps"
     assert {p.name for p in run.iterdir()} == {
@@ -134,12 +135,12 @@ def test_user_errors_are_our_exceptions(tmp_path, levir, override, error, match)
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path, levir, monkeypatch):
     from dsifn.losses import DeepSupervisionLoss
-    from dsifn.training import engine
+    from dsifn.training import step
 
     class Exploding(DeepSupervisionLoss):
         def forward(self, outputs, target, valid=None):
             return super().forward(outputs, target, valid) * float("nan")
 
-    monkeypatch.setattr(engine, "DeepSupervisionLoss", Exploding)
+    monkeypatch.setattr(step, "DeepSupervisionLoss", Exploding)
     with pytest.raises(DSIFNError, match=r"loss is not finite \(nan\) at step 1 of epoch 1"):
         train(tiny_config(levir), tmp_path / "run", progress=False)

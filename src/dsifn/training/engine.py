@@ -19,7 +19,6 @@ run would have done (bitwise on the CPU with ``run.deterministic``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import shutil
@@ -33,17 +32,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from dsifn.data import ChangeDetectionDataset, DetectedLayout, check_splits, detect_layout
-from dsifn.errors import CheckpointError, ConfigError, DataError, DSIFNError, OutputExistsError
+from dsifn.errors import CheckpointError, ConfigError, DataError, OutputExistsError
 from dsifn.io.checkpoint import model_with_weights, read_checkpoint, save_checkpoint
-from dsifn.losses import DeepSupervisionLoss
 from dsifn.metrics import ConfusionMatrix
 from dsifn.models.dsifn import DSIFN
 from dsifn.models.vgg import fetch_encoder_weights
-from dsifn.runtime import autocast, resolve_device, resolve_precision
+from dsifn.runtime import resolve_device
 from dsifn.training.config import TrainConfig
 from dsifn.training.distributed import (
     DistContext,
@@ -55,9 +53,11 @@ from dsifn.training.distributed import (
     gather_objects,
     setup_distributed,
 )
+from dsifn.training.evaluate import score_batches
 from dsifn.training.logs import MetricsLog, plot_curves
-from dsifn.training.optim import build_optimizer, build_scheduler
+from dsifn.training.optim import build_scheduler
 from dsifn.training.state import capture_rng, restore_rng, seed_everything
+from dsifn.training.step import StepResult, TrainStep
 
 __all__ = ["RUN_FILES", "Callback", "TrainResult", "train"]
 
@@ -233,12 +233,8 @@ class _Trainer:
         self.run_dir = run_dir
         self.ctx = ctx
         self.device = device
-        self.precision = resolve_precision(config.run.precision, device)
         self.progress = progress and ctx.is_main
         self.callbacks = tuple(callbacks)
-        self.memory_format = (
-            torch.channels_last if config.run.channels_last else torch.contiguous_format
-        )
         self.log: MetricsLog | None = None
 
     # ----------------------------------------------------------------- set-up
@@ -347,29 +343,20 @@ class _Trainer:
             net = DSIFN(cfg.model)
         if ctx.rank:
             seed_everything(cfg.run.seed + ctx.rank)  # dropout differs between ranks
-        net.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
-        self.net = net
-        model: nn.Module = net
-        if ctx.distributed:
-            model = nn.parallel.DistributedDataParallel(
-                net, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        if cfg.run.compile:
-            model = torch.compile(model)  # type: ignore[assignment]
-        self.model = model
-
-        params = [p for p in net.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(params, cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        loss = cfg.loss
-        self.loss_fn = DeepSupervisionLoss(
-            weights=loss.weights,
-            target_mode=loss.target_mode,
-            pos_weight=loss.pos_weight,
-            bce_weight=loss.bce_weight,
-            dice_weight=loss.dice_weight,
+        self.step = TrainStep(
+            net,
+            loss=cfg.loss,
+            optim=cfg.optim,
+            device=self.device,
+            precision=cfg.run.precision,
+            channels_last=cfg.run.channels_last,
+            compile=cfg.run.compile,
+            ctx=ctx,
         )
+        self.net = net
+        self.optimizer = self.step.optimizer
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
+        self.scaler = self.step.scaler
 
         cuda = self.device.type == "cuda"
         workers = cfg.run.num_workers
@@ -459,7 +446,7 @@ class _Trainer:
         every = cfg.validation.every_steps
         # A resumed run may already be past a step limit (a longer `epochs` continues it).
         reason = self._limit_reason() if self._limit_reached() else ""
-        self.model.train()
+        self.step.module.train()
         while not reason and state.epoch < cfg.schedule.epochs:
             for _ in self._epoch_steps():
                 # The last batch of an epoch always ends an optimiser step, so the epoch is
@@ -512,7 +499,6 @@ class _Trainer:
         """Train through the rest of the current epoch, yielding after each optimiser step."""
         cfg = self.config
         state = self.state
-        accumulate = cfg.optim.accumulate
         self.train_set.set_epoch(state.epoch)
         self.sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * cfg.run.batch_size)
         bar = _bar(
@@ -521,23 +507,17 @@ class _Trainer:
             initial=state.batch_in_epoch,
             desc=f"epoch {state.epoch + 1}/{cfg.schedule.epochs}",
         )
-        micro = 0
         try:
             for batch in self.train_loader:
-                micro += 1
                 state.batch_in_epoch += 1
-                boundary = micro % accumulate == 0 or state.batch_in_epoch >= self.batches_per_epoch
-                sync = (
-                    contextlib.nullcontext()
-                    if boundary or not self.ctx.distributed
-                    else self.model.no_sync()  # type: ignore[operator]
+                out = self.step(
+                    batch,
+                    flush=state.batch_in_epoch >= self.batches_per_epoch,
+                    where=f" at step {state.step + 1} of epoch {state.epoch + 1}",
                 )
-                with sync:
-                    self._forward_backward(batch, accumulate)
+                self._record(out)
                 bar.update(1)
-                if boundary:
-                    self._optimizer_step()
-                    micro = 0
+                if out.stepped:
                     state.step += 1
                     bar.set_postfix(
                         loss=f"{self._loss_sum / max(self._loss_count, 1):.4f}",
@@ -549,46 +529,13 @@ class _Trainer:
         finally:
             bar.close()
 
-    def _inputs(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        image = batch["image"].to(self.device, non_blocking=True)  # (B, 2, C, H, W) in [0, 1]
-        norm = self.net.config.input_normalization
-        t1 = norm(image[:, 0]).contiguous(memory_format=self.memory_format)
-        t2 = norm(image[:, 1]).contiguous(memory_format=self.memory_format)
-        mask = batch["mask"].to(self.device, non_blocking=True)  # (B, 1, H, W)
-        valid = batch["valid"].to(self.device, non_blocking=True)  # (B, 1, H, W) bool
-        return t1, t2, mask, valid
-
-    def _forward_backward(self, batch: Mapping[str, Any], accumulate: int) -> None:
-        t1, t2, mask, valid = self._inputs(batch)
-        with autocast(self.device, self.precision):
-            outputs = self.model(t1, t2)
-        loss = self.loss_fn(outputs, mask, valid)  # float32 whatever the autocast dtype
-        value = float(loss.detach())
-        # Collective, so that every process stops at the same step rather than hanging.
-        bad = all_reduce_sum(self.ctx, [0.0 if math.isfinite(value) else 1.0])[0]
-        if bad:
-            state = self.state
-            raise DSIFNError(
-                f"the training loss is not finite ({value}) at step {state.step + 1} of epoch "
-                f"{state.epoch + 1}: lower optim.lr, set optim.grad_clip, use "
-                "run.precision=fp32 or turn run.compile off"
-            )
-        self.scaler.scale(loss / accumulate).backward()
-        with torch.no_grad():
-            count = int(mask.shape[0])
-            self._loss_sum += value * count
-            self._loss_count += count
-            self._train_cm.update(torch.sigmoid(outputs[0].detach().float()), mask, valid)
-
-    def _optimizer_step(self) -> None:
-        clip = self.config.optim.grad_clip
-        if clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            params = [p for p in self.net.parameters() if p.requires_grad]
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+    @torch.no_grad()
+    def _record(self, out: StepResult) -> None:
+        """Add a training batch's loss and predictions to the round's training scores."""
+        count = int(out.mask.shape[0])
+        self._loss_sum += float(out.loss) * count
+        self._loss_count += count
+        self._train_cm.update(torch.sigmoid(out.logits.float()), out.mask, out.valid)
 
     def _reset_train_stats(self) -> None:
         self._loss_sum = 0.0
@@ -597,28 +544,29 @@ class _Trainer:
 
     # ------------------------------------------------------------ validation
 
-    @torch.no_grad()
     def _validate(self) -> tuple[dict[str, float], float]:
+        """Scores and mean loss of the validation split, each process scoring its shard."""
         net = self.net
         net.eval()
-        cm = ConfusionMatrix(self.config.validation.threshold)
         loss_sum, count = 0.0, 0
-        bar = _bar(self.progress, total=len(self.val_loader), desc="validation", leave=False)
+
+        def predict(batch: Mapping[str, Any]) -> Tensor:
+            nonlocal loss_sum, count
+            prob, loss = self.step.evaluate(batch)
+            loss_sum += float(loss) * int(prob.shape[0])
+            count += int(prob.shape[0])
+            return prob
+
+        bar = _bar(self.progress, iterable=self.val_loader, desc="validation", leave=False)
         try:
-            for batch in self.val_loader:
-                t1, t2, mask, valid = self._inputs(batch)
-                with autocast(self.device, self.precision):
-                    outputs = net(t1, t2)
-                loss_sum += float(self.loss_fn(outputs, mask, valid)) * int(mask.shape[0])
-                count += int(mask.shape[0])
-                cm.update(torch.sigmoid(outputs.stride1.float()), mask, valid)
-                bar.update(1)
+            result = score_batches(
+                bar, predict, threshold=self.config.validation.threshold, ctx=self.ctx
+            )
         finally:
             bar.close()
             net.train()
-        cm.all_reduce()
         loss_sum, count_f = all_reduce_sum(self.ctx, [loss_sum, float(count)])
-        return cm.scores(), loss_sum / max(count_f, 1.0)
+        return result.scores, loss_sum / max(count_f, 1.0)
 
     def _round(self, final_reason: str = "") -> str:
         """Validate, update schedule and best, save, log; return a stop reason or ""."""
