@@ -119,3 +119,12 @@ def test_config_file_errors(tmp_path):
     listed.write_text("- 1\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(listed)
+
+
+def test_memory_layout_is_automatic_unless_opted_out():
+    assert TrainConfig().run.channels_last is None  # the step picks: NHWC on CUDA and CPUs
+    assert load_config("default").run.channels_last is None
+    assert load_config("default", ["run.channels_last=false"]).run.channels_last is False
+    assert load_config("default", ["run.channels_last=null"]).run.channels_last is None
+    with pytest.raises(ConfigError, match="channels_last"):
+        load_config("default", ["run.channels_last=sometimes"])

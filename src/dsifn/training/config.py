@@ -181,8 +181,8 @@ class RunConfig:
     batch_size: int = 8  # training pairs per batch and per process (not given by the paper)
     num_workers: int = 2  # DataLoader worker processes per training process
     device: str = "auto"  # auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)
-    precision: str = "auto"  # auto, fp32, bf16 or fp16 (fp16 on CUDA only, with loss scaling)
-    channels_last: bool = False  # NHWC memory layout: faster convolutions on recent GPUs
+    precision: str = "auto"  # auto (bf16 where native, else fp32), fp32, bf16 or fp16 (CUDA)
+    channels_last: bool | None = None  # NHWC layout; None: on for CUDA and CPUs (measured)
     compile: bool = False  # torch.compile the model; opt-in (see the note above)
     deterministic: bool = False  # deterministic kernels (slower); needed for bitwise resume
     tensorboard: bool = True  # write TensorBoard events when tensorboard is installed
