@@ -258,7 +258,7 @@ def test_bad_checkpoint_and_missing_data(workspace, tmp_path, capsys):
     junk.write_text("not a checkpoint")
     assert run_cli("--checkpoint", str(junk), "--data", str(workspace["data"])) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a readable PyTorch checkpoint" in err[0]
+    assert len(err) == 1 and "not a file written by torch.save" in err[0]
     assert run_cli("--checkpoint", str(tmp_path / "none.pt"), "--data", str(workspace["data"])) == 2
     assert "does not exist" in capsys.readouterr().err
     missing = tmp_path / "nodata"
