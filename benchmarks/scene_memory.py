@@ -31,6 +31,7 @@ from rasterio.windows import Window
 from torch import nn
 
 from dsifn import DSIFN
+from dsifn.contract import InputContract
 from dsifn.inference.runner import TorchRunner
 from dsifn.inference.scene import predict_scene
 from dsifn.models.normalization import Normalization
@@ -80,6 +81,7 @@ class LocalStandIn:
         self.tile_size = None
         self.normalization = Normalization(mean=(0.5,) * 3, std=(0.25,) * 3)
         self.threshold = 0.5
+        self.contract = InputContract(3, self.normalization)
         self.meta: dict[str, Any] = {}
 
     def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:

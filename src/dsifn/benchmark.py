@@ -815,6 +815,7 @@ class _ConstantRunner:
         self.tile_size = like.tile_size
         self.normalization = like.normalization
         self.threshold = like.threshold
+        self.contract = like.contract
         self.meta: dict[str, Any] = {}
 
     def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:

@@ -273,7 +273,9 @@ class InputContract:
             raise TypeError(f"unknown contract option(s): {', '.join(sorted(options))}")
         for name, value in changes.items():
             old = getattr(self, name)
-            if value != old and self.origin != "defaults":
+            # A tile size is worth a word only against a recorded one (not whole images).
+            quiet = self.origin == "defaults" or (name == "tile_size" and old is None)
+            if value != old and not quiet:
                 notices.append(f"using {_show(name, value)} as asked; {_trained(name, old)}")
         return self.replace(**changes), notices
 
@@ -292,6 +294,6 @@ def _trained(name: str, old: Any) -> str:
     if name == "threshold":
         return f"the model records threshold {old:g}"
     if old is None:
-        what = {"bands": "all bands", "nodata": "the files' nodata", "tile_size": "whole images"}
+        what = {"bands": "all bands", "nodata": "the files' nodata"}
         return f"the model was trained with {what[name]}"
     return f"the model was trained with {_show(name, old)}"

@@ -13,6 +13,7 @@ import torch
 from rasterio.transform import from_origin
 from torch import nn
 
+from dsifn.contract import InputContract
 from dsifn.models.normalization import Normalization
 
 # A real projected CRS: UTM zone 33N, 10 m pixels.
@@ -72,6 +73,7 @@ class LocalRunner:
         self.tile_size = tile_size
         self.normalization = Normalization(mean=(0.5,) * bands, std=(0.25,) * bands)
         self.threshold = 0.5
+        self.contract = InputContract(bands, self.normalization)
         self.meta: dict[str, Any] = {}
         self.calls = 0
         self.fail_after: int | None = None
@@ -93,6 +95,7 @@ class BandRunner:
         self.tile_size: int | None = None
         self.normalization = Normalization(mean=(0.0,) * bands, std=(1.0,) * bands)
         self.threshold = 0.5
+        self.contract = InputContract(bands, self.normalization)
         self.meta: dict[str, Any] = {}
 
     def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:

@@ -10,7 +10,8 @@ import pytest
 from affine import Affine
 
 from dsifn.inference.pipeline import RowWriter, TileReader
-from dsifn.inference.sources import PixelGrid, SceneSource
+from dsifn.inference.sources import SceneSource
+from dsifn.io.images import PixelGrid
 
 
 class ArrayDate(SceneSource):

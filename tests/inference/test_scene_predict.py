@@ -230,6 +230,7 @@ def lambda_runner(base, call):
         normalization = base.normalization
         threshold = base.threshold
         meta = base.meta
+        contract = base.contract
 
         def __call__(self, a, b):
             return call(a, b)
@@ -285,7 +286,7 @@ def test_any_number_of_reader_threads_gives_the_same_map(scene, tmp_path, monkey
 
 
 def test_a_reopened_source_reads_the_same_through_its_own_files(scene):
-    from dsifn.inference.sources import RasterSource
+    from dsifn.io.images import RasterSource
 
     with RasterSource([scene["t1"]], bands=[3, 1], name="T1") as source:
         clone = source.reopen()
@@ -297,9 +298,9 @@ def test_a_reopened_source_reads_the_same_through_its_own_files(scene):
 
 
 def test_a_failed_write_stops_the_run_with_its_error(scene):
-    from dsifn.inference.scaling import fixed_scaling
     from dsifn.inference.scene import open_pair, run_tiles
     from dsifn.inference.tiling import TileGrid
+    from dsifn.scaling import ScalingRule
 
     rows = []
 
@@ -313,6 +314,12 @@ def test_a_failed_write_stops_the_run_with_its_error(scene):
         grid = TileGrid.plan(HEIGHT, WIDTH, 128, 32)
         with pytest.raises(OSError, match="disk full"):
             run_tiles(
-                LocalRunner(), t1, t2, grid, fixed_scaling(10000, 3), write_rows, progress=False
+                LocalRunner(),
+                t1,
+                t2,
+                grid,
+                ScalingRule.of(10000).resolve("uint16", 3, list),
+                write_rows,
+                progress=False,
             )
     assert rows == [0]  # the rows after the failure were not written

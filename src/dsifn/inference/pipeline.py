@@ -27,7 +27,6 @@ import torch
 
 from dsifn.errors import ConfigError
 from dsifn.inference.runner import TileRunner
-from dsifn.inference.scaling import Scaling
 from dsifn.inference.sources import SceneSource, both_valid, read_scaled
 from dsifn.inference.tiling import (
     StripBlender,
@@ -36,6 +35,7 @@ from dsifn.inference.tiling import (
     pad_tile,
     tta_transforms,
 )
+from dsifn.scaling import Scaling
 
 __all__ = ["READERS", "RowWriter", "TileReader", "normalizer", "run_tiles"]
 

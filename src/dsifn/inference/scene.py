@@ -13,9 +13,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,31 +25,22 @@ import numpy as np
 
 from dsifn._validation import check_choice
 from dsifn._version import __version__
+from dsifn.contract import InputContract, check_threshold, is_change, notify
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.pipeline import normalizer
 from dsifn.inference.pipeline import run_tiles as run_tiles  # re-exported: others import it here
 from dsifn.inference.runner import TileRunner, load_runner
-from dsifn.inference.scaling import (
-    Scaling,
-    default_scaling,
-    fixed_scaling,
-    percentile_scaling,
-)
 from dsifn.inference.scene_attention import (
     DEFAULT_WINDOW,
     AttentionRunner,
     WindowGrid,
     run_scene_attention,
 )
-from dsifn.inference.sources import (
-    PLAIN_IMAGE_SUFFIXES,
-    ArraySource,
-    RasterSource,
-    SceneSource,
-    check_same_grid,
-)
+from dsifn.inference.sources import SceneSource, check_same_grid
 from dsifn.inference.tiling import TileGrid
 from dsifn.io.atomic import atomic_path, check_output_path
+from dsifn.io.images import PILLOW_SUFFIXES, ArraySource, open_image
+from dsifn.scaling import Scaling, ScalingRule
 
 __all__ = [
     "FLOAT_NODATA",
@@ -86,7 +77,9 @@ STRETCH_SAMPLE_SIDE = 1024
 class SceneOptions:
     """How :func:`predict_scene` tiles, scales and writes. Defaults suit a CPU."""
 
-    tile_size: int | None = None  # None: the model's fixed size, else 512 (scene attention: 1024)
+    # None: the model's fixed size, else the tile size it trained on, else 512 (scene
+    # attention: 1024).
+    tile_size: int | None = None
     overlap: int | None = None  # pixels shared by neighbouring tiles; None: tile_size // 8
     batch_size: int = 1  # tiles per forward pass (1 keeps DSIFN on a CPU under 2 GiB)
     tta: bool = False  # average the 8 flips/rotations of each tile
@@ -98,7 +91,8 @@ class SceneOptions:
     dtype: OutputDtype = "float32"  # probability as float32, or uint8 round(p * 254)
     threshold: float | None = None  # decision threshold; None: the model's recorded one
     cog: bool = False  # write a Cloud-Optimized GeoTIFF (with overviews)
-    bands: tuple[int, ...] | None = None  # 1-based bands of each date's stack; None: all
+    # How pixels become input; None: as the model's input contract records (dsifn.contract).
+    bands: tuple[int, ...] | None = None  # 1-based bands of each date's stack
     scale: float | None = None  # fixed divisor of raw values (10000 for Sentinel-2 L1C)
     stretch: tuple[float, float] | None = None  # per-band percentile stretch from both dates
     align: bool = False  # resample T2 onto T1's grid instead of refusing a mismatch
@@ -107,7 +101,7 @@ class SceneOptions:
     quicklook: PathLike | None = None  # also write a before | after | change PNG
     overwrite: bool = False  # replace existing outputs
     progress: bool = True  # show a progress bar over tiles
-    runtime: str = "torch"  # for a model given as a path: "torch" or "onnxruntime"
+    runtime: str = "auto"  # for a model given as a path: "auto" (by file), "torch", "onnxruntime"
     device: str = "auto"  # for a model given as a path
     precision: str = "auto"  # for a model given as a path (torch runtime)
 
@@ -123,10 +117,9 @@ class SceneOptions:
             )
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1; got {self.batch_size}")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1]; got {self.threshold}")
-        if self.scale is not None and self.stretch is not None:
-            raise ConfigError("give either --scale or --stretch, not both")
+        if self.threshold is not None:
+            check_threshold(self.threshold)
+        ScalingRule.of(self.scale, self.stretch)  # refuses values that make no sense
         if self.min_area < 0:
             raise ConfigError(f"min area must not be negative; got {self.min_area}")
         if self.overlap is not None and self.overlap < 0:
@@ -153,7 +146,7 @@ def _as_paths(value: PathLike | Sequence[PathLike]) -> list[Path]:
 
 
 def _is_plain(paths: Sequence[Path]) -> bool:
-    return len(paths) == 1 and paths[0].suffix.lower() in PLAIN_IMAGE_SUFFIXES
+    return len(paths) == 1 and paths[0].suffix.lower() in PILLOW_SUFFIXES
 
 
 def open_pair(
@@ -161,59 +154,55 @@ def open_pair(
     after: PathLike | Sequence[PathLike],
     *,
     bands: Sequence[int] | None = None,
+    nodata: float | None = None,
     align: bool = False,
 ) -> tuple[SceneSource, SceneSource]:
     """Open both dates on one grid, refusing mismatches unless ``align``.
 
     Args:
-        before: T1: a raster, a PNG/JPEG, or several band files stacked in order.
+        before: T1: a raster, a PNG/JPEG/BMP, or several band files stacked in order.
         after: T2, the same way.
         bands: 1-based bands to keep from each stack.
+        nodata: Raw value that marks no data, instead of the files' own marks.
         align: Resample T2 onto T1's grid (bilinear) instead of refusing a mismatch.
 
     Returns:
         The T1 and T2 sources (close them, or use them as context managers).
     """
     p1, p2 = _as_paths(before), _as_paths(after)
+    for name, paths in (("T1", p1), ("T2", p2)):
+        for path in paths:
+            if path.is_dir():
+                raise InputError(f"{name} file {path} is a folder, not an image file")
     if _is_plain(p1) != _is_plain(p2):
-        raise InputError("give both dates as plain images (PNG/JPEG) or both as rasters")
-    if _is_plain(p1):
-        t1: SceneSource = ArraySource(p1[0], bands=bands, name="T1")
-        t2: SceneSource = ArraySource(p2[0], bands=bands, name="T2")
-        if align:
-            raise ConfigError("--align needs georeferenced rasters, not plain images")
-    else:
-        t1 = RasterSource(p1, bands=bands, name="T1")
-        try:
-            t2 = RasterSource(p2, bands=bands, grid=t1.grid if align else None, name="T2")
-        except BaseException:
-            t1.close()
-            raise
+        raise InputError("give both dates as plain images (PNG/JPEG/BMP) or both as rasters")
+    if align and _is_plain(p1):
+        raise ConfigError("align needs georeferenced rasters, not plain images")
+    t1 = open_image(p1, bands=bands, nodata=nodata, name="T1")
     try:
-        check_same_grid(t1, t2)
+        t2 = open_image(p2, bands=bands, nodata=nodata, grid=t1.grid if align else None, name="T2")
+        try:
+            check_same_grid(t1, t2)
+        except BaseException:
+            t2.close()
+            raise
     except BaseException:
         t1.close()
-        t2.close()
         raise
     return t1, t2
 
 
-def choose_scaling(
-    t1: SceneSource, t2: SceneSource, scale: float | None, stretch: tuple[float, float] | None
-) -> Scaling:
-    """The scaling asked for, else /255 for uint8, else a 2-98 % stretch from both dates."""
-    if scale is not None:
-        return fixed_scaling(scale, t1.count)
-    if stretch is None:
-        found = default_scaling(np.result_type(t1.dtype, t2.dtype).name, t1.count)
-        if found is not None:
-            return found
-        stretch = (2.0, 98.0)
-    samples = []
-    for source in (t1, t2):
-        values, valid = source.read_decimated(STRETCH_SAMPLE_SIDE)
-        samples.append(values[:, valid])
-    return percentile_scaling(samples, *stretch)
+def scene_scaling(t1: SceneSource, t2: SceneSource, rule: ScalingRule) -> Scaling:
+    """The scaling of a scene pair: ``rule`` applied to its type (a stretch to both dates)."""
+
+    def samples() -> list[np.ndarray]:
+        found = []
+        for source in (t1, t2):
+            values, valid = source.read_decimated(STRETCH_SAMPLE_SIDE)
+            found.append(values[:, valid])
+        return found
+
+    return rule.resolve(np.result_type(t1.dtype, t2.dtype), t1.count, samples)
 
 
 def _work_profile(grid: Any) -> dict[str, Any]:
@@ -248,7 +237,7 @@ def _encode(probability: np.ndarray, threshold: float, mode: str, dtype: str) ->
             bands.append(np.where(invalid, FLOAT_NODATA, probability).astype(np.float32))
     if mode in ("mask", "both"):
         nodata = UINT8_NODATA if dtype == "uint8" else FLOAT_NODATA
-        mask = (np.nan_to_num(probability) >= threshold).astype(dtype)
+        mask = is_change(probability, threshold).astype(dtype)
         bands.append(np.where(invalid, nodata, mask).astype(dtype))
     return np.stack(bands)
 
@@ -323,11 +312,10 @@ def _write_png(work: Path, out: Path, *, mode: str, threshold: float) -> None:
         raise ConfigError("a PNG holds one map: use --mode probability or --mode mask")
     with rasterio.open(work) as src:
         probability = src.read(1)
-    values = np.nan_to_num(probability)
     if mode == "mask":
-        pixels = np.where(values >= threshold, 255, 0).astype(np.uint8)
+        pixels = np.where(is_change(probability, threshold), 255, 0).astype(np.uint8)
     else:
-        pixels = np.rint(values * 255).astype(np.uint8)
+        pixels = np.rint(np.nan_to_num(probability) * 255).astype(np.uint8)
     Image.fromarray(pixels, mode="L").save(out, format="PNG")
 
 
@@ -390,6 +378,48 @@ def _predict_scene(
     out_path: Path,
     opts: SceneOptions,
 ) -> SceneResult:
+    _check_outputs(out_path, opts)
+    runner, model_name = _resolve_runner(runner_or_checkpoint, opts)
+    contract = _reading(runner, model_name, opts)
+    t1, t2 = open_pair(
+        before, after, bands=contract.bands, nodata=contract.nodata, align=opts.align
+    )
+    with t1, t2:
+        _check_pair(t1, runner, out_path, opts)
+        grid, tile, overlap = _plan(runner, contract, t1, opts)
+        scaling = scene_scaling(t1, t2, contract.scaling)
+        tags = {
+            "dsifn_version": __version__,
+            "model": _describe(runner),
+            "checkpoint": model_name,
+            "before": " ".join(str(p) for p in _as_paths(before)),
+            "after": " ".join(str(p) for p in _as_paths(after)),
+            "bands": "all" if contract.bands is None else ",".join(map(str, contract.bands)),
+            "scaling": scaling.description,
+            "threshold": f"{contract.threshold:g}",
+            "threshold_rule": contract.threshold_rule,
+            "tile_size": str(tile),
+            "overlap": str(overlap),
+            "tta": str(opts.tta).lower(),
+            "attention": opts.attention,
+            "mode": opts.mode,
+            "aligned": str(opts.align).lower(),
+            "nodata": str(UINT8_NODATA if opts.dtype == "uint8" else FLOAT_NODATA),
+        }
+        count = _write_outputs(runner, t1, t2, grid, scaling, out_path, opts, contract, tags)
+    return SceneResult(
+        output=out_path,
+        polygons=None if opts.polygons is None else Path(opts.polygons),
+        quicklook=None if opts.quicklook is None else Path(opts.quicklook),
+        polygon_count=count,
+        tiles=len(grid),
+        threshold=contract.threshold,
+        tags=tags,
+    )
+
+
+def _check_outputs(out_path: Path, opts: SceneOptions) -> None:
+    """Refuse outputs that exist or cannot be written, before any work."""
     for path in (out_path, opts.polygons, opts.quicklook):
         if path is not None:
             check_output_path(path, overwrite=opts.overwrite)
@@ -400,98 +430,117 @@ def _predict_scene(
 
         check_polygon_output(opts.polygons)
 
-    runner, model_name = _resolve_runner(runner_or_checkpoint, opts)
-    t1, t2 = open_pair(before, after, bands=opts.bands, align=opts.align)
-    with t1, t2:
-        plain = isinstance(t1, ArraySource)
-        if plain and opts.cog:
-            raise ConfigError("--cog needs georeferenced rasters, not plain images")
-        if plain and out_path.suffix.lower() != ".png":
-            raise ConfigError(f"plain images give a PNG map; name the output .png, not {out_path}")
-        if not plain and out_path.suffix.lower() not in (".tif", ".tiff"):
-            raise ConfigError(f"the change map is a GeoTIFF; name the output .tif, not {out_path}")
-        if t1.count != runner.in_channels:
-            raise InputError(
-                f"the model takes {runner.in_channels} band(s) per date but the images have "
-                f"{t1.count}; choose bands with --bands (e.g. --bands 4,3,2)"
-            )
-        grid: TileGrid | WindowGrid
-        if opts.attention == "scene":
-            attention_runner = _attention_runner(runner)
-            tile = DEFAULT_WINDOW if opts.tile_size is None else opts.tile_size
-            grid = WindowGrid.plan(
-                t1.grid.height, t1.grid.width, tile, attention_runner.receptive_radius
-            )
-            overlap = 2 * grid.margin
-        else:
-            tile = _tile_size(runner, opts.tile_size)
-            overlap = tile // 8 if opts.overlap is None else opts.overlap
-            grid = TileGrid.plan(
-                t1.grid.height, t1.grid.width, tile, overlap, fixed=runner.tile_size is not None
-            )
-        scaling = choose_scaling(t1, t2, opts.scale, opts.stretch)
-        threshold = runner.threshold if opts.threshold is None else opts.threshold
-        describe = getattr(runner, "describe", None)
-        tags = {
-            "dsifn_version": __version__,
-            "model": describe() if callable(describe) else type(runner).__name__,
-            "checkpoint": model_name,
-            "before": " ".join(str(p) for p in _as_paths(before)),
-            "after": " ".join(str(p) for p in _as_paths(after)),
-            "bands": "all" if opts.bands is None else ",".join(map(str, opts.bands)),
-            "scaling": scaling.description,
-            "threshold": f"{threshold:g}",
-            "tile_size": str(tile),
-            "overlap": str(overlap),
-            "tta": str(opts.tta).lower(),
-            "attention": opts.attention,
-            "mode": opts.mode,
-            "aligned": str(opts.align).lower(),
-            "nodata": str(UINT8_NODATA if opts.dtype == "uint8" else FLOAT_NODATA),
-        }
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".dsifn-", dir=out_path.parent) as tmp:
-            work = Path(tmp) / "probability.tif"
-            _infer_to_file(runner, t1, t2, grid, scaling, work, opts)
-            with atomic_path(out_path, overwrite=opts.overwrite) as partial:
-                if plain:
-                    _write_png(work, partial, mode=opts.mode, threshold=threshold)
-                else:
-                    _write_geotiff(
-                        work,
-                        partial,
-                        mode=opts.mode,
-                        dtype=opts.dtype,
-                        threshold=threshold,
-                        cog=opts.cog,
-                        tags=tags,
-                    )
-                count = None
-                if opts.polygons is not None:
-                    from dsifn.inference.polygons import write_polygons
 
-                    count = write_polygons(
-                        work,
-                        opts.polygons,
-                        threshold=threshold,
-                        min_area=opts.min_area,
-                        overwrite=opts.overwrite,
-                    )
-                if opts.quicklook is not None:
-                    from dsifn.inference.quicklook import write_quicklook
+# Lines already said about each runner: a folder of pairs hears a notice once, not per pair.
+_SAID: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
-                    write_quicklook(
-                        t1, t2, work, opts.quicklook, threshold=threshold, overwrite=opts.overwrite
-                    )
-    return SceneResult(
-        output=out_path,
-        polygons=None if opts.polygons is None else Path(opts.polygons),
-        quicklook=None if opts.quicklook is None else Path(opts.quicklook),
-        polygon_count=count,
-        tiles=len(grid),
-        threshold=threshold,
-        tags=tags,
+
+def _reading(runner: TileRunner, model_name: str, opts: SceneOptions) -> InputContract:
+    """The model's input contract with the options that replace recorded values."""
+    recorded = runner.contract
+    trained_tile = opts.attention == "tile" and runner.tile_size is None
+    contract, notices = recorded.override(
+        bands=opts.bands,
+        scale=opts.scale,
+        stretch=opts.stretch,
+        threshold=opts.threshold,
+        tile_size=opts.tile_size if trained_tile else None,
     )
+    try:
+        said = _SAID.setdefault(runner, set())
+    except TypeError:  # a runner that cannot be weakly referenced
+        said = set()
+    for line in [recorded.notice(model_name or "the model"), *notices]:
+        if line is not None and line not in said:
+            said.add(line)
+            notify(line)
+    return contract
+
+
+def _check_pair(t1: SceneSource, runner: TileRunner, out_path: Path, opts: SceneOptions) -> None:
+    plain = isinstance(t1, ArraySource)
+    if plain and opts.cog:
+        raise ConfigError("a Cloud-Optimized GeoTIFF needs georeferenced rasters, not plain images")
+    if plain and out_path.suffix.lower() != ".png":
+        raise ConfigError(f"plain images give a PNG map; name the output .png, not {out_path}")
+    if not plain and out_path.suffix.lower() not in (".tif", ".tiff"):
+        raise ConfigError(f"the change map is a GeoTIFF; name the output .tif, not {out_path}")
+    if t1.count != runner.in_channels:
+        raise InputError(
+            f"the model takes {runner.in_channels} band(s) per date but the images have "
+            f"{t1.count}; choose bands with --bands (e.g. --bands 4,3,2)"
+        )
+
+
+def _plan(
+    runner: TileRunner, contract: InputContract, t1: SceneSource, opts: SceneOptions
+) -> tuple[TileGrid | WindowGrid, int, int]:
+    """The tiles (or scene-attention windows), their side and their overlap."""
+    height, width = t1.grid.height, t1.grid.width
+    if opts.attention == "scene":
+        radius = _attention_runner(runner).receptive_radius
+        tile = DEFAULT_WINDOW if opts.tile_size is None else opts.tile_size
+        windows = WindowGrid.plan(height, width, tile, radius)
+        return windows, tile, 2 * windows.margin
+    tile = _tile_size(runner, opts.tile_size or contract.tile_size)
+    overlap = tile // 8 if opts.overlap is None else opts.overlap
+    fixed = runner.tile_size is not None
+    return TileGrid.plan(height, width, tile, overlap, fixed=fixed), tile, overlap
+
+
+def _describe(runner: TileRunner) -> str:
+    describe = getattr(runner, "describe", None)
+    return str(describe()) if callable(describe) else type(runner).__name__
+
+
+def _write_outputs(
+    runner: TileRunner,
+    t1: SceneSource,
+    t2: SceneSource,
+    grid: TileGrid | WindowGrid,
+    scaling: Scaling,
+    out_path: Path,
+    opts: SceneOptions,
+    contract: InputContract,
+    tags: dict[str, str],
+) -> int | None:
+    """Infer into a working raster, then write the map, polygons and quicklook from it."""
+    threshold = contract.threshold
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".dsifn-", dir=out_path.parent) as tmp:
+        work = Path(tmp) / "probability.tif"
+        _infer_to_file(runner, t1, t2, grid, scaling, work, opts)
+        with atomic_path(out_path, overwrite=opts.overwrite) as partial:
+            if isinstance(t1, ArraySource):
+                _write_png(work, partial, mode=opts.mode, threshold=threshold)
+            else:
+                _write_geotiff(
+                    work,
+                    partial,
+                    mode=opts.mode,
+                    dtype=opts.dtype,
+                    threshold=threshold,
+                    cog=opts.cog,
+                    tags=tags,
+                )
+            count = None
+            if opts.polygons is not None:
+                from dsifn.inference.polygons import write_polygons
+
+                count = write_polygons(
+                    work,
+                    opts.polygons,
+                    threshold=threshold,
+                    min_area=opts.min_area,
+                    overwrite=opts.overwrite,
+                )
+            if opts.quicklook is not None:
+                from dsifn.inference.quicklook import write_quicklook
+
+                write_quicklook(
+                    t1, t2, work, opts.quicklook, threshold=threshold, overwrite=opts.overwrite
+                )
+    return count
 
 
 def _attention_runner(runner: TileRunner) -> AttentionRunner:
@@ -565,8 +614,3 @@ def _infer_to_file(
                 tta=opts.tta,
                 progress=opts.progress,
             )
-
-
-def scene_options_fields() -> list[str]:
-    """Names of :class:`SceneOptions` fields (for the CLI and checks)."""
-    return [f.name for f in dataclasses.fields(SceneOptions)]

@@ -39,10 +39,10 @@ from torch import Tensor
 
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.pipeline import RowWriter, TileReader
-from dsifn.inference.scaling import Scaling
 from dsifn.inference.sources import SceneSource, read_scaled
 from dsifn.inference.tiling import apply_dihedral, axis_starts, dihedral_average, tta_transforms
 from dsifn.models.dsifn import SIZE_MULTIPLE, Descriptors
+from dsifn.scaling import Scaling
 
 __all__ = [
     "DEFAULT_WINDOW",

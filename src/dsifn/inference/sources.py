@@ -10,22 +10,12 @@ from collections.abc import Callable
 import numpy as np
 
 from dsifn.errors import DataError
-from dsifn.io.images import PILLOW_SUFFIXES, ArraySource, ImageSource, PixelGrid, RasterSource
+from dsifn.io.images import ImageSource
 
-__all__ = [
-    "PLAIN_IMAGE_SUFFIXES",
-    "ArraySource",
-    "PixelGrid",
-    "RasterSource",
-    "SceneSource",
-    "both_valid",
-    "check_same_grid",
-    "read_scaled",
-]
+__all__ = ["SceneSource", "both_valid", "check_same_grid", "read_scaled"]
 
 # One date of a scene (the name scene code knows the reader's sources by).
 SceneSource = ImageSource
-PLAIN_IMAGE_SUFFIXES = PILLOW_SUFFIXES
 
 
 def read_scaled(

@@ -3,11 +3,12 @@
 A checkpoint is a ``torch.save``'d dictionary of plain types only, so it loads with
 ``torch.load(weights_only=True)`` and rebuilds the model with no other input::
 
-    {"format": "dsifn", "format_version": 1, "dsifn_version": "0.1.0",
+    {"format": "dsifn", "format_version": 1, "dsifn_version": "0.2.0",
      "model_config": {...}, "state_dict": {...}, "meta": {...}}
 
-``meta`` holds what the rest of the package records: the decision threshold, training
-configuration and history, where converted weights came from, tile size for fixed-size models.
+``meta`` holds what the rest of the package records: the input contract
+(``meta["input_contract"]``, :mod:`dsifn.contract`; written into every checkpoint), the
+decision threshold, training configuration and history, where converted weights came from.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from dsifn._version import __version__
+from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import CheckpointError, ConfigError
 from dsifn.io.atomic import atomic_path, check_input_file
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
@@ -72,12 +74,20 @@ def save_checkpoint(
         "dsifn_version": __version__,
         "model_config": net.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "meta": dict(meta or {}),
+        "meta": _with_contract(dict(meta or {}), net),
         **extra,
     }
     with atomic_path(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
     return Path(path)
+
+
+def _with_contract(meta: dict[str, Any], model: DSIFN) -> dict[str, Any]:
+    # Every checkpoint records how its input is made: the one given, else the one its meta
+    # implies (a training configuration, or the defaults).
+    if CONTRACT_KEY not in meta:
+        meta[CONTRACT_KEY] = InputContract.from_meta(meta, model.config).to_dict()
+    return meta
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
