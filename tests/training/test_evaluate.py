@@ -323,15 +323,19 @@ def test_resolve_threshold_order():
     assert resolve_threshold(0.7, model) == 0.7
 
 
-def test_evaluation_reads_the_data_as_training_did():
-    from dsifn.cli.commands.evaluate import _reading_options
+def test_evaluation_reads_the_data_as_an_older_checkpoint_trained():
+    from dsifn.contract import InputContract
+    from dsifn.training.evaluate import reading_config
 
-    model = DSIFN(encoder_weights=None)
-    assert _reading_options(model) == {}
-    model.checkpoint_meta = {
-        "training": {"data": {"bands": [3, 2, 1], "scale": 4095.0, "nodata": None, "root": "x"}}
-    }
-    assert _reading_options(model) == {"bands": [3, 2, 1], "scale": 4095.0}
+    config = DSIFN(encoder_weights=None).config
+    defaults = InputContract.from_meta({}, config)
+    assert defaults.origin == "defaults"
+    assert reading_config(defaults, "x").scaling_rule().rule == "dtype"
+    meta = {"training": {"data": {"bands": [3, 2, 1], "scale": 4095.0, "nodata": None}}}
+    older = InputContract.from_meta(meta, config)
+    data = reading_config(older, "x")
+    assert older.origin == "training config"
+    assert (data.bands, data.scale, data.nodata) == ((3, 2, 1), 4095.0, None)
 
 
 def test_scoring_core_counts_once_for_matrix_sweep_and_images():

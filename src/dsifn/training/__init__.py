@@ -15,6 +15,7 @@ from dsifn.training.evaluate import (
     EvaluationResult,
     difference_scores,
     evaluate,
+    evaluate_checkpoint,
     store_threshold,
     tune_threshold,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "difference_scores",
     "error_map",
     "evaluate",
+    "evaluate_checkpoint",
     "load_config",
     "store_threshold",
     "train",

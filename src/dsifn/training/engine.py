@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.data import ChangeDetectionDataset, DetectedLayout, check_splits, detect_layout
 from dsifn.errors import CheckpointError, ConfigError, DataError, OutputExistsError
 from dsifn.io.checkpoint import model_with_weights, read_checkpoint, save_checkpoint
@@ -617,13 +618,16 @@ class _Trainer:
         rng = gather_objects(self.ctx, capture_rng())  # every rank's, for an exact resume
         if not self.ctx.is_main:
             return
+        threshold = self.config.validation.threshold
+        contract = InputContract.for_training(self.config.data, self.net.config, threshold)
         meta = {
+            CONTRACT_KEY: contract.to_dict(),  # how this model's input is made
             "source": "dsifn train",
             "training": self.config.to_dict(),
             "epoch": state.epoch,
             "step": state.step,
             "best_f1": state.best_f1,
-            "threshold": self.config.validation.threshold,
+            "threshold": threshold,
             "scores": dict(state.history[-1]) if state.history else {},
         }
         if improved:

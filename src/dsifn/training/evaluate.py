@@ -2,11 +2,12 @@
 
 Scores follow the field's convention (as in the DSIFN, BIT and open-cd reports):
 one confusion matrix accumulated over every valid pixel of the split, for the change class.
-A prediction is ``sigmoid(model(t1, t2).stride1)`` after normalising both dates with the
-model's ``config.input_normalization``; the decision threshold is the one given, else the
-checkpoint's ``meta["threshold"]``, else 0.5.
+Models run through the runner interface prediction uses (:mod:`dsifn.inference.runner`), so
+a checkpoint and an exported model score alike; :func:`evaluate_checkpoint` reads the data as
+the model's input contract says. A pixel is change when its probability is above the
+threshold (the one given, else the recorded one, else 0.5).
 
-Anything that scores pixels can be evaluated: :func:`evaluate` wraps a model into a
+Anything that scores pixels can be evaluated: :func:`evaluate` wraps a runner into a
 :data:`Scorer` and hands it to :func:`evaluate_scorer`; the pixel-difference baseline
 (:func:`difference_scores`) is another scorer. Evaluation, threshold tuning and validation
 during training all count pixels in one place, :func:`score_batches`.
@@ -25,35 +26,41 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from dsifn.contract import CONTRACT_KEY, DEFAULT_THRESHOLD, InputContract, is_change, notify
+from dsifn.data import ChangeDetectionDataset, DataConfig, DetectedLayout, detect_layout
 from dsifn.errors import DataError, InputError
+from dsifn.inference.runner import TileRunner, TorchRunner, load_runner, runtime_for
 from dsifn.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from dsifn.models.dsifn import DSIFN
-from dsifn.runtime import autocast, resolve_device, resolve_precision
 from dsifn.training.distributed import DistContext, all_reduce_sum
 
 __all__ = [
     "DEFAULT_THRESHOLD",
     "SCORE_NAMES",
+    "CheckpointEvaluation",
     "EvaluationResult",
     "ImageResult",
     "Prediction",
     "Scorer",
+    "as_runner",
     "check_compatible",
     "difference_scores",
     "evaluate",
+    "evaluate_checkpoint",
     "evaluate_scorer",
     "format_table",
     "image_f1",
     "model_scorer",
+    "reading_config",
     "resolve_threshold",
+    "runner_scorer",
     "score_batches",
     "store_threshold",
     "sweep_scorer",
     "tune_threshold",
 ]
 
-DEFAULT_THRESHOLD = 0.5
 SCORE_NAMES = ("precision", "recall", "f1", "iou", "oa", "kappa")
 
 # Maps a batch of pairs (B, 2, C, H, W) in [0, 1] to change probabilities (B, 1, H, W).
@@ -156,58 +163,71 @@ def format_table(result: EvaluationResult, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def resolve_threshold(threshold: float | None, model: DSIFN | None = None) -> float:
-    """The decision threshold: the one given, else the checkpoint's, else 0.5.
+def resolve_threshold(threshold: float | None, model: DSIFN | TileRunner | None = None) -> float:
+    """The decision threshold: the one given, else the model's recorded one, else 0.5.
 
     Raises:
         InputError: If the threshold is not in [0, 1].
     """
-    value = threshold
-    if value is None and model is not None:
+    value: Any = threshold
+    if value is None and isinstance(model, DSIFN):
         value = model.checkpoint_meta.get("threshold")
+    elif value is None and model is not None:
+        value = model.threshold
     value = DEFAULT_THRESHOLD if value is None else float(value)
     if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise InputError(f"threshold must be in [0, 1]; got {value}")
-    return value
+    return float(value)
 
 
-def check_compatible(model: DSIFN, dataset: Dataset[Sample]) -> None:
+def check_compatible(runner: TileRunner, dataset: Dataset[Sample]) -> None:
     """Refuse a dataset the model cannot take: band count, or size for fixed-size models.
 
     Raises:
         InputError: Naming what differs.
     """
-    config = model.config
     bands = getattr(dataset, "bands", None)
     if bands is None and len(dataset) > 0:  # type: ignore[arg-type]
         bands = int(dataset[0]["image"].shape[1])
-    if bands is not None and bands != config.in_channels:
+    if bands is not None and bands != runner.in_channels:
         raise InputError(
-            f"the data has {bands} band(s) per image but the model takes {config.in_channels}"
+            f"the data has {bands} band(s) per image but the model takes {runner.in_channels}"
         )
-    if config.input_size is not None and len(dataset) > 0:  # type: ignore[arg-type]
+    size = runner.tile_size
+    if size is not None and len(dataset) > 0:  # type: ignore[arg-type]
         height, width = dataset[0]["image"].shape[-2:]
-        if (height, width) != (config.input_size, config.input_size):
+        if (height, width) != (size, size):
             raise InputError(
-                f"this model takes {config.input_size}x{config.input_size} images only; the data "
-                f"has {height}x{width} (use dsifn predict, which tiles)"
+                f"this model takes {size}x{size} images only; the data has {height}x{width} "
+                "(use dsifn predict, which tiles)"
             )
 
 
-def model_scorer(model: DSIFN, device: torch.device, precision: str) -> Callable[[Tensor], Tensor]:
-    """Wrap a model as a :data:`Scorer` running on ``device`` at ``precision``.
+def as_runner(
+    model: DSIFN | TileRunner, device: str | torch.device = "auto", precision: str = "auto"
+) -> TileRunner:
+    """A runner for ``model``: a DSIFN runs on a :class:`TorchRunner`, a runner as it is."""
+    if isinstance(model, DSIFN):
+        return TorchRunner(model, device=str(device), precision=precision)
+    return model
 
-    The model must already be on ``device`` and in eval mode.
-    """
-    normalize = model.config.input_normalization
+
+def runner_scorer(runner: TileRunner) -> Scorer:
+    """Wrap a runner as a :data:`Scorer`: pairs in [0, 1] are normalised and predicted."""
+    normalize = runner.normalization
 
     def score(images: Tensor) -> Tensor:
-        # images: (B, 2, C, H, W) in [0, 1] on `device`.
-        with torch.inference_mode(), autocast(device, precision):
-            logits = model(normalize(images[:, 0]), normalize(images[:, 1])).stride1
-        return torch.sigmoid(logits.float())
+        # images: (B, 2, C, H, W) in [0, 1]; the runner moves them where it runs.
+        a = normalize(images[:, 0].float().cpu()).numpy()
+        b = normalize(images[:, 1].float().cpu()).numpy()
+        return torch.from_numpy(runner(a, b))
 
     return score
+
+
+def model_scorer(model: DSIFN, device: torch.device, precision: str) -> Callable[[Tensor], Tensor]:
+    """Wrap a model as a :data:`Scorer` running on ``device`` at ``precision``."""
+    return runner_scorer(as_runner(model, device, precision))
 
 
 def difference_scores(images: Tensor) -> Tensor:
@@ -333,7 +353,7 @@ def _each_image(
                     mask=mask[i],
                     valid=valid[i],
                     probability=prob[i],
-                    prediction=prob[i].double() > threshold,
+                    prediction=is_change(prob[i], threshold),
                 )
             )
     return rows
@@ -391,7 +411,7 @@ def evaluate_scorer(
 
 
 def evaluate(
-    model: DSIFN,
+    model: DSIFN | TileRunner,
     dataset: Dataset[Sample],
     *,
     threshold: float | None = None,
@@ -403,17 +423,16 @@ def evaluate(
     per_image: bool = False,
     on_prediction: Callable[[Prediction], None] | None = None,
 ) -> EvaluationResult:
-    """Evaluate a DSIFN on a dataset split.
-
-    The model is moved to ``device`` and put in eval mode.
+    """Evaluate a model on a dataset split, through the runner interface prediction uses.
 
     Args:
-        model: The network (e.g. from :func:`dsifn.load_checkpoint`).
+        model: The network (e.g. from :func:`dsifn.load_checkpoint`), run on a
+            :class:`~dsifn.inference.runner.TorchRunner`, or any runner (an ONNX model).
         dataset: Yields ``{"image": (2, C, H, W) in [0, 1], "mask": (1, H, W), "valid":
             (1, H, W), "name"}`` samples, e.g. a :class:`dsifn.data.ChangeDetectionDataset`.
         threshold: Decision threshold; None takes the checkpoint's, else 0.5.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``... or a :class:`torch.device`.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        device: For a DSIFN: ``"auto"``, ``"cpu"``, ``"cuda"``... or a :class:`torch.device`.
+        precision: For a DSIFN: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         batch_size: Pairs per forward pass.
         workers: DataLoader worker processes reading the pairs (0: in this process).
         progress: Show a progress bar.
@@ -426,28 +445,18 @@ def evaluate(
     Raises:
         InputError: If the data's band count (or size, for fixed-size models) does not fit.
     """
-    scorer, dev = _prepared_scorer(model, dataset, device, precision)
+    runner = as_runner(model, device, precision)
+    check_compatible(runner, dataset)
     return evaluate_scorer(
-        scorer,
+        runner_scorer(runner),
         dataset,
-        threshold=resolve_threshold(threshold, model),
-        device=dev,
+        threshold=resolve_threshold(threshold, runner),
         batch_size=batch_size,
         workers=workers,
         progress=progress,
         per_image=per_image,
         on_prediction=on_prediction,
     )
-
-
-def _prepared_scorer(
-    model: DSIFN, dataset: Dataset[Sample], device: str | torch.device, precision: str
-) -> tuple[Scorer, torch.device]:
-    """Check the data fits ``model``, move it to the device in eval mode, wrap it as a scorer."""
-    check_compatible(model, dataset)
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    scorer = model_scorer(model.to(dev).eval(), dev, resolve_precision(precision, dev))
-    return scorer, dev
 
 
 def sweep_scorer(
@@ -487,7 +496,7 @@ def sweep_scorer(
 
 
 def tune_threshold(
-    model: DSIFN,
+    model: DSIFN | TileRunner,
     dataset: Dataset[Sample],
     *,
     device: str | torch.device = "auto",
@@ -502,11 +511,11 @@ def tune_threshold(
     Returns:
         ``(threshold, scores at that threshold)``.
     """
-    scorer, dev = _prepared_scorer(model, dataset, device, precision)
+    runner = as_runner(model, device, precision)
+    check_compatible(runner, dataset)
     return sweep_scorer(
-        scorer,
+        runner_scorer(runner),
         dataset,
-        device=dev,
         batch_size=batch_size,
         workers=workers,
         progress=progress,
@@ -531,8 +540,106 @@ def store_threshold(
     model = model_from_checkpoint(payload, source=str(path))
     meta = dict(payload.get("meta") or {})
     meta["threshold"] = float(threshold)
+    contract = InputContract.from_meta(meta, model.config)  # the new threshold, recorded once
+    meta[CONTRACT_KEY] = contract.replace(threshold=float(threshold)).to_dict()
     if note:
         meta["threshold_source"] = note
     own = {"format", "format_version", "dsifn_version", "model_config", "state_dict", "meta"}
     extra = {k: v for k, v in payload.items() if k not in own}
     save_checkpoint(path, model, meta=meta, overwrite=True, **extra)
+
+
+def reading_config(contract: InputContract, root: str, layout: str = "auto") -> DataConfig:
+    """The data configuration that reads a dataset the way ``contract`` says."""
+    rule = contract.scaling
+    return DataConfig(
+        root=root,
+        layout=layout,  # type: ignore[arg-type]
+        bands=contract.bands,
+        scale=rule.scale,
+        stretch=rule.stretch,
+        nodata=contract.nodata,
+        ignore_value=contract.ignore_value,
+    )
+
+
+@dataclass(frozen=True)
+class CheckpointEvaluation:
+    """What :func:`evaluate_checkpoint` found."""
+
+    result: EvaluationResult  # the scores of the split
+    pairs: int  # pairs in the split
+    tuned: tuple[float, dict[str, float]] | None  # threshold and val scores, when tuned
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    layout: str | DetectedLayout = "auto",
+    threshold: float | None = None,
+    tune: bool = False,
+    runtime: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 1,
+    workers: int = 0,
+    per_image: bool = False,
+    on_prediction: Callable[[Prediction], None] | None = None,
+    progress: bool = True,
+) -> CheckpointEvaluation:
+    """Score a model file on a dataset split, reading the data as its input contract says.
+
+    Args:
+        checkpoint: A dsifn checkpoint or an exported model (any runtime of ``load_runner``).
+        root: The dataset folder.
+        split: The split to score.
+        layout: The dataset layout (``"auto"`` detects it), or one already detected.
+        threshold: Decision threshold; None: the recorded one.
+        tune: First choose the F1-best threshold on the val split and store it in the
+            checkpoint (a dsifn checkpoint only).
+        runtime: ``"auto"`` (by the file), ``"torch"`` or ``"onnxruntime"``.
+        device: Where to run.
+        precision: Numeric precision (torch).
+        batch_size: Pairs per forward pass.
+        workers: DataLoader worker processes reading the pairs.
+        per_image: Also return each image's counts and scores.
+        on_prediction: Called with every image's :class:`Prediction`.
+        progress: Show progress bars.
+
+    Returns:
+        The scores, the split's size and the tuned threshold, if any.
+    """
+    if tune and threshold is not None:
+        raise InputError("give either a threshold or tune it, not both")
+    if tune and runtime_for(checkpoint, runtime) != "torch":
+        raise InputError("a tuned threshold is stored in a dsifn checkpoint; tune before export")
+    # Data problems are found before the (slower) model is read.
+    found = layout if isinstance(layout, DetectedLayout) else detect_layout(str(root), layout)
+    found.split(split)
+    if tune:
+        found.split("val")
+    runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision)
+    contract, notices = runner.contract.override(threshold=threshold)
+    for line in [runner.contract.notice(str(checkpoint)), *notices]:
+        if line is not None:
+            notify(line)
+    data = reading_config(contract, str(root))  # read through `found`, detected once
+    options: dict[str, Any] = {"batch_size": batch_size, "workers": workers, "progress": progress}
+    tuned = None
+    if tune:
+        val = ChangeDetectionDataset(data, "val", layout=found)
+        tuned = tune_threshold(runner, val, **options)
+        store_threshold(checkpoint, tuned[0], note=f"F1-best on the val split of {root}")
+        contract = contract.replace(threshold=tuned[0])
+    dataset = ChangeDetectionDataset(data, split, layout=found)
+    result = evaluate(
+        runner,
+        dataset,
+        threshold=contract.threshold,
+        per_image=per_image,
+        on_prediction=on_prediction,
+        **options,
+    )
+    return CheckpointEvaluation(result=result, pairs=len(dataset), tuned=tuned)

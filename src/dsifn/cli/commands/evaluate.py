@@ -12,7 +12,15 @@ HELP = "score a checkpoint on a dataset split: metrics table, metrics.json, mask
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``evaluate``'s options."""
-    parser.add_argument("--checkpoint", required=True, help="dsifn checkpoint (.pt)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="dsifn checkpoint (.pt) or exported model (.onnx)"
+    )
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="how to run the model [auto: onnxruntime for .onnx files, else torch]",
+    )
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--split", default="test", help="split to score [test]")
     parser.add_argument("--layout", default="auto", help="dataset layout [auto: detect it]")
@@ -50,21 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load, optionally tune the threshold, evaluate, print, write."""
+    """Check the outputs, evaluate (tuning the threshold first if asked), print, write."""
     from pathlib import Path
 
-    from dsifn.data import ChangeDetectionDataset, DataConfig, detect_layout
+    from dsifn.data import detect_layout
     from dsifn.errors import ConfigError, InputError
     from dsifn.io.atomic import check_output_path
-    from dsifn.io.checkpoint import load_checkpoint
-    from dsifn.runtime import resolve_device, resolve_precision
-    from dsifn.training.evaluate import (
-        evaluate,
-        format_table,
-        resolve_threshold,
-        store_threshold,
-        tune_threshold,
-    )
+    from dsifn.training.evaluate import evaluate_checkpoint, format_table, resolve_threshold
     from dsifn.training.report import ReportWriter, write_json
 
     if args.batch_size < 1:
@@ -86,39 +86,10 @@ def run(args: argparse.Namespace) -> int:
         if args.report:
             check_output_path(out / "report.html", overwrite=args.overwrite)
 
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    # Data problems are found before the (slower) checkpoint is read.
     layout = detect_layout(args.data, args.layout)
     print(layout.describe())
-    layout.split(args.split)
-    if args.tune_threshold:
-        layout.split("val")
-    model = load_checkpoint(args.checkpoint)
-    data = DataConfig.from_dict(
-        {"root": args.data, "layout": args.layout, **_reading_options(model)}
-    )
-    test = ChangeDetectionDataset(data, args.split, layout=layout)
-
-    threshold = args.threshold
-    if args.tune_threshold:
-        if args.split == "val":
-            print("note: tuning and evaluating on the same split (val) flatters the scores")
-        val = ChangeDetectionDataset(data, "val", layout=layout)
-        threshold, scores = tune_threshold(
-            model,
-            val,
-            device=device,
-            precision=precision,
-            batch_size=args.batch_size,
-            workers=args.workers,
-        )
-        store_threshold(args.checkpoint, threshold, note=f"F1-best on the val split of {args.data}")
-        print(
-            f"tuned threshold {threshold:.4g} (val F1 {100 * scores['f1']:.2f} %), "
-            f"stored in {args.checkpoint}"
-        )
-
+    if args.tune_threshold and args.split == "val":
+        print("note: tuning and evaluating on the same split (val) flatters the scores")
     writer = (
         ReportWriter(
             out,
@@ -130,38 +101,33 @@ def run(args: argparse.Namespace) -> int:
         if out is not None and pictures
         else None
     )
-    result = evaluate(
-        model,
-        test,
-        threshold=threshold,
-        device=device,
-        precision=precision,
+    found = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        layout=layout,
+        threshold=args.threshold,
+        tune=args.tune_threshold,
+        runtime=args.runtime,
+        device=args.device,
+        precision=args.precision,
         batch_size=args.batch_size,
         workers=args.workers,
         per_image=out is not None,
         on_prediction=writer,
     )
-    print(format_table(result, title=f"{args.checkpoint} on {args.split} ({len(test)} pairs)"))
+    if found.tuned is not None:
+        threshold, scores = found.tuned
+        print(
+            f"tuned threshold {threshold:.4g} (val F1 {100 * scores['f1']:.2f} %), "
+            f"stored in {args.checkpoint}"
+        )
+    result = found.result
+    print(format_table(result, title=f"{args.checkpoint} on {args.split} ({found.pairs} pairs)"))
+    details = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
     if out is not None:
-        record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
-        write_json(out / "metrics.json", record | result.to_dict(), overwrite=args.overwrite)
+        write_json(out / "metrics.json", details | result.to_dict(), overwrite=args.overwrite)
         print(f"wrote {out / 'metrics.json'}")
     if writer is not None and args.report:
-        details = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
         print(f"wrote {writer.write_html(result, details=details)}")
     return 0
-
-
-def _reading_options(model: object) -> dict[str, object]:
-    """How the training data was read (bands, scale, nodata, ignore value), from the checkpoint.
-
-    Evaluating with another band selection or scaling than training would silently give wrong
-    scores, so the checkpoint's recorded choices are reused.
-    """
-    meta = getattr(model, "checkpoint_meta", {}) or {}
-    training = meta.get("training") or {}
-    recorded = training.get("data") if isinstance(training, dict) else None
-    if not isinstance(recorded, dict):
-        return {}
-    keys = ("bands", "scale", "ignore_value", "nodata")
-    return {k: recorded[k] for k in keys if recorded.get(k) is not None}
