@@ -190,8 +190,8 @@ def test_torch_runner_uses_the_fast_path_with_the_same_probabilities(model):
 
     fast = TorchRunner(model, device="cpu", precision="fp32")
     plain = TorchRunner(model, device="cpu", precision="fp32", fast=False)
-    assert fast._fast is not None and _count_bn(fast._fast.module) == 9  # folded copy
-    assert plain._fast is None
+    assert fast.fast is not None and _count_bn(fast.fast.module) == 9  # folded copy
+    assert plain.fast is None
     rng = np.random.default_rng(0)
     t1, t2 = rng.standard_normal((2, 2, 3, 40, 24), dtype=np.float32)
     np.testing.assert_allclose(fast(t1, t2), plain(t1, t2), atol=1e-6)

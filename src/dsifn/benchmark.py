@@ -43,8 +43,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from dsifn._validation import check_choice
 from dsifn._version import __version__
 from dsifn.errors import ConfigError
-from dsifn.fast import FastInferenceModel, optimize_for_inference
 from dsifn.flops import forward_flops
+from dsifn.inference.runner import TorchRunner
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.models.dsifn import DSIFN
 from dsifn.runtime import Precision, resolve_device, resolve_precision
@@ -543,25 +543,26 @@ def _free(device: torch.device) -> None:
 
 def _measure_inference(
     base_model: DSIFN,
-    fast: FastInferenceModel,
+    runner: TorchRunner,
     config: BenchmarkConfig,
     device: torch.device,
     batch: int,
 ) -> list[CaseResult]:
+    # Both paths run as dsifn predict runs a model: through a TorchRunner, host arrays in and
+    # out; the baseline is the eager fp32 NCHW network (fast=False).
     bands = base_model.config.in_channels
-    baseline = copy.deepcopy(base_model).to(device).eval()
-    t1, t2 = _pairs(batch, bands, config.size, device, config.seed)
-
-    def run_baseline() -> None:
-        with torch.inference_mode():
-            baseline(t1, t2)
-
+    baseline = TorchRunner(
+        copy.deepcopy(base_model), device=str(device), precision="fp32", fast=False
+    )
+    t1, t2 = (x.cpu().numpy() for x in _pairs(batch, bands, config.size, device, config.seed))
     steps = {
-        "baseline": _switching(run_baseline, cudnn_benchmark=False),
-        "fast": _switching(lambda: fast(t1, t2), cudnn_benchmark=True),
+        "baseline": _switching(lambda: baseline(t1, t2), cudnn_benchmark=False),
+        "fast": _switching(lambda: runner(t1, t2), cudnn_benchmark=True),
     }
     times, warm = _interleaved(steps, config, device)
-    flops = forward_flops(baseline, config.size, bands=bands, batch=batch)
+    flops = forward_flops(baseline.model, config.size, bands=bands, batch=batch)
+    fast = runner.fast
+    assert fast is not None
     compiled = fast._forward is not fast.module
     results = [
         _case(
@@ -579,14 +580,14 @@ def _measure_inference(
         _case(
             "infer",
             "fast",
-            _path_description(device, fast.precision, compiled, fold=True),
+            _path_description(device, runner.precision, compiled, fold=True),
             batch=batch,
             size=config.size,
             times=times["fast"],
             warmup=warm["fast"],
             memory=_peak_of(steps["fast"], device),
             flops=flops,
-            peak=config.peak_tflops or device_peak_tflops(device, fast.precision),
+            peak=config.peak_tflops or device_peak_tflops(device, runner.precision),
         ),
     ]
     _free(device)
@@ -717,7 +718,6 @@ def _measure_scene(
     precision: Precision,
     batch: int,
 ) -> tuple[list[CaseResult], dict[str, float]]:
-    from dsifn.inference.runner import TorchRunner
     from dsifn.inference.scene import SceneResult, predict_scene
 
     bands = base_model.config.in_channels
@@ -865,14 +865,14 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
                     f"gradients not finite (e.g. {case.extra['nonfinite_grads'][:3]}): its "
                     "speed does not count"
                 )
-    fast: FastInferenceModel | None = None
+    runner: TorchRunner | None = None
     if config.mode in ("infer", "all") or config.accuracy_pairs:
-        fast, _ = optimize_for_inference(
-            model, device=device, precision=precision, compile=compiled
+        runner = TorchRunner(
+            copy.deepcopy(model), device=str(device), precision=precision, compile=compiled
         )
     if config.mode in ("infer", "all"):
-        assert fast is not None
-        infer = _measure_inference(model, fast, config, device, infer_batch)
+        assert runner is not None
+        infer = _measure_inference(model, runner, config, device, infer_batch)
         cases += infer
         ratios["infer"] = infer[1].pairs_per_second / infer[0].pairs_per_second
     if config.mode in ("scene", "all"):
@@ -880,10 +880,10 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
         cases += scene
         ratios.update(scene_ratios)
     accuracy = None
-    if config.accuracy_pairs and fast is not None:
+    if config.accuracy_pairs and runner is not None and runner.fast is not None:
         accuracy = compare_accuracy(
             model,
-            fast,
+            runner.fast,
             pairs=config.accuracy_pairs,
             size=config.size,
             batch=infer_batch,  # the timed shape: no recompilation

@@ -18,7 +18,11 @@ def test_round_trip_rebuilds_the_model_alone(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "m.pt", model, meta={"threshold": 0.4})
     loaded = load_checkpoint(path)
     assert loaded.config == model.config
-    assert loaded.checkpoint_meta == {"threshold": 0.4}
+    meta = dict(loaded.checkpoint_meta)
+    contract = meta.pop("input_contract")  # every checkpoint records how its input is made
+    assert meta == {"threshold": 0.4}
+    assert contract["band_count"] == 4 and contract["threshold"] == 0.4
+    assert contract["scaling"]["rule"] == "dtype"
     assert not loaded.training
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key

@@ -82,6 +82,7 @@ class TorchRunner:
         meta: Metadata to record; defaults to ``model.checkpoint_meta``.
         fast: Run a copy prepared by :func:`dsifn.fast.optimize_for_inference` (NHWC layout,
             BatchNorm folded; the same outputs in fp32), not ``model`` as it is.
+        compile: Also ``torch.compile`` that copy (worth it for many batches of one size).
     """
 
     def __init__(
@@ -92,14 +93,15 @@ class TorchRunner:
         precision: str = "auto",
         meta: dict[str, Any] | None = None,
         fast: bool = True,
+        compile: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
-        self._fast: FastInferenceModel | None = None
+        self.fast: FastInferenceModel | None = None  # the prepared copy, when ``fast``
         if fast:
-            self._fast, _ = optimize_for_inference(
-                self.model, device=self.device, precision=self.precision
+            self.fast, _ = optimize_for_inference(
+                self.model, device=self.device, precision=self.precision, compile=compile
             )
         config = model.config
         self.in_channels: int = config.in_channels
@@ -125,8 +127,8 @@ class TorchRunner:
         """
         a, b = self._tensors(t1, t2)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            if self._fast is not None:
-                logits = self._fast(a, b, pooled=pooled).stride1
+            if self.fast is not None:
+                logits = self.fast(a, b, pooled=pooled).stride1
             else:
                 logits = self.model(a, b, pooled=pooled).stride1
             probability = torch.sigmoid(logits.float())
@@ -156,8 +158,8 @@ class TorchRunner:
         """
         a, b = self._tensors(t1, t2)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            if self._fast is not None:
-                x = self._fast.attention_input(a, b, stage, pooled=pooled)
+            if self.fast is not None:
+                x = self.fast.attention_input(a, b, stage, pooled=pooled)
             else:
                 x = self.model.attention_input(a, b, stage, pooled=pooled).float()
             stride = t1.shape[-1] // x.shape[-1]
