@@ -31,16 +31,16 @@ def _threads() -> int:
 def _map(
     function: Callable[[T], R], items: Sequence[T], progress: bool, description: str
 ) -> Iterable[R]:
-    from tqdm.auto import tqdm
+    from dsifn.progress import progress_bar
 
     with ThreadPoolExecutor(_threads()) as pool:
-        yield from tqdm(
-            pool.map(function, items),
-            total=len(items),
-            desc=description,
-            unit="pair",
-            disable=not progress,
+        yield from progress_bar(
+            len(items),
+            description,
+            "pair",
+            enabled=progress,
             leave=False,
+            iterable=pool.map(function, items),
         )
 
 

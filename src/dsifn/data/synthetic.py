@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
-from tqdm.auto import tqdm
 
 from dsifn.errors import ConfigError, OutputExistsError
+from dsifn.progress import progress_bar
 
 __all__ = [
     "MARKER",
@@ -325,9 +325,7 @@ def write_synthetic_dataset(
     try:
         counts = {"train": config.train, "val": config.val, "test": config.test}
         total = sum(counts.values())
-        # disable=None: the bar switches itself off when stderr is not a terminal.
-        bar_off = None if progress else True
-        with tqdm(total=total, desc="synthetic data", unit="pair", disable=bar_off) as bar:
+        with progress_bar(total, "synthetic data", "pair", enabled=progress) as bar:
             for split_index, split in enumerate(SPLITS):
                 folders = [tmp / split / name for name in ("A", "B", "label")]
                 for folder in folders:

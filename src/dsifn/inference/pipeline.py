@@ -244,10 +244,10 @@ def run_tiles(
             probabilities, NaN where either date is invalid, rows in increasing order.
         batch_size: Tiles per runner call.
         tta: Average the 8 flips and rotations.
-        progress: Show a tqdm progress bar over tiles.
+        progress: Show progress over tiles (:func:`dsifn.progress.progress_bar`).
         readers: Threads reading tiles ahead of the model; None: :data:`READERS`.
     """
-    from tqdm.auto import tqdm
+    from dsifn.progress import progress_bar
 
     blender = StripBlender(grid)
     jobs = [
@@ -262,7 +262,7 @@ def run_tiles(
     with (
         TileReader(t1, t2, read_tile, normalizer(runner), readers) as reader,
         RowWriter(t1, t2, write_rows) as writer,
-        tqdm(total=len(grid), unit="tile", disable=not progress, desc="dsifn predict") as bar,
+        progress_bar(len(grid), "dsifn predict", "tile", enabled=progress) as bar,
     ):
         current: int | None = None
         for job, (a, b) in reader.read(jobs):

@@ -231,7 +231,7 @@ def run_scene_attention(
     Returns:
         The scene-wide descriptors used, by transform and then by stage.
     """
-    from tqdm.auto import tqdm
+    from dsifn.progress import progress_bar
 
     if grid.margin - SIZE_MULTIPLE // 2 < runner.receptive_radius:
         raise ConfigError(
@@ -246,11 +246,8 @@ def run_scene_attention(
 
     with (
         TileReader(t1, t2, read_tile, normalize, readers) as reader,
-        tqdm(
-            total=len(grid) * (len(stages) + 1),
-            unit="window",
-            disable=not progress,
-            desc="dsifn predict",
+        progress_bar(
+            len(grid) * (len(stages) + 1), "dsifn predict", "window", enabled=progress
         ) as bar,
     ):
         for number, stage in enumerate(stages, start=1):

@@ -38,11 +38,12 @@ from torch.utils.data import DataLoader
 from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.data import ChangeDetectionDataset, DetectedLayout, check_splits, detect_layout
 from dsifn.errors import CheckpointError, ConfigError, DataError, OutputExistsError
+from dsifn.io.atomic import check_input_file, check_output_folder
 from dsifn.io.checkpoint import model_with_weights, read_checkpoint, save_checkpoint
 from dsifn.metrics import ConfusionMatrix
 from dsifn.models.dsifn import DSIFN
 from dsifn.models.vgg import fetch_encoder_weights
-from dsifn.runtime import resolve_device
+from dsifn.runtime import resolve_device, resolve_precision
 from dsifn.training.config import TrainConfig
 from dsifn.training.distributed import (
     DistContext,
@@ -56,7 +57,7 @@ from dsifn.training.distributed import (
 )
 from dsifn.training.evaluate import score_batches
 from dsifn.training.logs import MetricsLog, plot_curves
-from dsifn.training.optim import build_scheduler
+from dsifn.training.optim import build_optimizer, build_scheduler
 from dsifn.training.state import capture_rng, restore_rng, seed_everything
 from dsifn.training.step import StepResult, TrainStep
 
@@ -237,6 +238,7 @@ class _Trainer:
         self.progress = progress and ctx.is_main
         self.callbacks = tuple(callbacks)
         self.log: MetricsLog | None = None
+        self._resumed_net: DSIFN | None = None  # rank 0: built from last.pt while checking
 
     # ----------------------------------------------------------------- set-up
 
@@ -254,6 +256,10 @@ class _Trainer:
                 layout = self._check_data()
                 if not resume and self.config.model.encoder_weights is not None:
                     fetch_encoder_weights(self.config.model.encoder_weights)
+                self._make_datasets(layout)
+                self._check_settings()
+                if payload is not None:  # a model.* override that contradicts last.pt
+                    self._resumed_net = self._resumed_model(payload)
                 self._write_run_dir(resume=resume)
             except Exception as exc:  # re-raised by agree() after telling the other ranks
                 error = exc
@@ -268,10 +274,9 @@ class _Trainer:
 
     def _check_run_dir(self, *, resume: bool, overwrite: bool) -> None:
         run_dir = self.run_dir
+        check_output_folder(run_dir)  # a file at run_dir, or where one of its parents must be
         if resume:
             return
-        if run_dir.exists() and not run_dir.is_dir():
-            raise OutputExistsError(f"run directory {run_dir} exists and is not a folder")
         if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
             raise OutputExistsError(
                 f"run directory {run_dir} is not empty; pass --overwrite to start again "
@@ -293,8 +298,9 @@ class _Trainer:
 
     def _read_resume(self) -> dict[str, Any]:
         last = self.run_dir / "last.pt"
-        if not last.is_file():
+        if not last.exists():
             raise CheckpointError(f"nothing to resume: {last} does not exist")
+        check_input_file(last, "resume checkpoint", CheckpointError)  # a folder named last.pt
         payload = read_checkpoint(last)
         if not isinstance(payload.get("resume"), Mapping):
             raise CheckpointError(f"{last} holds no resume state (was it written by dsifn train?)")
@@ -320,9 +326,9 @@ class _Trainer:
             print(f"warning: {text}", file=sys.stderr)
         return layout
 
-    def _build(self, payload: Mapping[str, Any] | None, layout: Any) -> None:
+    def _make_datasets(self, layout: DetectedLayout) -> None:
+        """Open both splits and check their band count against the model's (may raise)."""
         cfg = self.config
-        ctx = self.ctx
         self.train_set = ChangeDetectionDataset(
             cfg.data, "train", train=True, seed=cfg.run.seed, layout=layout
         )
@@ -333,13 +339,37 @@ class _Trainer:
                 f"{cfg.model.in_channels}; set model.in_channels={self.train_set.bands}"
             )
 
+    def _check_settings(self) -> None:
+        """Refuse what the set-up would refuse later: precision, optimiser and schedule values.
+
+        The optimiser and scheduler are built once over a one-element stand-in parameter, so
+        torch's own checks of their values run before the run directory is touched.
+        """
+        cfg = self.config
+        resolve_precision(cfg.run.precision, self.device)
+        try:
+            probe = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg.optim, fused=False)
+            build_scheduler(probe, cfg.schedule)
+        except ValueError as exc:
+            raise ConfigError(f"the optim or schedule settings are refused: {exc}") from exc
+
+    def _resumed_model(self, payload: Mapping[str, Any]) -> DSIFN:
+        return model_with_weights(
+            self.config.model,
+            payload["state_dict"],
+            source=f"last.pt in {self.run_dir} (was model.* changed?)",
+        ).train()
+
+    def _build(self, payload: Mapping[str, Any] | None, layout: Any) -> None:
+        cfg = self.config
+        ctx = self.ctx
+        if not hasattr(self, "train_set"):  # rank 0 opened them while checking
+            self._make_datasets(layout)
+
         seed_everything(cfg.run.seed)
         if payload is not None:
-            net = model_with_weights(
-                cfg.model,
-                payload["state_dict"],
-                source=f"last.pt in {self.run_dir} (was model.* changed?)",
-            ).train()
+            # Rank 0 built it while checking; the random states are set again below.
+            net = self._resumed_net or self._resumed_model(payload)
         else:
             net = DSIFN(cfg.model)
         if ctx.rank:
@@ -360,7 +390,7 @@ class _Trainer:
         self.scaler = self.step.scaler
 
         cuda = self.device.type == "cuda"
-        workers = cfg.run.num_workers
+        workers = cfg.run.resolved_workers()  # no more than the cores allow
         self.sampler = EpochSampler(
             len(self.train_set), rank=ctx.rank, world_size=ctx.world_size, seed=cfg.run.seed
         )
@@ -660,14 +690,14 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def _bar(enabled: bool, **options: Any) -> Any:
-    from tqdm.auto import tqdm
+    from dsifn.progress import progress_bar
 
-    # disable=None: tqdm switches itself off when stderr is not a terminal.
-    return tqdm(disable=None if enabled else True, unit="batch", dynamic_ncols=True, **options)
+    # Not a terminal (logs, CI): a few plain lines instead of a redrawing bar.
+    return progress_bar(enabled=enabled, unit="batch", **options)
 
 
 def _print_round(entry: Mapping[str, Any], epochs: int) -> None:
-    from tqdm.auto import tqdm
+    from dsifn.progress import write
 
     text = (
         f"epoch {entry['epoch']}/{epochs} step {entry['step']}: "
@@ -677,4 +707,4 @@ def _print_round(entry: Mapping[str, Any], epochs: int) -> None:
     )
     if entry.get("stop_reason"):
         text += f" | stop: {entry['stop_reason']}"
-    tqdm.write(text)
+    write(text)

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from dsifn.contract import CONTRACT_KEY, DEFAULT_THRESHOLD, InputContract, is_change, notify
 from dsifn.data import ChangeDetectionDataset, DataConfig, DetectedLayout, detect_layout
@@ -33,6 +32,7 @@ from dsifn.inference.runner import TileRunner, TorchRunner, load_runner, runtime
 from dsifn.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from dsifn.models.dsifn import DSIFN
+from dsifn.progress import progress_bar
 from dsifn.training.distributed import DistContext, all_reduce_sum
 
 __all__ = [
@@ -265,8 +265,8 @@ def _batches(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate, num_workers=workers
     )
     total = len(dataset)  # type: ignore[arg-type]
-    # disable=None: the bar switches itself off when stderr is not a terminal (logs, CI).
-    with tqdm(total=total, desc=desc, unit="pair", disable=None if progress else True) as bar:
+    # Not a terminal (logs, CI): a few plain lines instead of a redrawing bar.
+    with progress_bar(total, desc, "pair", enabled=progress) as bar:
         for batch in loader:
             yield batch
             bar.update(len(batch["name"]))

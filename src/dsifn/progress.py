@@ -1,0 +1,200 @@
+"""Progress reporting: a tqdm bar on a terminal, a few plain lines when stderr is a log.
+
+A redrawing bar written into a file is thousands of carriage-return lines; where standard error
+is not a terminal every command prints one line per tenth of the work instead, and one at the end,
+e.g. ``dsifn predict: 40 % (120/300 tiles)``. Every progress display in dsifn is made here.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Sized
+from types import TracebackType
+from typing import Any, Protocol
+
+__all__ = ["Bar", "PlainProgress", "progress_bar", "write"]
+
+STEP_PERCENT = 10
+"""Plain progress prints a line each time this many more percent of the work is done."""
+
+
+class Bar(Protocol):
+    """What callers use of a progress display (tqdm's own names)."""
+
+    def update(self, n: int = 1) -> object:
+        """Count ``n`` more units done."""
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        """Rename what is being done."""
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        """Show figures after the count (e.g. ``loss=0.31``)."""
+
+    def close(self) -> None:
+        """Finish the display."""
+
+
+class PlainProgress:
+    """Plain-line progress: a line at every :data:`STEP_PERCENT` of ``total`` and at close.
+
+    Args:
+        total: Units of work; None when unknown (then only the closing line is printed).
+        desc: What is being done, the start of each line.
+        unit: Name of one unit (``tile``; printed as ``tiles``).
+        initial: Units already done (a resumed epoch).
+        enabled: False: print nothing at all.
+        iterable: Iterate over this, counting one unit per item.
+        stream: Where lines go; None: standard error at the time of each line.
+    """
+
+    def __init__(
+        self,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        *,
+        initial: int = 0,
+        enabled: bool = True,
+        iterable: Iterable[Any] | None = None,
+        stream: Any = None,
+    ) -> None:
+        if total is None and isinstance(iterable, Sized):
+            total = len(iterable)
+        self.total = total
+        self.desc = desc
+        self.unit = unit
+        self.n = initial
+        self.enabled = enabled
+        self._iterable = iterable
+        self._stream = stream
+        self._postfix = ""
+        self._reported = self._step()  # the step already passed when resuming is not repeated
+        self._closed = False
+
+    def _step(self) -> int:
+        if not self.total:
+            return 0
+        return min(self.n, self.total) * 100 // self.total // STEP_PERCENT
+
+    def _line(self) -> str:
+        units = _plural(self.unit)
+        if self.total:
+            percent = min(self.n, self.total) * 100 // self.total
+            text = f"{percent} % ({self.n}/{self.total} {units})"
+        else:
+            text = f"{self.n} {units}"
+        prefix = f"{self.desc}: " if self.desc else ""
+        suffix = f" {self._postfix}" if self._postfix else ""
+        return f"{prefix}{text}{suffix}"
+
+    def _print(self) -> None:
+        if self.enabled:
+            stream = sys.stderr if self._stream is None else self._stream
+            print(self._line(), file=stream, flush=True)
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more units done; print a line when a new tenth is reached."""
+        self.n += n
+        step = self._step()
+        if step > self._reported:
+            self._reported = step
+            self._print()
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        """Rename what is being done (used by the next line printed)."""
+        self.desc = desc or ""
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        """Figures printed after the count on the next line, as ``name=value``."""
+        parts = [str(a) for a in args] + [f"{k}={v}" for k, v in kwargs.items()]
+        self._postfix = " ".join(parts)
+
+    def close(self) -> None:
+        """Print the closing line unless the last line already said 100 %."""
+        if self._closed:
+            return
+        self._closed = True
+        finished = self.total is not None and self.total > 0 and self.n >= self.total
+        if not (finished and self._reported * STEP_PERCENT >= 100):
+            self._print()
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._iterable is None:
+            raise TypeError("this progress display was made without an iterable")
+        try:
+            for item in self._iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _plural(unit: str) -> str:
+    if unit.endswith(("s", "x", "ch", "sh")):
+        return f"{unit}es"
+    return f"{unit}s"
+
+
+def _terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def progress_bar(
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    *,
+    enabled: bool = True,
+    initial: int = 0,
+    leave: bool = True,
+    iterable: Iterable[Any] | None = None,
+) -> Any:
+    """A progress display: a tqdm bar on a terminal, :class:`PlainProgress` lines otherwise.
+
+    Both have ``update``, ``set_description``, ``set_postfix``, ``close``, work as context
+    managers and, given ``iterable``, iterate over it.
+
+    Args:
+        total: Units of work (None: the length of ``iterable``, if it has one).
+        desc: What is being done.
+        unit: Name of one unit.
+        enabled: False: show nothing.
+        initial: Units already done.
+        leave: Keep the finished bar on the terminal (plain lines always stay).
+        iterable: Iterate over this, one unit per item.
+
+    Returns:
+        The display (typed ``Any``: it is iterated as ``iterable``'s items).
+    """
+    if enabled and _terminal():
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            iterable,
+            total=total,
+            desc=desc,
+            unit=unit,
+            initial=initial,
+            leave=leave,
+            dynamic_ncols=True,
+        )
+    return PlainProgress(total, desc, unit, initial=initial, enabled=enabled, iterable=iterable)
+
+
+def write(text: str) -> None:
+    """Print a line of results on standard output without breaking a bar being drawn."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(text)
