@@ -105,6 +105,47 @@ def test_misaligned_inputs_are_refused_then_aligned(scene, tmp_path):
     assert (values[100:200, 10:] >= 0).all()
 
 
+def _shifted_pair(tmp_path):
+    # Files with no nodata of their own: warping fills what T2 does not cover with zeros,
+    # which must not be predicted against as if they were data.
+    t1 = write_geotiff(tmp_path / "t1.tif", uint16_scene(1, 160, 200), nodata=None)
+    shifted = from_origin(ORIGIN[0] + 5 * PIXEL, ORIGIN[1] - 4 * PIXEL, PIXEL, PIXEL)
+    t2 = write_geotiff(
+        tmp_path / "t2.tif", uint16_scene(2, 160, 200), transform=shifted, nodata=None
+    )
+    return t1, t2  # T2 starts 5 columns east and 4 rows south of T1's origin
+
+
+def test_aligned_t2_leaves_uncovered_pixels_nodata(tmp_path):
+    t1, t2 = _shifted_pair(tmp_path)
+    out = tmp_path / "aligned.tif"
+    predict_scene(LocalRunner(), t1, t2, out, scale=10000, align=True, **FAST)
+    with rasterio.open(out) as got:
+        values = got.read(1)
+    assert (values[:, :5] == FLOAT_NODATA).all()
+    assert (values[:4, :] == FLOAT_NODATA).all()
+    covered = values[4:, 5:]
+    assert ((covered >= 0) & (covered <= 1)).all()
+
+
+def test_aligned_coverage_holds_with_a_nodata_value(tmp_path):
+    from dsifn.io.images import RasterSource
+
+    t1, t2 = _shifted_pair(tmp_path)
+    with RasterSource([t1]) as first:
+        grid = first.grid
+    source = RasterSource([t2], grid=grid, nodata=10000, name="T2")
+    try:
+        assert source.count == 3  # the coverage band is not a data band
+        mask = source.read_mask(0, 0, 160, 200)
+        assert not mask[:, :5].any() and not mask[:4, :].any()
+        assert mask[4:, 5:].all()
+        _, decimated = source.read_decimated(100)
+        assert not decimated[:, 0].any() and decimated[-1, -1]
+    finally:
+        source.close()
+
+
 def test_band_count_must_fit_the_model(scene, tmp_path):
     with pytest.raises(InputError, match="--bands"):
         predict_scene(LocalRunner(bands=4), scene["t1"], scene["t2"], tmp_path / "o.tif", **FAST)

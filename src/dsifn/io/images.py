@@ -335,7 +335,12 @@ class RasterSource(ImageSource):
         self._layers: list[Any] = []
         try:
             self._open(grid, resampling)
-            stack = [(layer, b) for layer in self._layers for b in range(1, layer.count + 1)]
+            # The files' band counts: a warped layer's extra alpha band is coverage, not data.
+            stack = [
+                (layer, b)
+                for layer, file in zip(self._layers, self._files, strict=True)
+                for b in range(1, file.count + 1)
+            ]
             self._bands = [stack[i] for i in _select(len(stack), bands, name)]
             self.count = len(self._bands)
             self.dtype = str(np.result_type(*[layer.dtypes[b - 1] for layer, b in self._bands]))
@@ -387,6 +392,9 @@ class RasterSource(ImageSource):
             width=grid.width,
             height=grid.height,
             resampling=Resampling[resampling],
+            # Pixels of the grid the file does not cover get alpha 0, so read_masks reports
+            # them invalid instead of passing zero-filled values as data.
+            add_alpha=True,
         )
 
     def reopen(self) -> RasterSource:
@@ -437,7 +445,8 @@ class RasterSource(ImageSource):
         if self.nodata is not None or self._float:
             valid = _valid(self._read(height, width, window=window), self.nodata)
             if self.nodata is not None:
-                return valid
+                covered: np.ndarray = valid & self._coverage(height, width, window=window)
+                return covered
         else:
             valid = np.ones((height, width), dtype=bool)
         from rasterio.errors import RasterioError
@@ -460,6 +469,26 @@ class RasterSource(ImageSource):
         h, w = _decimated_shape(self.grid, max_side)
         values = self._read(h, w, window=None).astype(np.float32)
         return values, self._mask(h, w, window=None)
+
+    def _coverage(self, height: int, width: int, *, window: tuple[int, int] | None) -> np.ndarray:
+        """Where every warped file covers the grid: bool (height, width), from the VRT's alpha."""
+        from rasterio.errors import RasterioError
+        from rasterio.windows import Window
+
+        covered = np.ones((height, width), dtype=bool)
+        try:
+            for layer, file in zip(self._layers, self._files, strict=True):
+                if layer is file:
+                    continue
+                if window is None:
+                    alpha = layer.read(layer.count, out_shape=(height, width))
+                else:
+                    win = Window(window[1], window[0], width, height)
+                    alpha = layer.read(layer.count, window=win)
+                covered &= alpha > 0
+        except RasterioError as exc:
+            raise self._corrupt(exc) from exc
+        return covered
 
     def close(self) -> None:
         """Close the files and any warped views of them."""
