@@ -179,7 +179,9 @@ class RunConfig:
 
     seed: int = 0  # seeds weights, data order, augmentation and dropout
     batch_size: int = 8  # training pairs per batch and per process (not given by the paper)
-    num_workers: int = 2  # DataLoader worker processes per training process
+    # DataLoader worker processes per training process; None: min(4, CPU cores this process
+    # may use / processes on this machine), at least 0, resolved when the run starts
+    num_workers: int | None = None
     device: str = "auto"  # auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)
     precision: str = "auto"  # auto (bf16 where native, else fp32), fp32, bf16 or fp16 (CUDA)
     channels_last: bool | None = None  # NHWC layout; None: on for CUDA and CPUs (measured)
@@ -192,8 +194,23 @@ class RunConfig:
         check_choice("run.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         if self.batch_size < 1:
             raise ConfigError(f"run.batch_size must be at least 1; got {self.batch_size}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"run.num_workers must be at least 0; got {self.num_workers}")
+
+    def resolved_workers(self) -> int:
+        """``num_workers``, or for None as many as the cores allow, four at most.
+
+        More workers than cores only compete with the training process (and the DataLoader
+        warns); under ``torchrun`` the cores are shared by ``LOCAL_WORLD_SIZE`` processes.
+        """
+        if self.num_workers is not None:
+            return self.num_workers
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        local = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
+        return min(4, cores // local)
 
 
 def _paper_model() -> DSIFNConfig:
