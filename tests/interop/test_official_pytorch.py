@@ -307,10 +307,18 @@ class Pickled(nn.Module):
 def test_whole_pickled_model_is_refused(tmp_path):
     path = tmp_path / "whole_model.pth"
     torch.save(Pickled(), path)
-    with pytest.raises(WeightsError, match=r"model\.state_dict\(\)"):
+    with pytest.raises(WeightsError, match=r"model\.state_dict\(\)") as info:
         load_official_pytorch(path)
+    # In our words, one line, never torch's advice to load with weights_only=False.
+    assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
     with pytest.raises(WeightsError, match="does not exist"):
         load_official_pytorch(tmp_path / "absent.pth")
+    with pytest.raises(WeightsError, match="is a folder, not a file"):
+        load_official_pytorch(tmp_path)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError, match=r"not a file written by torch\.save"):
+        load_official_pytorch(junk)
 
 
 def test_options_pass_through_unless_they_contradict(shared_official):

@@ -230,8 +230,12 @@ def test_bad_files_are_weights_errors(tmp_path, vgg_file):
         DSIFN(encoder_weights=str(tmp_path / "absent.pth"))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")
-    with pytest.raises(WeightsError, match="cannot read"):
+    with pytest.raises(WeightsError, match="cannot read") as info:
         load_vgg16_state_dict(garbage)
+    assert "not a file written by torch.save" in str(info.value)
+    assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
+    with pytest.raises(WeightsError, match="is a folder, not a file"):
+        DSIFN(encoder_weights=str(tmp_path))
     a_list = tmp_path / "list.pth"
     torch.save([torch.zeros(1)], a_list)
     with pytest.raises(WeightsError, match="state dict"):

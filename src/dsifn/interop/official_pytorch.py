@@ -31,7 +31,6 @@ outputs (which carry the sigmoid inside).
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,7 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dsifn.errors import WeightsError
+from dsifn.errors import CheckpointError, WeightsError
+from dsifn.io.atomic import check_input_file
+from dsifn.io.checkpoint import load_plain
 from dsifn.models.dsifn import DSIFN
 
 __all__ = ["load_official_pytorch", "official_to_dsifn", "read_official_state_dict"]
@@ -274,20 +275,11 @@ def read_official_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     Raises:
         WeightsError: If the file is missing or unreadable, or holds a whole pickled model.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise WeightsError(f"weights file {file} does not exist")
+    file = check_input_file(path, "weights file", WeightsError)
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise WeightsError(
-            f"{file} holds pickled Python objects (a whole model saved with torch.save(model)), "
-            "which are not loaded because unpickling can run arbitrary code; where the model "
-            "class is importable, save its weights instead with "
-            "torch.save(model.state_dict(), 'dsifn_state.pth') and load that file"
-        ) from exc
-    except Exception as exc:  # zip and format errors all mean "not a readable weights file"
-        raise WeightsError(f"cannot read {file} as a PyTorch state dict: {exc}") from exc
+        payload = load_plain(file)  # junk and pickled objects refused in one line of ours
+    except CheckpointError as exc:
+        raise WeightsError(f"cannot read the authors' PyTorch weights: {exc}") from exc
     return _unwrap_state_dict(payload)
 
 

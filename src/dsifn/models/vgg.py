@@ -256,10 +256,9 @@ def fetch_encoder_weights(source: str | os.PathLike[str] | WeightsRecord) -> Pat
         return fetch_weights(source)
     if source == VGG16_IMAGENET1K_V1.name:
         return fetch_weights(VGG16_IMAGENET1K_V1)
-    path = Path(source)
-    if not path.is_file():
-        raise WeightsError(f"encoder weights file {path} does not exist")
-    return path
+    from dsifn.io.atomic import check_input_file
+
+    return check_input_file(source, "encoder weights file", WeightsError)
 
 
 def load_vgg16_state_dict(source: str | os.PathLike[str] | WeightsRecord) -> dict[str, Tensor]:
@@ -275,11 +274,15 @@ def load_vgg16_state_dict(source: str | os.PathLike[str] | WeightsRecord) -> dic
     Raises:
         WeightsError: If the file is missing, unreadable or not a state dict.
     """
+    # Imported here: dsifn.io.checkpoint imports the model, which imports this module.
+    from dsifn.errors import CheckpointError
+    from dsifn.io.checkpoint import load_plain
+
     path = fetch_encoder_weights(source)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling or zip failure means the same to the user
-        raise WeightsError(f"cannot read {path} as a PyTorch state dict: {exc}") from exc
+        state = load_plain(path)  # refuses junk and pickled objects in one line of ours
+    except CheckpointError as exc:
+        raise WeightsError(f"cannot read encoder weights: {exc}") from exc
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path} does not hold a state dict (found {type(state).__name__})")
     return dict(state)
