@@ -7,7 +7,9 @@ or every ``validation.every_steps`` optimiser steps) the run directory gets:
 - ``last.pt``: the model (a normal dsifn checkpoint) plus a ``resume`` entry holding the
   optimiser, scheduler, loss scaler, position in the data, counters, history and every
   process's random-generator states, all plain values that load with ``weights_only=True``;
-- ``best.pt``: the model of the best validation F1 so far, with ``meta["threshold"]``;
+- ``best.pt``: the model of the best validation F1 so far, with ``meta["threshold"]``; until
+  a round gives a finite F1 (a validation split without labelled pixels never does), the
+  latest round's model, with ``meta["best_scored"]`` false;
 - ``metrics.jsonl`` / ``metrics.csv`` (one row per round), ``curves.png`` and, when
   tensorboard is installed, ``tensorboard/`` events;
 - ``config.yaml``: the resolved configuration, written at the start.
@@ -84,12 +86,13 @@ class TrainResult:
     """What :func:`train` returns."""
 
     run_dir: Path  # the run directory
-    best_checkpoint: Path  # best.pt: highest validation F1
+    best_checkpoint: Path  # best.pt: highest validation F1 (the last round's if unscored)
     last_checkpoint: Path  # last.pt: the final state, with the resume entry
     history: list[dict[str, Any]]  # one dictionary per validation round
     best_scores: dict[str, float]  # validation scores of the best round
     best_epoch: int  # epochs completed when the best round ran
     stop_reason: str  # "epochs", "early_stop", "max_steps" or "time_limit"
+    best_scored: bool  # whether any round gave a finite F1; if not, best.pt is only the last
     model: DSIFN = field(repr=False)  # the trained (last) model, in eval mode, on its device
 
 
@@ -466,6 +469,7 @@ class _Trainer:
             best_scores=dict(state.best_scores),
             best_epoch=state.best_epoch,
             stop_reason=reason,
+            best_scored=bool(state.best_scores),
             model=self.net,
         )
 
@@ -639,7 +643,7 @@ class _Trainer:
         return reason
 
     def _save_and_log(self, *, improved: bool, curves: bool) -> None:
-        """Write best.pt (if improved), last.pt with the resume state, logs, and curves.
+        """Write best.pt (if improved or never scored), last.pt with resume state, logs, curves.
 
         Curves are drawn at the end of epochs and of the run only: rounds every few steps
         would spend noticeable time in matplotlib.
@@ -660,8 +664,12 @@ class _Trainer:
             "threshold": threshold,
             "scores": dict(state.history[-1]) if state.history else {},
         }
-        if improved:
-            save_checkpoint(self.run_dir / "best.pt", self.net, meta=meta, overwrite=True)
+        scored = bool(state.best_scores)
+        # With no finite F1 yet there is no best to keep, but a run must still name a best.pt:
+        # it follows the latest round and says that it is unscored.
+        if improved or not scored:
+            best_meta = {**meta, "best_scored": scored}
+            save_checkpoint(self.run_dir / "best.pt", self.net, meta=best_meta, overwrite=True)
         elapsed = state.elapsed_s + time.monotonic() - self.session_start
         progress = state.to_dict()
         progress["elapsed_s"] = elapsed

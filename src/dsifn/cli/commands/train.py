@@ -85,11 +85,13 @@ def run(args: argparse.Namespace) -> int:
         best = (
             f"best validation F1 {scores['f1']:.4f} (IoU {scores['iou']:.4f}) after epoch "
             f"{result.best_epoch}"
-            if scores
-            else "no validation score"
+            if result.best_scored
+            else f"no validation round gave a finite F1 (does split {config.validation.split!r} "
+            "have labelled pixels?)"
         )
         print(f"{best}; stopped: {result.stop_reason}")
-        print(f"checkpoints: {result.best_checkpoint} (best), {result.last_checkpoint} (last)")
+        kind = "best" if result.best_scored else "unscored: the last round's model"
+        print(f"checkpoints: {result.best_checkpoint} ({kind}), {result.last_checkpoint} (last)")
     return 0
 
 
