@@ -122,6 +122,34 @@ def test_predict_scene_writes_polygons_and_quicklook(tmp_path):
     assert overlay[2, 70, 0] == overlay[2, 70, 1]  # unchanged: grey as the image
 
 
+def test_error_in_the_quicklook_leaves_no_output_and_no_temporary(tmp_path, monkeypatch):
+    import dsifn.inference.quicklook
+
+    before = write_geotiff(tmp_path / "t1.tif", np.full((1, 64, 80), LOW, np.uint8), nodata=None)
+    after = write_geotiff(tmp_path / "t2.tif", _hand_made_mask(), nodata=None)
+    out = tmp_path / "out"
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # an interrupt while the quicklook is written
+
+    monkeypatch.setattr(dsifn.inference.quicklook, "write_quicklook", broken)
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(
+            BandRunner(),
+            before,
+            after,
+            out / "change.tif",
+            polygons=out / "vectors" / "changes.gpkg",
+            quicklook=out / "look.png",
+            tile_size=32,
+            overlap=8,
+            progress=False,
+        )
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
+    assert left == []
+    assert sorted(p.name for p in out.rglob(".*")) == []
+
+
 def test_no_change_gives_an_empty_but_valid_layer(probability_raster, tmp_path):
     out = tmp_path / "none.gpkg"
     assert write_polygons(probability_raster, out, threshold=0.999) == 0

@@ -13,10 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
 import tempfile
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -38,7 +41,7 @@ from dsifn.inference.scene_attention import (
 )
 from dsifn.inference.sources import SceneSource, check_same_grid
 from dsifn.inference.tiling import TileGrid
-from dsifn.io.atomic import atomic_path, check_output_path
+from dsifn.io.atomic import check_output_path
 from dsifn.io.images import PILLOW_SUFFIXES, ArraySource, open_image
 from dsifn.scaling import Scaling, ScalingRule
 
@@ -504,13 +507,19 @@ def _write_outputs(
     contract: InputContract,
     tags: dict[str, str],
 ) -> int | None:
-    """Infer into a working raster, then write the map, polygons and quicklook from it."""
+    """Infer into a working raster, then write the map, polygons and quicklook from it.
+
+    Every output is written under a temporary name first and all are moved into place at the
+    end, so an error or interrupt before then leaves none of them.
+    """
     threshold = contract.threshold
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".dsifn-", dir=out_path.parent) as tmp:
+    finals = [out_path, *(p for p in (opts.polygons, opts.quicklook) if p is not None)]
+    with _work_folder(out_path.parent) as tmp:
         work = Path(tmp) / "probability.tif"
         _infer_to_file(runner, t1, t2, grid, scaling, work, opts)
-        with atomic_path(out_path, overwrite=opts.overwrite) as partial:
+        with _staged([Path(p) for p in finals], overwrite=opts.overwrite) as staged:
+            partial = staged[0]
             if isinstance(t1, ArraySource):
                 _write_png(work, partial, mode=opts.mode, threshold=threshold)
             else:
@@ -528,19 +537,79 @@ def _write_outputs(
                 from dsifn.inference.polygons import write_polygons
 
                 count = write_polygons(
-                    work,
-                    opts.polygons,
-                    threshold=threshold,
-                    min_area=opts.min_area,
-                    overwrite=opts.overwrite,
+                    work, staged[1], threshold=threshold, min_area=opts.min_area, overwrite=True
                 )
             if opts.quicklook is not None:
                 from dsifn.inference.quicklook import write_quicklook
 
-                write_quicklook(
-                    t1, t2, work, opts.quicklook, threshold=threshold, overwrite=opts.overwrite
-                )
+                write_quicklook(t1, t2, work, staged[-1], threshold=threshold, overwrite=True)
     return count
+
+
+_OWNER = "owner"  # "HOST PID" of the run that made a work folder
+
+
+def _work_folder(parent: Path) -> tempfile.TemporaryDirectory[str]:
+    """A private ``.dsifn-*`` folder beside the outputs, after removing stale ones.
+
+    A run killed outright (SIGKILL, power loss) cannot clean up; its folder names its owner, and
+    the next run in that folder removes it once that process is gone.
+    """
+    _remove_stale(parent)
+    folder = tempfile.TemporaryDirectory(prefix=".dsifn-", dir=parent)
+    (Path(folder.name) / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    return folder
+
+
+def _remove_stale(parent: Path) -> None:
+    """Remove ``.dsifn-*`` folders whose owner, a process on this host, no longer runs.
+
+    Folders without an owner file, of another host, or of a live (or unknown) process are left:
+    only what is surely a dead run's working data goes.
+    """
+    host = socket.gethostname()
+    for folder in parent.glob(".dsifn-*"):
+        try:
+            owner_host, pid = (folder / _OWNER).read_text().split()
+            if owner_host != host or _alive(int(pid)):
+                continue
+        except (OSError, ValueError):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+@contextlib.contextmanager
+def _staged(finals: Sequence[Path], *, overwrite: bool) -> Iterator[list[Path]]:
+    """Yield a path per output, under its real name in a private folder beside it.
+
+    When the block succeeds all are moved into place, the first (the map) last, so a map on
+    disk means its polygons and quicklook are there too; when it raises, none are.
+    """
+    for final in finals:
+        check_output_path(final, overwrite=overwrite)
+    with contextlib.ExitStack() as stack:
+        staged = []
+        for final in finals:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            folder = stack.enter_context(_work_folder(final.parent))
+            staged.append(Path(folder) / final.name)
+        yield staged
+        for final in finals:  # one appeared while writing: replace nothing
+            check_output_path(final, overwrite=overwrite)
+        for path, final in reversed(list(zip(staged, finals, strict=True))):
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+            os.replace(path, final)
 
 
 def _attention_runner(runner: TileRunner) -> AttentionRunner:
