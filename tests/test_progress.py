@@ -7,7 +7,13 @@ import sys
 
 import pytest
 
+import dsifn.progress
 from dsifn.progress import PlainProgress, progress_bar
+
+
+@pytest.fixture(autouse=True)
+def _no_quiet_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dsifn.progress, "QUIET_SECONDS", 0.0)
 
 
 class _Terminal(io.StringIO):
@@ -64,3 +70,17 @@ def test_terminal_gets_a_tqdm_bar(monkeypatch: pytest.MonkeyPatch) -> None:
             bar.update(1)
     assert "dsifn predict" in terminal.getvalue()
     assert "\r" in terminal.getvalue()  # redrawn in place
+
+
+def test_plain_lines_wait_for_slow_work(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(dsifn.progress, "QUIET_SECONDS", 60.0)
+    with progress_bar(10, "quick") as bar:
+        bar.update(10)
+    assert capsys.readouterr().err == ""
+
+
+def test_an_error_adds_no_closing_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError), progress_bar(4, "evaluate", "pair") as bar:
+        bar.update(2)
+        raise ValueError
+    assert capsys.readouterr().err.splitlines() == ["evaluate: 50 % (2/4 pairs)"]

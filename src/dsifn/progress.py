@@ -8,6 +8,7 @@ e.g. ``dsifn predict: 40 % (120/300 tiles)``. Every progress display in dsifn is
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sized
 from types import TracebackType
 from typing import Any, Protocol
@@ -16,6 +17,9 @@ __all__ = ["Bar", "PlainProgress", "progress_bar", "write"]
 
 STEP_PERCENT = 10
 """Plain progress prints a line each time this many more percent of the work is done."""
+
+QUIET_SECONDS = 1.0
+"""Plain progress stays silent for work done this soon (a quick run, or one that fails early)."""
 
 
 class Bar(Protocol):
@@ -70,6 +74,7 @@ class PlainProgress:
         self._postfix = ""
         self._reported = self._step()  # the step already passed when resuming is not repeated
         self._closed = False
+        self._start = time.monotonic()
 
     def _step(self) -> int:
         if not self.total:
@@ -88,7 +93,7 @@ class PlainProgress:
         return f"{prefix}{text}{suffix}"
 
     def _print(self) -> None:
-        if self.enabled:
+        if self.enabled and time.monotonic() - self._start >= QUIET_SECONDS:
             stream = sys.stderr if self._stream is None else self._stream
             print(self._line(), file=stream, flush=True)
 
@@ -125,6 +130,9 @@ class PlainProgress:
             for item in self._iterable:
                 yield item
                 self.update(1)
+        except BaseException:
+            self._closed = True
+            raise
         finally:
             self.close()
 
@@ -137,6 +145,8 @@ class PlainProgress:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if kind is not None:  # the error's own line says what happened; no closing count
+            self._closed = True
         self.close()
 
 
