@@ -6,7 +6,7 @@ command is adding a file. Heavy imports belong inside ``run``.
 
 Errors a user can cause (:class:`dsifn.errors.DSIFNError`, missing files, bad values, an output
 folder that cannot be written, a bad option) print one line on standard error and exit with
-status 2; an interrupt exits with 130.
+status 2; an interrupt exits with 130 and SIGTERM with 143, both after cleaning up.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import argparse
 import importlib
 import pkgutil
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
-from types import ModuleType
-from typing import NoReturn
+from types import FrameType, ModuleType
+from typing import Any, NoReturn
 
 from dsifn._version import __version__
 from dsifn.cli import commands
@@ -58,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so ``finally`` blocks and context managers run."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     parser = build_parser()
@@ -65,16 +75,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
+    # Signal handlers can only be set in the main thread; elsewhere SIGTERM keeps its default.
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("dsifn: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("dsifn: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except (DSIFNError, OSError) as exc:
         if isinstance(exc, OSError) and not _users_os_error(exc):
             raise
         print(f"dsifn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _users_os_error(exc: OSError) -> bool:
