@@ -47,6 +47,7 @@ from dsifn.flops import forward_flops
 from dsifn.inference.runner import TorchRunner
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.models.dsifn import DSIFN
+from dsifn.progress import progress_bar
 from dsifn.runtime import Precision, resolve_device, resolve_precision
 from dsifn.training.step import TrainStep
 
@@ -280,8 +281,6 @@ def _interleaved(
     Returns:
         Per-case seconds per step of each round, and per-case warm-up seconds.
     """
-    from tqdm.auto import tqdm
-
     warm: dict[str, float] = {}
     for name, step in steps.items():
         _sync(device)
@@ -291,7 +290,7 @@ def _interleaved(
         _sync(device)
         warm[name] = time.perf_counter() - start
     times: dict[str, list[float]] = {name: [] for name in steps}
-    bar = tqdm(total=config.rounds * len(steps), desc="timing", leave=False)
+    bar = progress_bar(config.rounds * len(steps), "dsifn benchmark: timing", "round", leave=False)
     with bar:
         for _ in range(config.rounds):
             for name, step in steps.items():
