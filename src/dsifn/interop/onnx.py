@@ -33,7 +33,7 @@ from dsifn._optional import require
 from dsifn._version import __version__
 from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import ConfigError, InputError, WeightsError
-from dsifn.io.atomic import atomic_path, check_output_path
+from dsifn.io.atomic import atomic_path, check_input_file, check_output_path
 from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE, DSIFNConfig
 from dsifn.models.normalization import Normalization
 
@@ -279,9 +279,7 @@ class OnnxRunner:
     def __init__(self, path: str | os.PathLike[str], device: str = "auto") -> None:
         ort = require("onnxruntime", "onnx", "running an ONNX model")
 
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"ONNX model {file} does not exist")
+        file = check_input_file(path, "ONNX model")
         try:
             self.session = ort.InferenceSession(str(file), providers=_providers(device))
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
