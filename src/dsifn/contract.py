@@ -96,7 +96,8 @@ class InputContract:
 
     band_count: int  # bands per date the model takes
     normalization: Normalization  # applied to the [0, 1] images
-    bands: tuple[int, ...] | None = None  # 1-based bands of each date's stack; None: all
+    # 1-based bands of each date's stack, or band names picking band files; None: all.
+    bands: tuple[int, ...] | tuple[str, ...] | None = None
     scaling: ScalingRule = field(default_factory=ScalingRule)  # raw values to [0, 1]
     nodata: float | None = None  # raw value meaning no data; None: the files' own marks
     ignore_value: int | None = None  # label value meaning "not labelled"

@@ -116,7 +116,7 @@ class DataConfig:
     root: str = ""  # dataset folder
     layout: Layout = "auto"  # which folder layout; "auto" detects it (see detect_layout)
     folders: tuple[str, str, str] | None = None  # generic layout: (t1, t2, mask) folder names
-    bands: tuple[int, ...] | None = None  # 1-based band selection, in this order; None = all
+    bands: tuple[int, ...] | tuple[str, ...] | None = None  # 1-based numbers or names; None = all
     scale: float | None = None  # raw value that maps to 1.0; None = by dtype (see above)
     stretch: tuple[float, float] | None = None  # per-pair percentile stretch (low, high)
     ignore_value: int | None = None  # mask value meaning "not labelled": valid False there

@@ -95,7 +95,7 @@ class SceneOptions:
     threshold: float | None = None  # decision threshold; None: the model's recorded one
     cog: bool = False  # write a Cloud-Optimized GeoTIFF (with overviews)
     # How pixels become input; None: as the model's input contract records (dsifn.contract).
-    bands: tuple[int, ...] | None = None  # 1-based bands of each date's stack
+    bands: tuple[int, ...] | tuple[str, ...] | None = None  # numbers, or names (B04...)
     scale: float | None = None  # fixed divisor of raw values (10000 for Sentinel-2 L1C)
     stretch: tuple[float, float] | None = None  # per-band percentile stretch from both dates
     align: bool = False  # resample T2 onto T1's grid instead of refusing a mismatch
@@ -156,7 +156,7 @@ def open_pair(
     before: PathLike | Sequence[PathLike],
     after: PathLike | Sequence[PathLike],
     *,
-    bands: Sequence[int] | None = None,
+    bands: Sequence[int] | Sequence[str] | None = None,
     nodata: float | None = None,
     align: bool = False,
 ) -> tuple[SceneSource, SceneSource]:

@@ -64,7 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group(
         "input bands and values (each defaults to what the model recorded in training)"
     )
-    data.add_argument("--bands", help="1-based bands of each image to use, in order, e.g. 4,3,2")
+    data.add_argument(
+        "--bands",
+        help="bands of each image, in order: 1-based numbers (4,3,2) or band names that pick "
+        "band files (B04,B03,B02)",
+    )
     data.add_argument(
         "--scale",
         type=finite_float,

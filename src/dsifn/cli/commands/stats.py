@@ -11,7 +11,7 @@ NAME = "stats"
 HELP = "per-band mean and std of a dataset's images (both dates), for the model's normalization"
 
 
-def _bands(text: str) -> tuple[int, ...]:
+def _bands(text: str) -> tuple[int, ...] | tuple[str, ...]:
     from dsifn.errors import ConfigError
     from dsifn.io.images import parse_bands
 
