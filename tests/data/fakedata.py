@@ -135,3 +135,104 @@ def build_layout(
             pairs = write_split(folders, count, seed=seed, **options)
         written[split] = pairs
     return written
+
+
+# OSCD's bands and their pixel size in metres (10 m, 20 m = half the pixels, 60 m = a sixth).
+OSCD_RESOLUTION = {
+    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
+    "B08": 10, "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20,
+}  # fmt: skip
+OSCD_IMAGES = "Onera Satellite Change Detection dataset - Images"
+OSCD_LABELS = "Onera Satellite Change Detection dataset - {} Labels"
+_DEGREES = 1e-4  # about 10 m of latitude, in EPSG:4326 like the real files
+
+
+def oscd_band_value(band: str, date: int) -> int:
+    """The uint16 value a fake OSCD band file holds outside change: it names band and date."""
+    return 100 * (list(OSCD_RESOLUTION).index(band) + 1) + date
+
+
+def write_oscd_city(
+    folder: Path,
+    name: str,
+    change: np.ndarray,
+    *,
+    coding: str = "tif",
+    label_folder: Path | None = None,
+    unlabelled: np.ndarray | None = None,
+) -> None:
+    """One OSCD-like city: ``imgs_1``/``imgs_2`` with 13 band files, and its change map.
+
+    Every band file is constant (:func:`oscd_band_value`) except T2's B04, which is 9000 where
+    ``change`` is True. ``coding`` ``"tif"`` writes ``{name}-cm.tif`` coded 1/2 (0 where
+    ``unlabelled``), ``"png"`` writes ``cm.png`` coded 0/255. ``change`` is (H, W) with H and
+    W multiples of 6.
+    """
+    height, width = change.shape
+    for date in (1, 2):
+        for band, metres in OSCD_RESOLUTION.items():
+            step = metres // 10
+            value = oscd_band_value(band, date)
+            data = np.full((height // step, width // step), value, dtype=np.uint16)
+            if date == 2 and band == "B04":
+                data[change] = 9000
+            path = folder / name / f"imgs_{date}" / f"S2A_OPER_MSI_L1C_TL_SGS__T31UDQ_{band}.tif"
+            _write_geographic(path, data, _DEGREES * step)
+    cm = (label_folder or folder) / name / "cm"
+    if coding == "tif":
+        labels = np.where(change, 2, 1).astype(np.uint8)
+        if unlabelled is not None:
+            labels[unlabelled] = 0
+        _write_geographic(cm / f"{name}-cm.tif", labels, _DEGREES)
+    else:
+        write_image(cm / "cm.png", change.astype(np.uint8) * 255)
+
+
+def _write_geographic(path: Path, data: np.ndarray, pixel: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "driver": "GTiff",
+        "width": data.shape[1],
+        "height": data.shape[0],
+        "count": 1,
+        "dtype": data.dtype.name,
+        "crs": "EPSG:4326",
+        "transform": Affine(pixel, 0.0, 2.3, 0.0, -pixel, 48.8),  # near Paris
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data[None])
+
+
+def oscd_change(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """(H, W) bool: a rectangle of change somewhere in the city."""
+    change = np.zeros((height, width), dtype=bool)
+    top, left = rng.integers(0, height - 12), rng.integers(0, width - 12)
+    change[top : top + 10, left : left + 10] = True
+    return change
+
+
+def write_oscd(root: Path, *, official: bool = True, seed: int = 0) -> Path:
+    """A tiny OSCD: 5 train cities and 2 test cities of 42 to 66 pixels a side.
+
+    ``official`` writes the distribution's folders (images with ``train.txt`` and
+    ``test.txt``, labels apart, change maps as 1/2 ``.tif``); otherwise a plain folder of
+    cities with ``cm/`` inside each, the first three ``.tif`` and the rest ``cm.png``.
+    """
+    rng = np.random.default_rng(seed)
+    train = ["abudhabi", "beihai", "cupertino", "hongkong", "mumbai"]
+    test = ["brasilia", "chongqing"]
+    sizes = [(42, 60), (48, 48), (66, 54), (54, 42), (60, 66), (48, 54), (42, 42)]
+    images = root / OSCD_IMAGES if official else root
+    for i, (city, (height, width)) in enumerate(zip(train + test, sizes, strict=True)):
+        split = "Train" if city in train else "Test"
+        write_oscd_city(
+            images,
+            city,
+            oscd_change(rng, height, width),
+            coding="tif" if official or i < 3 else "png",
+            label_folder=root / OSCD_LABELS.format(split) if official else None,
+        )
+    if official:
+        (images / "train.txt").write_text(",".join(train) + "\n")
+        (images / "test.txt").write_text(",".join(test) + "\n")
+    return root

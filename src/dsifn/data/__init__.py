@@ -1,16 +1,17 @@
 """Datasets of image pairs and change masks.
 
 Readers for the layouts public change-detection datasets are distributed in (DSIFN-CD,
-LEVIR-CD, WHU-CD, CDD, SYSU-CD, S2Looking, list files) and for folders the user names; checks
+LEVIR-CD, WHU-CD, CDD, SYSU-CD, S2Looking, OSCD, list files) and for folders the user names; checks
 of a dataset before training; per-band statistics for normalisation; seeded augmentation.
 """
 
 from dsifn.data.checks import check_splits, compute_band_stats
 from dsifn.data.config import AugmentConfig, DataConfig, Layout
-from dsifn.data.dataset import ChangeDetectionDataset
-from dsifn.data.layouts import DetectedLayout, Sample, SplitFiles, detect_layout
+from dsifn.data.dataset import ChangeDetectionDataset, resolve_layout
+from dsifn.data.layouts import OSCD_BANDS, DetectedLayout, Sample, SplitFiles, detect_layout
 
 __all__ = [
+    "OSCD_BANDS",
     "AugmentConfig",
     "ChangeDetectionDataset",
     "DataConfig",
@@ -21,4 +22,5 @@ __all__ = [
     "check_splits",
     "compute_band_stats",
     "detect_layout",
+    "resolve_layout",
 ]

@@ -19,6 +19,12 @@ from dsifn.data.config import AugmentConfig
 
 __all__ = [
     "augment_sample",
+    "augment_window",
+    "crop_side",
+    "crop_window",
+    "cut_window",
+    "draw_scale",
+    "flip_rotate",
     "hue_rotation_matrix",
     "joint_transform",
     "photometric",
@@ -47,13 +53,96 @@ def _chance(generator: torch.Generator, probability: float) -> bool:
     return probability > 0 and float(torch.rand((), generator=generator)) < probability
 
 
+# Draws of a crop whose valid share is below the minimum, before the best one drawn is kept.
+_CROP_TRIES = 10
+
+
+def draw_scale(config: AugmentConfig, generator: torch.Generator) -> float:
+    """The rescale factor of one sample (1 without a draw when ``config.scale`` is (1, 1))."""
+    low, high = config.scale
+    return 1.0 if low == high == 1.0 else _uniform(generator, low, high)
+
+
+def crop_side(crop_size: int, factor: float) -> int:
+    """Side of the window that rescaling by ``factor`` turns into a ``crop_size`` crop."""
+    return max(1, round(crop_size / factor))
+
+
+def crop_window(
+    valid: Tensor, size: int, generator: torch.Generator, min_valid: float = 0.0
+) -> tuple[int, int]:
+    """Top-left corner of a random ``size`` x ``size`` window, drawn from valid pixels.
+
+    A window whose share of valid pixels is below ``min_valid`` is drawn again, up to a few
+    times; then the most valid one drawn is taken. A fully valid image takes the first draw,
+    so the draws are those of a plain random crop. Where a side is shorter than ``size`` the
+    window starts at 0 and reaches past the image (padding, counted as not valid).
+
+    Args:
+        valid: (1, H, W) or (H, W) bool, the pixels a crop should hold.
+        size: Side of the window.
+        generator: Source of the position.
+        min_valid: Share of valid pixels, in [0, 1], a window must hold.
+
+    Returns:
+        ``(top, left)``.
+    """
+    height, width = valid.shape[-2:]
+    plane = valid.reshape(height, width)
+    best, best_count = (0, 0), -1
+    for _ in range(_CROP_TRIES):
+        top = int(torch.randint(0, max(height, size) - size + 1, (), generator=generator))
+        left = int(torch.randint(0, max(width, size) - size + 1, (), generator=generator))
+        count = int(plane[top : top + size, left : left + size].sum())
+        if count > best_count:
+            best, best_count = (top, left), count
+        if min_valid <= 0.0 or count >= min_valid * size * size:
+            break
+    return best
+
+
+def cut_window(
+    image: Tensor, mask: Tensor, valid: Tensor, top: int, left: int, size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Cut the ``size`` x ``size`` window at (top, left) from mask and valid, and pad all three.
+
+    Args:
+        image: (T, C, h, w) the window of the dates alone (read by window, or cut already);
+            smaller than ``size`` where the window reaches past the image.
+        mask: (1, H, W) whole mask.
+        valid: (1, H, W) bool, whole.
+        top: Row of the window.
+        left: Column of the window.
+        size: Side of the window.
+
+    Returns:
+        The three at (..., size, size), padded at the bottom / right with zeros not valid.
+    """
+    mask = mask[..., top : top + size, left : left + size]
+    valid = valid[..., top : top + size, left : left + size]
+    if tuple(image.shape[-2:]) != tuple(mask.shape[-2:]):
+        raise ValueError(f"image window {tuple(image.shape)} does not fit {tuple(mask.shape)}")
+    pad = (0, size - mask.shape[-1], 0, size - mask.shape[-2])
+    if pad[1] or pad[3]:
+        image = F.pad(image, pad)
+        mask = F.pad(mask, pad)
+        valid = F.pad(valid, pad, value=False)
+    return image, mask, valid
+
+
 def random_crop(
-    image: Tensor, mask: Tensor, valid: Tensor, size: int, generator: torch.Generator
+    image: Tensor,
+    mask: Tensor,
+    valid: Tensor,
+    size: int,
+    generator: torch.Generator,
+    min_valid: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Cut the same random ``size`` x ``size`` window from image, mask and valid.
 
     A side shorter than ``size`` is padded at the bottom / right with zeros that are marked
-    not valid, so every crop has the requested size.
+    not valid, so every crop has the requested size. The window is drawn again while its
+    share of valid pixels is below ``min_valid`` (see :func:`crop_window`).
 
     Args:
         image: (T, C, H, W) dates stacked.
@@ -61,21 +150,14 @@ def random_crop(
         valid: (1, H, W) bool.
         size: Side of the crop.
         generator: Source of the window position.
+        min_valid: Share of valid pixels a crop must hold.
 
     Returns:
         The three tensors cut to (..., size, size).
     """
-    height, width = image.shape[-2:]
-    pad_h, pad_w = max(0, size - height), max(0, size - width)
-    if pad_h or pad_w:
-        image = F.pad(image, (0, pad_w, 0, pad_h))
-        mask = F.pad(mask, (0, pad_w, 0, pad_h))
-        valid = F.pad(valid, (0, pad_w, 0, pad_h), value=False)
-        height, width = image.shape[-2:]
-    top = int(torch.randint(0, height - size + 1, (), generator=generator))
-    left = int(torch.randint(0, width - size + 1, (), generator=generator))
+    top, left = crop_window(valid, size, generator, min_valid)
     window = (..., slice(top, top + size), slice(left, left + size))
-    return image[window], mask[window], valid[window]
+    return cut_window(image[window], mask, valid, top, left, size)
 
 
 def _resize(
@@ -100,6 +182,7 @@ def joint_transform(
     config: AugmentConfig,
     generator: torch.Generator,
     crop_size: int | None = None,
+    min_valid: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Rescale, crop, flip and rotate both dates, the mask and the valid map together.
 
@@ -110,22 +193,29 @@ def joint_transform(
         config: Probabilities and ranges.
         generator: Source of every random draw.
         crop_size: Side of a random crop taken after rescaling; None keeps the whole image.
+        min_valid: Share of valid pixels a crop must hold (:func:`crop_window`).
 
     Returns:
         The three transformed tensors, still aligned pixel for pixel.
     """
-    low, high = config.scale
-    factor = 1.0 if low == high == 1.0 else _uniform(generator, low, high)
+    factor = draw_scale(config, generator)
     if crop_size is not None:
         # Rescaling then cropping equals cropping the window that maps onto the crop and
         # rescaling only that: same result, without resampling the whole image.
-        source = max(1, round(crop_size / factor))
-        image, mask, valid = random_crop(image, mask, valid, source, generator)
+        source = crop_side(crop_size, factor)
+        image, mask, valid = random_crop(image, mask, valid, source, generator, min_valid)
         image, mask, valid = _resize(image, mask, valid, (crop_size, crop_size))
     elif factor != 1.0:
         height, width = image.shape[-2:]
         size = (max(1, round(height * factor)), max(1, round(width * factor)))
         image, mask, valid = _resize(image, mask, valid, size)
+    return flip_rotate(image, mask, valid, config, generator)
+
+
+def flip_rotate(
+    image: Tensor, mask: Tensor, valid: Tensor, config: AugmentConfig, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The random flips and quarter turns of :func:`joint_transform`, on all three together."""
     dims: tuple[int, ...] = ()
     if _chance(generator, config.hflip):
         dims += (-1,)
@@ -219,6 +309,7 @@ def augment_sample(
     config: AugmentConfig,
     generator: torch.Generator,
     crop_size: int | None = None,
+    min_valid: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Joint transforms on everything, then photometric ones on each date independently.
 
@@ -229,10 +320,48 @@ def augment_sample(
         config: The augmentation.
         generator: Source of every random draw.
         crop_size: Side of a random crop; None keeps the whole image.
+        min_valid: Share of valid pixels a crop must hold (:func:`crop_window`).
 
     Returns:
         ``(image, mask, valid)`` transformed; the mask only moves, its values never change.
     """
-    image, mask, valid = joint_transform(image, mask, valid, config, generator, crop_size)
+    image, mask, valid = joint_transform(
+        image, mask, valid, config, generator, crop_size, min_valid
+    )
+    dates = [photometric(date, config, generator) for date in image]
+    return torch.stack(dates), mask, valid
+
+
+def augment_window(
+    image: Tensor,
+    mask: Tensor,
+    valid: Tensor,
+    window: tuple[int, int, int],
+    config: AugmentConfig,
+    generator: torch.Generator,
+    crop_size: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`augment_sample` of a crop whose window was drawn, and read, beforehand.
+
+    The caller draws ``factor = draw_scale(...)``, then ``(top, left) = crop_window(valid,
+    crop_side(crop_size, factor), ...)`` with the same generator, and reads only that window
+    of the dates: the draws are those :func:`augment_sample` makes, so the sample is the same.
+
+    Args:
+        image: (T, C, h, w) the window of the dates (smaller past the image's edge).
+        mask: (1, H, W) whole mask.
+        valid: (1, H, W) bool, whole.
+        window: ``(top, left, side)`` of the window.
+        config: The augmentation.
+        generator: The generator the window was drawn from.
+        crop_size: Side of the crop returned.
+
+    Returns:
+        ``(image, mask, valid)`` at (..., crop_size, crop_size), transformed.
+    """
+    top, left, side = window
+    image, mask, valid = cut_window(image, mask, valid, top, left, side)
+    image, mask, valid = _resize(image, mask, valid, (crop_size, crop_size))
+    image, mask, valid = flip_rotate(image, mask, valid, config, generator)
     dates = [photometric(date, config, generator) for date in image]
     return torch.stack(dates), mask, valid

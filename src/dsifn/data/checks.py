@@ -13,8 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dsifn.data.config import DataConfig
-from dsifn.data.dataset import load_pair, read_dates, summarize
-from dsifn.data.layouts import DetectedLayout, Sample, canonical_split, detect_layout
+from dsifn.data.dataset import load_pair, read_dates, resolve_layout, summarize
+from dsifn.data.layouts import DetectedLayout, Sample, canonical_split
 from dsifn.errors import DataError, InputError
 
 __all__ = ["band_stats_from_sums", "check_splits", "compute_band_stats"]
@@ -73,7 +73,7 @@ def check_splits(
             partners, ambiguous names, size or band-count mismatches between the dates or with
             the mask, unreadable files, bands that do not exist.
     """
-    found = layout or detect_layout(config.root, config.layout, config.folders)
+    found = resolve_layout(config, layout)
     problems: list[str] = []
     hashes: dict[str, dict[str, str]] = {}  # split -> pixel hash -> pair name
     for split in dict.fromkeys(canonical_split(s) for s in splits):
@@ -174,7 +174,7 @@ def compute_band_stats(
     Raises:
         DataError: If the split is missing or a file is unreadable or inconsistent.
     """
-    found = layout or detect_layout(config.root, config.layout, config.folders)
+    found = resolve_layout(config, layout)
     files = found.split(split)
     samples = list(files.samples)
     if not samples:

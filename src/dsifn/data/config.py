@@ -14,7 +14,9 @@ from dsifn.scaling import ScalingRule
 
 __all__ = ["AugmentConfig", "DataConfig", "Layout"]
 
-Layout = Literal["auto", "dsifn", "levir", "whu", "cdd", "sysu", "s2looking", "list", "generic"]
+Layout = Literal[
+    "auto", "dsifn", "levir", "whu", "cdd", "sysu", "s2looking", "list", "oscd", "generic"
+]
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -122,6 +124,12 @@ class DataConfig:
     ignore_value: int | None = None  # mask value meaning "not labelled": valid False there
     nodata: float | None = None  # raw image value meaning "no data"; None = the file's tag
     crop_size: int | None = None  # training: random square crop of this side; None = full image
+    # training crops with fewer valid pixels than this fraction are drawn again (a few times)
+    crop_min_valid: float = 0.5
+    # A val split carved from the train split (OSCD has none; by default it holds a fifth of
+    # the train cities): the pairs (cities) named, or this fraction of them, chosen by name.
+    val_cities: tuple[str, ...] | None = None
+    val_fraction: float | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training only
 
     def __post_init__(self) -> None:
@@ -143,6 +151,18 @@ class DataConfig:
             raise ConfigError(f"data.scale / data.stretch: {exc}") from exc
         if self.crop_size is not None and self.crop_size < 1:
             raise ConfigError(f"data.crop_size must be positive; got {self.crop_size}")
+        _check_probability("data.crop_min_valid", self.crop_min_valid)
+        if self.val_cities is not None:
+            if isinstance(self.val_cities, str):
+                object.__setattr__(self, "val_cities", (self.val_cities,))
+            cities = tuple(str(c).strip() for c in self.val_cities)
+            if not cities or not all(cities):
+                raise ConfigError(f"data.val_cities must name pairs; got {self.val_cities!r}")
+            object.__setattr__(self, "val_cities", cities)
+        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1); got {self.val_fraction}")
+        if self.val_cities is not None and self.val_fraction is not None:
+            raise ConfigError("give data.val_cities or data.val_fraction, not both")
         if isinstance(self.augment, Mapping):
             object.__setattr__(self, "augment", AugmentConfig.from_dict(self.augment))
         if self.layout == "generic" and self.folders is None:
@@ -153,6 +173,7 @@ class DataConfig:
         out = dataclasses.asdict(self)
         out["folders"] = None if self.folders is None else list(self.folders)
         out["bands"] = None if self.bands is None else list(self.bands)
+        out["val_cities"] = None if self.val_cities is None else list(self.val_cities)
         out["stretch"] = None if self.stretch is None else list(self.stretch)
         out["augment"] = self.augment.to_dict()
         return out

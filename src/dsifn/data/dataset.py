@@ -10,25 +10,56 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
-from dsifn.data.augment import augment_sample, sample_generator
+from dsifn.data.augment import (
+    augment_sample,
+    augment_window,
+    crop_side,
+    crop_window,
+    draw_scale,
+    sample_generator,
+)
 from dsifn.data.config import DataConfig
 from dsifn.data.layouts import DetectedLayout, Sample, detect_layout
 from dsifn.data.readers import read_mask
 from dsifn.errors import DataError
 from dsifn.io.images import open_image
 
-__all__ = ["ChangeDetectionDataset", "load_pair", "read_dates", "summarize"]
+__all__ = [
+    "ChangeDetectionDataset",
+    "load_pair",
+    "read_dates",
+    "read_label",
+    "resolve_layout",
+    "summarize",
+]
 
 # How many offenders an error message names before it just counts the rest.
 _SHOWN = 5
 
 
-def read_dates(sample: Sample, config: DataConfig) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+def resolve_layout(config: DataConfig, layout: DetectedLayout | None = None) -> DetectedLayout:
+    """The layout of ``config.root`` (detected unless given) with the config's val split.
+
+    ``data.val_cities`` / ``data.val_fraction`` carve the val split from the train pairs
+    (:meth:`DetectedLayout.with_validation`); applying it again to its own result changes
+    nothing, so every reader of the data may call it.
+    """
+    found = layout or detect_layout(config.root, config.layout, config.folders)
+    return found.with_validation(config.val_cities, config.val_fraction)
+
+
+def read_dates(
+    sample: Sample,
+    config: DataConfig,
+    window: tuple[int, int, int, int] | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """Read both dates of one sample through the one reader and the one scaling.
 
     Args:
-        sample: The pair's files.
+        sample: The pair's files (an image each, or band files stacked onto the finest grid).
         config: Band selection, scaling and nodata.
+        window: ``(row, col, height, width)`` to read alone, clipped to the image; None:
+            the whole image. A percentile stretch is computed on what is read.
 
     Returns:
         ``(image, has_data)``: (2, C, H, W) float32 in [0, 1], T1 then T2, 0 where either
@@ -39,15 +70,22 @@ def read_dates(sample: Sample, config: DataConfig) -> tuple[NDArray[np.float32],
         InputError: If a file is missing or a selected band does not exist.
     """
     raw, valid = [], []
-    for path, date in ((sample.t1, "T1"), (sample.t2, "T2")):
-        with open_image(path, bands=config.bands, nodata=config.nodata, name=date) as src:
-            values, ok = src.read_all()
+    for files, date in ((sample.t1, "T1"), (sample.t2, "T2")):
+        with open_image(files, bands=config.bands, nodata=config.nodata, name=date) as src:
+            if window is None:
+                values, ok = src.read_all()
+            else:
+                row, col = window[0], window[1]
+                height = max(0, min(window[2], src.grid.height - row))
+                width = max(0, min(window[3], src.grid.width - col))
+                values = src.read(row, col, height, width)
+                ok = src.read_mask(row, col, height, width)
         raw.append(values)
         valid.append(ok)
     if raw[0].shape != raw[1].shape:
         raise DataError(
-            f"{sample.name}: the dates differ: {_describe(raw[0])} in {sample.t1}, "
-            f"{_describe(raw[1])} in {sample.t2}"
+            f"{sample.name}: the dates differ: {_describe(raw[0])} in {sample.where('T1')}, "
+            f"{_describe(raw[1])} in {sample.where('T2')}"
         )
     has_data = valid[0] & valid[1]
     scaling = config.scaling_rule().resolve(
@@ -79,13 +117,18 @@ def load_pair(
             differs in size, or a selected band does not exist.
     """
     image, has_data = read_dates(sample, config)
-    mask, valid = read_mask(sample.mask, ignore_value=config.ignore_value)
+    mask, valid = read_label(sample, config)
     if mask.shape[-2:] != image.shape[-2:]:
         raise DataError(
             f"{sample.name}: mask {_size(mask)} in {sample.mask} but images {_size(image)}"
         )
     valid &= has_data
     return image, mask, valid
+
+
+def read_label(sample: Sample, config: DataConfig) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """The sample's mask decoded by its layout's coding: (1, H, W) 0/1 change and valid."""
+    return read_mask(sample.mask, ignore_value=config.ignore_value, coding=sample.coding)
 
 
 def _size(array: NDArray[Any]) -> str:
@@ -111,7 +154,10 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
     training engine applies the model's own (``model.config.input_normalization``).
 
     With ``train=True`` each sample is randomly cropped to ``config.crop_size`` (if set) and
-    augmented by ``config.augment``; the randomness is a pure function of (``seed``, epoch,
+    augmented by ``config.augment``. A crop holds at least ``config.crop_min_valid`` valid
+    pixels where one can be found in a few draws, and only its window of the dates is read
+    (a 13-band OSCD city is not read whole for a 96-pixel crop), unless a percentile stretch
+    needs the whole pair. The randomness is a pure function of (``seed``, epoch,
     index), so any number of loader workers, or a resumed run, gives the same samples. The epoch
     lives in shared memory, so :meth:`set_epoch` reaches persistent loader workers too.
 
@@ -144,7 +190,7 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         self.split = split
         self.train = train
         self.seed = seed
-        self.layout = layout or detect_layout(config.root, config.layout, config.folders)
+        self.layout = resolve_layout(config, layout)
         files = self.layout.split(split)
         if files.problems:
             where = f"split {split} of {self.layout.root}"
@@ -181,15 +227,56 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         index = index % len(self)
         sample = self.samples[index]
-        image_np, mask_np, valid_np = load_pair(sample, self.config)
+        config = self.config
+        if self.train and config.crop_size is not None and config.stretch is None:
+            return self._windowed(index, sample, config.crop_size)
+        image_np, mask_np, valid_np = load_pair(sample, config)
         image = torch.from_numpy(image_np)
         mask = torch.from_numpy(mask_np)
         valid = torch.from_numpy(valid_np)
         if self.train:
             generator = sample_generator(self.seed, self.epoch, index)
             image, mask, valid = augment_sample(
-                image, mask, valid, self.config.augment, generator, self.config.crop_size
+                image,
+                mask,
+                valid,
+                config.augment,
+                generator,
+                config.crop_size,
+                config.crop_min_valid,
             )
+        return {"image": image, "mask": mask, "valid": valid, "name": sample.name}
+
+    def _windowed(self, index: int, sample: Sample, crop_size: int) -> dict[str, Any]:
+        """A training crop, reading only its window of the dates.
+
+        The window is drawn from the label's valid pixels (the mask is read whole: one band),
+        then the dates' no-data pixels in it are marked not valid too.
+        """
+        config = self.config
+        mask_np, label_ok = read_label(sample, config)
+        mask, valid = torch.from_numpy(mask_np), torch.from_numpy(label_ok)
+        generator = sample_generator(self.seed, self.epoch, index)
+        side = crop_side(crop_size, draw_scale(config.augment, generator))
+        top, left = crop_window(valid, side, generator, config.crop_min_valid)
+        image_np, has_data = read_dates(sample, config, (top, left, side, side))
+        height, width = has_data.shape
+        full_h, full_w = mask_np.shape[-2:]
+        # Images larger than the mask pass here unseen; check_splits finds those (whole reads).
+        if (height, width) != (min(side, full_h - top), min(side, full_w - left)):
+            raise DataError(
+                f"{sample.name}: mask {full_w}x{full_h} in {sample.mask} but the images are smaller"
+            )
+        valid[:, top : top + height, left : left + width] &= torch.from_numpy(has_data)
+        image, mask, valid = augment_window(
+            torch.from_numpy(image_np),
+            mask,
+            valid,
+            (top, left, side),
+            config.augment,
+            generator,
+            crop_size,
+        )
         return {"image": image, "mask": mask, "valid": valid, "name": sample.name}
 
     def __repr__(self) -> str:

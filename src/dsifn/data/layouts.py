@@ -9,6 +9,7 @@ Layouts, as the datasets are distributed:
 ``sysu``                SYSU-CD: ``{split}/{time1,time2,label}``
 ``s2looking``           S2Looking: ``{split}/{Image1,Image2,label}``
 ``list``                BIT / ChangeFormer style: ``A/``, ``B/``, ``label/``, ``list/{split}.txt``
+``oscd``                OSCD: ``{city}/{imgs_1,imgs_2,cm}``, one GeoTIFF per band (see below)
 ``generic``             the user's three folder names, under split folders or directly under root
 ======================  ==============================================================
 
@@ -16,22 +17,37 @@ Every folder layout also accepts its three folders directly under the root, read
 called ``"all"``. Folder names match case-insensitively. Files pair up by name without
 extension (a mask may be ``.tif`` where the images are ``.png``). Split folders named
 ``training``, ``valid``, ``validation`` or ``testing`` are called ``train``, ``val`` and ``test``.
+
+OSCD (Onera Satellite Change Detection, Daudt et al., IGARSS 2018) is read as distributed
+(``Onera Satellite Change Detection dataset - Images/{city}/imgs_1|imgs_2/*_B01.tif ...``, with
+``train.txt`` and ``test.txt`` naming cities comma-separated, and the change maps under
+``... - Train Labels/{city}/cm/`` and ``... - Test Labels/{city}/cm/``) or as a plain folder of
+cities (``{city}/imgs_1``, ``{city}/imgs_2``, ``{city}/cm/``; all of them train without list
+files). A sample's T1 and T2 are its 13 band files in the documented order (:data:`OSCD_BANDS`);
+the change map is ``{city}-cm.tif`` (1 = no change, 2 = change) or else ``cm.png`` (0/255).
+OSCD has no val split: :meth:`DetectedLayout.with_validation` carves one from the train cities,
+by default :data:`OSCD_VAL_FRACTION` of them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import get_args
 
 from dsifn._validation import check_choice
 from dsifn.data.config import Layout
+from dsifn.data.readers import LabelCoding
 from dsifn.errors import ConfigError, DataError
 from dsifn.io.images import IMAGE_SUFFIXES
 
 __all__ = [
+    "OSCD_BANDS",
+    "OSCD_VAL_FRACTION",
     "DetectedLayout",
     "Sample",
     "SplitFiles",
@@ -50,21 +66,40 @@ _FOLDER_LAYOUTS: dict[str, tuple[str, tuple[str, str, str]]] = {
     "s2looking": ("S2Looking", ("Image1", "Image2", "label")),
 }
 # Tried in this order by "auto"; "list" first since its folders are LEVIR's plus list/.
-_AUTO_ORDER = ("list", "dsifn", "levir", "cdd", "sysu", "s2looking")
+_AUTO_ORDER = ("list", "dsifn", "levir", "cdd", "sysu", "s2looking", "oscd")
 _SPLIT_ALIASES = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}
 _SPLIT_ORDER = ("train", "val", "test")
 # The split name of three folders found directly under the root.
 SINGLE_SPLIT = "all"
 
+# OSCD's 13 Sentinel-2 bands in the documented order: a sample's band files come in this order.
+OSCD_BANDS = (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
+)  # fmt: skip
+# The share of OSCD's train cities that form its val split unless the config says otherwise.
+OSCD_VAL_FRACTION = 0.2
+_OSCD_IMAGES = "Onera Satellite Change Detection dataset - Images"
+_OSCD_LABELS = (
+    "Onera Satellite Change Detection dataset - Train Labels",
+    "Onera Satellite Change Detection dataset - Test Labels",
+)
+_OSCD_FOLDERS = ("imgs_1", "imgs_2", "cm")
+
 
 @dataclass(frozen=True)
 class Sample:
-    """The three files of one labelled pair."""
+    """The files of one labelled pair."""
 
-    name: str  # file name without extension, unique within its split
-    t1: Path  # image of the first date
-    t2: Path  # image of the second date
+    name: str  # file name without extension (OSCD: the city), unique within its split
+    t1: Path | tuple[Path, ...]  # image of the first date, or its band files in order
+    t2: Path | tuple[Path, ...]  # image of the second date, or its band files in order
     mask: Path  # change mask
+    coding: LabelCoding = "change>0"  # how the mask codes its labels
+
+    def where(self, date: str) -> str:
+        """Where date ``"T1"`` or ``"T2"`` is on disk, for messages (a band file's folder)."""
+        files = self.t1 if date == "T1" else self.t2
+        return str(files[0].parent if isinstance(files, tuple) else files)
 
 
 @dataclass(frozen=True)
@@ -75,6 +110,7 @@ class SplitFiles:
     samples: tuple[Sample, ...]  # complete pairs, in name (or list-file) order
     problems: tuple[str, ...] = ()  # files without partners, ambiguous names
     list_file: Path | None = None  # the list layout's file naming the pairs
+    carved: bool = False  # a val split taken from the train pairs, not found on disk
 
 
 @dataclass(frozen=True)
@@ -111,12 +147,16 @@ class DetectedLayout:
             return "list-file"
         if self.name == "generic":
             return "generic"
+        if self.name == "oscd":
+            return "OSCD"
         return _FOLDER_LAYOUTS[self.name][0]
 
     @property
     def shape(self) -> str:
         """The folder names, e.g. ``A/B/label``."""
         text = "/".join(self.folders)
+        if self.name == "oscd":
+            return f"cities with {text}"
         return f"{text} with list/*.txt" if self.name == "list" else text
 
     def split(self, name: str) -> SplitFiles:
@@ -132,6 +172,86 @@ class DetectedLayout:
                 f"split {name!r} not found in {self.root} ({self.title} layout); found: {found}"
             )
         return self.splits[key]
+
+    def with_validation(
+        self, cities: Sequence[str] | None = None, fraction: float | None = None
+    ) -> DetectedLayout:
+        """This layout with a val split carved from the train pairs (OSCD's cities).
+
+        The pool is the train split plus any val split carved before, so carving again with
+        other settings starts from the same pairs. ``fraction`` takes that share of the pool
+        (at least one pair, and never all of them), chosen by a hash of each name: the same
+        names give the same split on every machine, whatever else the folder holds.
+
+        Args:
+            cities: Names of the pairs that form the val split.
+            fraction: Share of the pool that forms the val split, in (0, 1).
+
+        Returns:
+            The layout with ``train`` and ``val`` replaced; itself when both are None.
+
+        Raises:
+            ConfigError: If both are given, the dataset has a val split of its own, it has
+                no train split, or a named city is not among the train pairs.
+        """
+        if cities is None and fraction is None:
+            return self
+        if cities is not None and fraction is not None:
+            raise ConfigError("give data.val_cities or data.val_fraction, not both")
+        val = self.splits.get("val")
+        if val is not None and not val.carved:
+            raise ConfigError(
+                f"{self.root} has a val split of its own; data.val_cities and "
+                "data.val_fraction carve one from the train split where there is none"
+            )
+        train = self.splits.get("train")
+        if train is None:
+            found = ", ".join(self.splits) or "none"
+            raise ConfigError(f"no train split to carve a val split from (found: {found})")
+        pool = sorted(
+            train.samples + (val.samples if val is not None else ()),
+            key=lambda s: _natural_key(s.name),
+        )
+        names = [s.name for s in pool]
+        if cities is not None:
+            unknown = [c for c in cities if c not in names]
+            if unknown:
+                raise ConfigError(
+                    f"data.val_cities: {', '.join(unknown)} not among the train pairs "
+                    f"({', '.join(names) or 'none'})"
+                )
+            chosen = set(cities)
+        else:
+            assert fraction is not None
+            chosen = set(pick_fraction(names, fraction))
+        splits = dict(self.splits)
+        splits["train"] = replace(
+            train, samples=tuple(s for s in pool if s.name not in chosen), carved=False
+        )
+        splits["val"] = replace(
+            train,
+            samples=tuple(s for s in pool if s.name in chosen),
+            problems=(),
+            carved=True,
+        )
+        return replace(self, splits=_ordered(splits))
+
+
+def pick_fraction(names: Sequence[str], fraction: float) -> list[str]:
+    """``fraction`` of ``names`` (at least one, never all but where there is only one).
+
+    Pure and deterministic: names are ranked by a SHA-1 of the name, so a name's fate does not
+    depend on Python's hash seed or on which other names there are beyond the count.
+
+    Returns:
+        The chosen names, in the order given.
+    """
+    if not names:
+        return []
+    count = min(max(1, math.ceil(fraction * len(names) - 1e-9)), max(1, len(names) - 1))
+    ranked = sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+    chosen = set(ranked[:count])
+    return [n for n in names if n in chosen]
 
 
 def canonical_split(name: str) -> str:
@@ -233,8 +353,8 @@ def _split_files(
     listings = [_image_files(folder) for folder in folders]
     pairs, problems = pair_names(listings, [f.name for f in folders], wanted)
     samples = tuple(
-        Sample(name, *(folder / file for folder, file in zip(folders, files, strict=True)))
-        for name, files in pairs
+        Sample(name, folders[0] / t1, folders[1] / t2, folders[2] / mask)
+        for name, (t1, t2, mask) in pairs
     )
     return SplitFiles(folders, samples, tuple(problems), list_file)
 
@@ -278,11 +398,97 @@ def _find_list_layout(root: Path) -> dict[str, SplitFiles]:
     return _ordered(splits)
 
 
+def _oscd_cities(images: Path) -> dict[str, Path]:
+    cities = {}
+    for entry in sorted(images.iterdir()):
+        if entry.is_dir() and not entry.name.startswith("."):
+            if _child(entry, "imgs_1") is not None and _child(entry, "imgs_2") is not None:
+                cities[entry.name] = entry
+    return cities
+
+
+def _oscd_bands(folder: Path) -> tuple[tuple[Path, ...], list[str]]:
+    """The 13 band files of one date in :data:`OSCD_BANDS` order, and what is missing."""
+    found: dict[str, list[Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.suffix.lower() in (".tif", ".tiff") and entry.is_file():
+            found.setdefault(entry.stem.rsplit("_", 1)[-1].upper(), []).append(entry)
+    missing = [band for band in OSCD_BANDS if band not in found]
+    doubled = [band for band in OSCD_BANDS if len(found.get(band, ())) > 1]
+    problems = [f"no {', '.join(missing)} in {folder}"] if missing else []
+    problems += [f"several files of {', '.join(doubled)} in {folder}"] if doubled else []
+    return tuple(found[band][0] for band in OSCD_BANDS if band in found), problems
+
+
+def _oscd_label(folders: Sequence[Path], city: str) -> tuple[Path, LabelCoding] | None:
+    """The change map of ``city``: ``{city}-cm.tif`` (1/2) before ``cm.png`` (0/255)."""
+    for folder in folders:
+        cm = _child(folder, "cm")
+        if cm is None:
+            continue
+        for entry in sorted(cm.iterdir()):
+            if entry.name.lower() in (f"{city.lower()}-cm.tif", f"{city.lower()}-cm.tiff"):
+                return entry, "oscd"
+    for folder in folders:
+        cm = _child(folder, "cm")
+        if cm is not None and (cm / "cm.png").is_file():
+            return cm / "cm.png", "change>0"
+    return None
+
+
+def _read_city_list(path: Path) -> list[str]:
+    # train.txt is one line of comma-separated cities; newlines are accepted too.
+    return [c.strip() for c in re.split(r"[,\n]", path.read_text()) if c.strip()]
+
+
+def _find_oscd_layout(root: Path) -> dict[str, SplitFiles]:
+    images = _child(root, _OSCD_IMAGES) or root
+    cities = _oscd_cities(images)
+    if not cities:
+        return {}
+    label_roots = [folder for name in _OSCD_LABELS if (folder := _child(root, name)) is not None]
+    lists = {
+        canonical_split(entry.stem): entry
+        for entry in sorted(images.glob("*.txt"))
+        if canonical_split(entry.stem) in _SPLIT_ORDER
+    }
+    wanted = {split: _read_city_list(path) for split, path in lists.items()}
+    if not wanted:
+        wanted = {"train": list(cities)}
+    splits: dict[str, SplitFiles] = {}
+    for split, names in wanted.items():
+        samples, problems = [], []
+        for city in dict.fromkeys(names):
+            folder = cities.get(city)
+            if folder is None:
+                problems.append(f"{city}: no folder with imgs_1 and imgs_2 in {images}")
+                continue
+            imgs_1, imgs_2 = _child(folder, "imgs_1"), _child(folder, "imgs_2")
+            assert imgs_1 is not None and imgs_2 is not None
+            t1, missing_1 = _oscd_bands(imgs_1)
+            t2, missing_2 = _oscd_bands(imgs_2)
+            places = [folder, *(r / city for r in label_roots if (r / city).is_dir())]
+            label = _oscd_label(places, city)
+            missing = missing_1 + missing_2
+            if label is None:
+                missing.append(f"no change map ({city}-cm.tif or cm.png in cm/)")
+            if missing:
+                problems.append(f"{city}: {'; '.join(missing)}")
+                continue
+            assert label is not None
+            samples.append(Sample(city, t1, t2, label[0], label[1]))
+        folders = (images, images, label_roots[0] if label_roots else images)
+        splits[split] = SplitFiles(folders, tuple(samples), tuple(problems), lists.get(split))
+    return _ordered(splits)
+
+
 def _looked_for(candidates: Sequence[str], folders: tuple[str, str, str] | None) -> str:
     parts = []
     for name in candidates:
         if name == "list":
             parts.append("A/B/label with list/*.txt (list files)")
+        elif name == "oscd":
+            parts.append("{city}/imgs_1/imgs_2/cm (OSCD)")
         elif name == "generic" and folders is not None:
             parts.append(f"{'/'.join(folders)} (generic)")
         elif name in _FOLDER_LAYOUTS:
@@ -301,12 +507,13 @@ def detect_layout(
     Args:
         root: The dataset folder.
         layout: One of ``auto``, ``dsifn``, ``levir``, ``whu``, ``cdd``, ``sysu``,
-            ``s2looking``, ``list``, ``generic``. ``auto`` tries them in that order
+            ``s2looking``, ``list``, ``oscd``, ``generic``. ``auto`` tries them in that order
             (``generic`` when ``folders`` is given).
         folders: ``(t1, t2, mask)`` folder names for the generic layout.
 
     Returns:
-        The layout, with every split found (splits missing on disk are simply absent).
+        The layout, with every split found (splits missing on disk are simply absent); OSCD's
+        with a val split of :data:`OSCD_VAL_FRACTION` of its train cities.
 
     Raises:
         DataError: If ``root`` is not a folder, or no layout fits, listing what was looked for.
@@ -334,6 +541,14 @@ def detect_layout(
         if name == "list":
             splits = _find_list_layout(base)
             shape = _FOLDER_LAYOUTS["levir"][1]
+        elif name == "oscd":
+            splits = _find_oscd_layout(base)
+            if splits:
+                found = DetectedLayout(name=name, splits=splits, root=base, folders=_OSCD_FOLDERS)
+                if "train" in splits and len(splits["train"].samples) > 1:
+                    found = found.with_validation(fraction=OSCD_VAL_FRACTION)
+                return found
+            continue
         else:
             shape = names if name == "generic" and names is not None else _FOLDER_LAYOUTS[name][1]
             splits = _find_folder_layout(base, shape)

@@ -7,45 +7,65 @@ decoding of labels lives here. :func:`decode_mask` is pure and works without fil
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 
+from dsifn._validation import check_choice
 from dsifn.errors import DataError
 from dsifn.io.images import PILLOW_SUFFIXES, decode_pillow, open_image
 
-__all__ = ["decode_mask", "read_mask"]
+__all__ = ["LabelCoding", "decode_mask", "read_mask"]
+
+# How a layout's mask files code their labels. "change>0": any value above the threshold is
+# change (0/1, 0/255, colours, palette indices). "oscd": OSCD's change-map GeoTIFFs, 1 = no
+# change and 2 = change (its LABELS_README says otherwise; the files say this), any other
+# value not labelled.
+LabelCoding = Literal["change>0", "oscd"]
 
 
 def decode_mask(
-    data: NDArray[Any], *, ignore_value: int | None = None, threshold: float = 0
+    data: NDArray[Any],
+    *,
+    ignore_value: int | None = None,
+    threshold: float = 0,
+    coding: LabelCoding = "change>0",
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """Turn a raw mask into 0/1 change and a valid map.
 
-    Any value above ``threshold`` (0) is change: 0/1 and 0/255 codings read alike. A colour
-    mask (several bands) is change where any band is above it. Palette masks are decoded by
-    their indices (index 0 is no change), so ``ignore_value`` refers to an index there.
+    With the ``"change>0"`` coding any value above ``threshold`` (0) is change: 0/1 and 0/255
+    codings read alike. A colour mask (several bands) is change where any band is above it.
+    Palette masks are decoded by their indices (index 0 is no change), so ``ignore_value``
+    refers to an index there. With the ``"oscd"`` coding 2 is change, 1 no change and every
+    other value (0 at the borders of some change maps) not labelled.
 
     Args:
         data: (C, H, W) raw mask, C = 1 (grey or palette indices) or 3 (colours).
         ignore_value: Raw value meaning "not labelled" (on every band, for colour masks).
-        threshold: Values above it are change.
+        threshold: Values above it are change (``"change>0"`` coding).
+        coding: How the values code the labels (:data:`LabelCoding`).
 
     Returns:
         ``(mask, valid)``: (1, H, W) float32 0/1 and (1, H, W) bool. Change is 0 where the
         label is ignored.
     """
-    change = np.asarray(np.any(data > threshold, axis=0, keepdims=True), dtype=np.bool_)
-    valid: NDArray[np.bool_] = np.ones(change.shape, dtype=np.bool_)
+    check_choice("label coding", coding, get_args(LabelCoding))
+    valid: NDArray[np.bool_]
+    if coding == "oscd":
+        change = np.asarray(np.any(data == 2, axis=0, keepdims=True), dtype=np.bool_)
+        valid = np.asarray(np.all((data == 1) | (data == 2), axis=0, keepdims=True))
+    else:
+        change = np.asarray(np.any(data > threshold, axis=0, keepdims=True), dtype=np.bool_)
+        valid = np.ones(change.shape, dtype=np.bool_)
     if ignore_value is not None:
-        valid = ~np.asarray(np.all(data == ignore_value, axis=0, keepdims=True), dtype=np.bool_)
-        change &= valid
+        valid &= ~np.asarray(np.all(data == ignore_value, axis=0, keepdims=True), dtype=np.bool_)
+    change &= valid
     return change.astype(np.float32), valid
 
 
 def read_mask(
-    path: Path, *, ignore_value: int | None = None
+    path: Path, *, ignore_value: int | None = None, coding: LabelCoding = "change>0"
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """Read and decode a mask file (see :func:`decode_mask`).
 
@@ -55,6 +75,7 @@ def read_mask(
     Args:
         path: A PNG, BMP, JPEG or TIFF mask.
         ignore_value: Raw value meaning "not labelled".
+        coding: How the values code the labels; the layout knows (OSCD's ``.tif``: ``"oscd"``).
 
     Returns:
         ``(mask, valid)``: (1, H, W) float32 0/1 and (1, H, W) bool.
@@ -74,4 +95,4 @@ def read_mask(
     # JPEG is lossy: the 0 of a 0/255 mask comes back as small values near edges, so there
     # change is the upper half of the range.
     threshold = 127 if path.suffix.lower() in (".jpg", ".jpeg") else 0
-    return decode_mask(data, ignore_value=ignore_value, threshold=threshold)
+    return decode_mask(data, ignore_value=ignore_value, threshold=threshold, coding=coding)
