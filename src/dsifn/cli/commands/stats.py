@@ -46,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder names for the generic layout, e.g. before,after,labels",
     )
     parser.add_argument(
-        "--bands", type=_bands, metavar="B,B,...", help="1-based bands to use, e.g. 4,3,2 [all]"
+        "--bands",
+        type=_bands,
+        metavar="B,B,...",
+        help="1-based bands to use, e.g. 4,3,2, or band files by name, e.g. B04,B03,B02 [all]",
     )
     parser.add_argument(
         "--scale",
@@ -70,7 +73,7 @@ def format_yaml(mean: Sequence[float], std: Sequence[float]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Detect the layout, measure, print the numbers and a YAML snippet."""
-    from dsifn.data import DataConfig, compute_band_stats, detect_layout
+    from dsifn.data import OSCD_BANDS, DataConfig, compute_band_stats, resolve_layout
     from dsifn.errors import InputError
 
     if args.max_images is not None and args.max_images < 1:
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         bands=args.bands,
         scale=args.scale,
     )
-    layout = detect_layout(config.root, config.layout, config.folders)
+    layout = resolve_layout(config)
     print(layout.describe())
     files = layout.split(args.split)
     count = len(files.samples)
@@ -94,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"split {args.split}: {used} of {count} pairs, both dates, values scaled to [0, 1]")
     print(f"{'band':>4}  {'mean':>10}  {'std':>10}")
-    bands = args.bands or tuple(range(1, len(mean) + 1))
+    bands: tuple[int | str, ...] = args.bands or tuple(range(1, len(mean) + 1))
+    if args.bands is None and layout.name == "oscd":
+        bands = OSCD_BANDS
     for band, m, s in zip(bands, mean, std, strict=True):
         print(f"{band:>4}  {m:>10.6f}  {s:>10.6f}")
     print("paste into a training config (normalization of the images scaled to [0, 1]):")
