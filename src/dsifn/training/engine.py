@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from dsifn.contract import CONTRACT_KEY, InputContract
-from dsifn.data import ChangeDetectionDataset, DetectedLayout, check_splits, detect_layout
+from dsifn.data import ChangeDetectionDataset, DetectedLayout, check_splits, resolve_layout
 from dsifn.errors import CheckpointError, ConfigError, DataError, OutputExistsError
 from dsifn.io.atomic import check_input_file, check_output_folder
 from dsifn.io.checkpoint import model_with_weights, read_checkpoint, save_checkpoint
@@ -270,9 +270,7 @@ class _Trainer:
         if not self.ctx.is_main:
             if resume:
                 payload = self._read_resume()
-            layout = detect_layout(
-                self.config.data.root, self.config.data.layout, self.config.data.folders
-            )
+            layout = resolve_layout(self.config.data)
         return payload, layout
 
     def _check_run_dir(self, *, resume: bool, overwrite: bool) -> None:
@@ -313,7 +311,7 @@ class _Trainer:
         data = self.config.data
         if not data.root:
             raise ConfigError("no dataset given: pass --data PATH or data.root=PATH")
-        layout = detect_layout(data.root, data.layout, data.folders)
+        layout = resolve_layout(data)  # with the val split data.val_cities / val_fraction ask
         splits = ("train", self.config.validation.split)
         for split in splits:
             if split not in layout.splits:

@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["data.root"] = args.data
     config = apply_overrides(config, overrides)
     if args.data is not None:
-        from dsifn.data import detect_layout
+        from dsifn.data import resolve_layout
 
-        layout = detect_layout(config.data.root, config.data.layout, config.data.folders)
+        layout = resolve_layout(config.data)
         if main_process:
             print(layout.describe())
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / _config_name(args.config)
