@@ -139,20 +139,36 @@ def test_predict_reads_the_files_as_training_did_through_torch_and_onnx(trained,
     assert err == ["dsifn: using scale 255 as asked; the model was trained with scale 10000"]
 
 
-def test_evaluate_masks_equal_predict_masks(trained, tmp_path):
+@pytest.mark.parametrize("tile", [None, "32"])  # whole images, and tiled as scenes are
+def test_evaluate_masks_equal_predict_masks(trained, tmp_path, tile):
     root, checkpoint = trained
+    tiles = [] if tile is None else ["--tile-size", tile]
     out = tmp_path / "eval"
     argv = ["evaluate", "--checkpoint", str(checkpoint), "--data", str(root), "--split", "test"]
-    assert main([*argv, "--out", str(out), "--save-masks"]) == 0
+    assert main([*argv, "--out", str(out), "--save-masks", *tiles]) == 0
     evaluated = np.asarray(Image.open(out / "masks" / "p0.png")) > 0
     mask = tmp_path / "mask.tif"
-    argv = ["predict", "--checkpoint", str(checkpoint), "--mode", "mask", "--quiet"]
+    argv = ["predict", "--checkpoint", str(checkpoint), "--mode", "mask", "--quiet", *tiles]
     argv += ["--before", str(root / "test" / "A" / "p0.tif")]
     assert main([*argv, "--after", str(root / "test" / "B" / "p0.tif"), "--out", str(mask)]) == 0
     predicted = _read(mask)[0] == 1
     np.testing.assert_array_equal(evaluated, predicted)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["threshold"] == pytest.approx(0.5)
+
+
+def test_evaluation_tiles_large_images_as_predict_does(trained):
+    from dsifn.inference.runner import load_runner
+    from dsifn.training.evaluate import runner_scorer
+
+    _, checkpoint = trained
+    runner = load_runner(checkpoint, precision="fp32")
+    images = torch.rand(1, 2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    whole = runner_scorer(runner)(images)
+    tiled = runner_scorer(runner, tile_size=32)(images)
+    assert whole.shape == tiled.shape == (1, 1, SIZE, SIZE)
+    gap = float((whole - tiled).abs().max())
+    assert 0 < gap < 0.5  # tiles see less context: close, yet not the whole-image pass
 
 
 def test_older_checkpoints_work_with_a_one_line_notice(trained, tmp_path, capsys):

@@ -35,9 +35,10 @@ from dsifn.inference.tiling import (
     pad_tile,
     tta_transforms,
 )
+from dsifn.io.images import MemorySource
 from dsifn.scaling import Scaling
 
-__all__ = ["READERS", "RowWriter", "TileReader", "normalizer", "run_tiles"]
+__all__ = ["READERS", "RowWriter", "TileReader", "normalizer", "predict_array", "run_tiles"]
 
 # Threads reading tiles ahead of the model (each with its own file handles).
 READERS = max(1, min(4, os.cpu_count() or 1))
@@ -275,3 +276,24 @@ def run_tiles(
                 blender.add(row, col, p)
             bar.update(len(job))
         writer.put(blender.finish())
+
+
+def predict_array(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(H, W) probabilities of an in-memory pair, tiled and blended exactly as a scene is.
+
+    Args:
+        runner: The model.
+        t1: float32 (C, H, W) first date, scaled to [0, 1].
+        t2: float32 (C, H, W) second date.
+        grid: The tiles (:func:`dsifn.inference.scene.plan_tiles`).
+    """
+    out = np.empty((grid.height, grid.width), dtype=np.float32)
+
+    def write_rows(first: int, values: np.ndarray) -> None:
+        out[first : first + values.shape[0]] = values
+
+    bands = t1.shape[0]
+    as_is = Scaling((0.0,) * bands, (1.0,) * bands, "already in [0, 1]", clip=False)
+    pair = MemorySource(t1, name="T1"), MemorySource(t2, name="T2")
+    run_tiles(runner, *pair, grid, as_is, write_rows, progress=False, readers=1)
+    return out

@@ -53,6 +53,7 @@ __all__ = [
     "OutputMode",
     "SceneOptions",
     "SceneResult",
+    "plan_tiles",
     "predict_scene",
 ]
 
@@ -485,8 +486,31 @@ def _plan(
         tile = DEFAULT_WINDOW if opts.tile_size is None else opts.tile_size
         windows = WindowGrid.plan(height, width, tile, radius)
         return windows, tile, 2 * windows.margin
-    tile = _tile_size(runner, opts.tile_size or contract.tile_size)
-    overlap = tile // 8 if opts.overlap is None else opts.overlap
+    return plan_tiles(runner, height, width, opts.tile_size or contract.tile_size, opts.overlap)
+
+
+def plan_tiles(
+    runner: TileRunner,
+    height: int,
+    width: int,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+) -> tuple[TileGrid, int, int]:
+    """The tiles ``dsifn predict`` cuts an image into, with their side and overlap.
+
+    Args:
+        runner: The model (a fixed-size model takes its size only).
+        height: Image rows.
+        width: Image columns.
+        tile_size: Tile side; None: the model's fixed size, else the tile size its input
+            contract says it trained on, else :data:`DEFAULT_TILE`.
+        overlap: Pixels shared by neighbours; None: an eighth of the tile.
+
+    Returns:
+        The grid (tiles shrink to an image smaller than one), the tile side and the overlap.
+    """
+    tile = _tile_size(runner, tile_size or runner.contract.tile_size)
+    overlap = tile // 8 if overlap is None else overlap
     fixed = runner.tile_size is not None
     return TileGrid.plan(height, width, tile, overlap, fixed=fixed), tile, overlap
 

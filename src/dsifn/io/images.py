@@ -36,6 +36,7 @@ __all__ = [
     "PILLOW_SUFFIXES",
     "ArraySource",
     "ImageSource",
+    "MemorySource",
     "PixelGrid",
     "RasterSource",
     "band_files",
@@ -343,6 +344,44 @@ class ArraySource(ImageSource):
             self._array[:, ::step, ::step].astype(np.float32),
             self._valid[::step, ::step].copy(),
         )
+
+
+class MemorySource(ImageSource):
+    """A date already in memory, for running arrays through the tile loop.
+
+    Args:
+        values: (C, H, W) values (already scaled, for evaluation's images).
+        valid: bool (H, W) validity; None: every pixel valid.
+        name: What to call this date in messages.
+    """
+
+    def __init__(
+        self, values: np.ndarray, valid: np.ndarray | None = None, name: str = "image"
+    ) -> None:
+        from affine import Affine
+
+        self._array = values
+        self._valid = np.ones(values.shape[1:], dtype=bool) if valid is None else valid
+        self.name = name
+        self.count = int(values.shape[0])
+        self.dtype = str(values.dtype)
+        self.grid = PixelGrid(None, Affine.identity(), int(values.shape[2]), int(values.shape[1]))
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """(count, height, width) values of a window (a copy)."""
+        window: np.ndarray = self._array[:, row : row + height, col : col + width].copy()
+        return window
+
+    def read_mask(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """Validity of a window: bool (height, width)."""
+        valid: np.ndarray = self._valid[row : row + height, col : col + width].copy()
+        return valid
+
+    def read_decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every k-th pixel so that the result is at most ``max_side`` a side."""
+        step = max(1, -(-max(self.grid.height, self.grid.width) // max_side))
+        values = self._array[:, ::step, ::step].astype(np.float32)
+        return values, self._valid[::step, ::step].copy()
 
 
 class RasterSource(ImageSource):

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -28,7 +29,9 @@ from torch.utils.data import Dataset
 from dsifn.contract import CONTRACT_KEY, DEFAULT_THRESHOLD, InputContract, is_change, notify
 from dsifn.data import ChangeDetectionDataset, DataConfig, DetectedLayout, detect_layout
 from dsifn.errors import DataError, InputError
+from dsifn.inference.pipeline import predict_array
 from dsifn.inference.runner import TileRunner, TorchRunner, load_runner, runtime_for
+from dsifn.inference.scene import plan_tiles
 from dsifn.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from dsifn.models.dsifn import DSIFN
@@ -181,7 +184,7 @@ def resolve_threshold(threshold: float | None, model: DSIFN | TileRunner | None 
 
 
 def check_compatible(runner: TileRunner, dataset: Dataset[Sample]) -> None:
-    """Refuse a dataset the model cannot take: band count, or size for fixed-size models.
+    """Refuse a dataset the model cannot take: its band count (sizes are tiled as predict does).
 
     Raises:
         InputError: Naming what differs.
@@ -193,14 +196,6 @@ def check_compatible(runner: TileRunner, dataset: Dataset[Sample]) -> None:
         raise InputError(
             f"the data has {bands} band(s) per image but the model takes {runner.in_channels}"
         )
-    size = runner.tile_size
-    if size is not None and len(dataset) > 0:  # type: ignore[arg-type]
-        height, width = dataset[0]["image"].shape[-2:]
-        if (height, width) != (size, size):
-            raise InputError(
-                f"this model takes {size}x{size} images only; the data has {height}x{width} "
-                "(use dsifn predict, which tiles)"
-            )
 
 
 def as_runner(
@@ -212,15 +207,27 @@ def as_runner(
     return model
 
 
-def runner_scorer(runner: TileRunner) -> Scorer:
-    """Wrap a runner as a :data:`Scorer`: pairs in [0, 1] are normalised and predicted."""
+def runner_scorer(runner: TileRunner, tile_size: int | None = None) -> Scorer:
+    """Wrap a runner as a :data:`Scorer`: pairs in [0, 1] are predicted as ``dsifn predict`` does.
+
+    An image larger than a tile (``tile_size``, else the model's fixed size or the tile size it
+    trained on, else 512: :func:`~dsifn.inference.scene.plan_tiles`) is tiled and blended
+    exactly as a scene is, so evaluation scores the map ``dsifn predict`` writes; smaller
+    images go through whole, a batch at a time.
+    """
     normalize = runner.normalization
 
     def score(images: Tensor) -> Tensor:
         # images: (B, 2, C, H, W) in [0, 1]; the runner moves them where it runs.
-        a = normalize(images[:, 0].float().cpu()).numpy()
-        b = normalize(images[:, 1].float().cpu()).numpy()
-        return torch.from_numpy(runner(a, b))
+        height, width = images.shape[-2:]
+        grid, _, _ = plan_tiles(runner, height, width, tile_size)
+        if len(grid) == 1 and (grid.tile_height, grid.tile_width) == (height, width):
+            a = normalize(images[:, 0].float().cpu()).numpy()
+            b = normalize(images[:, 1].float().cpu()).numpy()
+            return torch.from_numpy(runner(a, b))
+        pairs = images.float().cpu().numpy()
+        maps = [predict_array(runner, pair[0], pair[1], grid) for pair in pairs]
+        return torch.from_numpy(np.stack(maps)[:, None])
 
     return score
 
@@ -422,6 +429,7 @@ def evaluate(
     progress: bool = True,
     per_image: bool = False,
     on_prediction: Callable[[Prediction], None] | None = None,
+    tile_size: int | None = None,
 ) -> EvaluationResult:
     """Evaluate a model on a dataset split, through the runner interface prediction uses.
 
@@ -438,6 +446,8 @@ def evaluate(
         progress: Show a progress bar.
         per_image: Also return each image's counts and scores.
         on_prediction: Called with every image's :class:`Prediction`.
+        tile_size: Tiles of larger images, as ``dsifn predict`` cuts them; None: predict's
+            default (:func:`runner_scorer`).
 
     Returns:
         Scores from one confusion matrix over the whole split, with the threshold used.
@@ -448,7 +458,7 @@ def evaluate(
     runner = as_runner(model, device, precision)
     check_compatible(runner, dataset)
     return evaluate_scorer(
-        runner_scorer(runner),
+        runner_scorer(runner, tile_size),
         dataset,
         threshold=resolve_threshold(threshold, runner),
         batch_size=batch_size,
@@ -505,8 +515,11 @@ def tune_threshold(
     workers: int = 0,
     progress: bool = True,
     bins: int = 1000,
+    tile_size: int | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Choose the F1-best decision threshold of a model on a (validation) split.
+
+    Images are predicted as :func:`evaluate` predicts them (``tile_size`` as there).
 
     Returns:
         ``(threshold, scores at that threshold)``.
@@ -514,7 +527,7 @@ def tune_threshold(
     runner = as_runner(model, device, precision)
     check_compatible(runner, dataset)
     return sweep_scorer(
-        runner_scorer(runner),
+        runner_scorer(runner, tile_size),
         dataset,
         batch_size=batch_size,
         workers=workers,
@@ -588,6 +601,7 @@ def evaluate_checkpoint(
     per_image: bool = False,
     on_prediction: Callable[[Prediction], None] | None = None,
     progress: bool = True,
+    tile_size: int | None = None,
 ) -> CheckpointEvaluation:
     """Score a model file on a dataset split, reading the data as its input contract says.
 
@@ -607,6 +621,8 @@ def evaluate_checkpoint(
         per_image: Also return each image's counts and scores.
         on_prediction: Called with every image's :class:`Prediction`.
         progress: Show progress bars.
+        tile_size: Tiles of images larger than one, as ``dsifn predict`` cuts them; None:
+            predict's default (the tile size the model trained on, else 512).
 
     Returns:
         The scores, the split's size and the tuned threshold, if any.
@@ -626,7 +642,12 @@ def evaluate_checkpoint(
         if line is not None:
             notify(line)
     data = reading_config(contract, str(root))  # read through `found`, detected once
-    options: dict[str, Any] = {"batch_size": batch_size, "workers": workers, "progress": progress}
+    options: dict[str, Any] = {
+        "batch_size": batch_size,
+        "workers": workers,
+        "progress": progress,
+        "tile_size": tile_size,
+    }
     tuned = None
     if tune:
         val = ChangeDetectionDataset(data, "val", layout=found)

@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=1, help="pairs per forward pass [1]")
     parser.add_argument(
+        "--tile-size",
+        type=int,
+        help="tile images larger than this as dsifn predict does [predict's: the tile size the "
+        "model trained on, else 512]",
+    )
+    parser.add_argument(
         "--workers", type=int, default=0, help="processes reading the images [0: in the main one]"
     )
     add_device_options(parser)
@@ -115,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         per_image=out is not None,
         on_prediction=writer,
+        tile_size=args.tile_size,
     )
     if found.tuned is not None:
         threshold, scores = found.tuned
