@@ -43,3 +43,31 @@ def test_train_reads_oscd_cities_by_band_name(tmp_path, capsys):
     assert resolved.data.val_cities == ("beihai",)
     model = load_checkpoint(run / "best.pt")
     assert model.config.in_channels == 3
+    assert model.checkpoint_meta["input_contract"]["bands"] == ["B04", "B03", "B02"]
+
+
+@pytest.mark.slow
+def test_a_13_band_model_records_its_band_order_and_predict_follows_it(tmp_path, capsys):
+    import numpy as np
+    import rasterio
+
+    root = write_oscd(tmp_path / "oscd")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress"]
+    options = [o for o in TINY if not o.startswith(("data.bands", "model.in_channels"))]
+    assert main([*argv, *options, "model.in_channels=13", "data.val_cities=[beihai]"]) == 0
+    model = load_checkpoint(run / "best.pt")
+    names = model.checkpoint_meta["input_contract"]["bands"]
+    assert names[7:9] == ["B08", "B8A"] and len(names) == 13  # the documented order
+    city = next(p for p in sorted(root.rglob("imgs_1")) if p.is_dir()).parent
+    outs = []
+    for order in (sorted, lambda files: sorted(files, reverse=True)):  # any order of files
+        out = tmp_path / f"{len(outs)}.tif"
+        files = [[str(p) for p in order((city / d).glob("*.tif"))] for d in ("imgs_1", "imgs_2")]
+        cmd = ["predict", "--checkpoint", str(run / "best.pt"), "--before", *files[0]]
+        assert main([*cmd, "--after", *files[1], "--out", str(out), "--quiet"]) == 0
+        with rasterio.open(out) as src:
+            outs.append(src.read(1))
+            assert src.tags()["bands"].split(",") == names
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert "records no input contract" not in capsys.readouterr().err

@@ -38,7 +38,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from dsifn.contract import CONTRACT_KEY, InputContract
-from dsifn.data import ChangeDetectionDataset, DetectedLayout, check_splits, resolve_layout
+from dsifn.data import (
+    OSCD_BANDS,
+    ChangeDetectionDataset,
+    DetectedLayout,
+    check_splits,
+    resolve_layout,
+)
 from dsifn.errors import CheckpointError, ConfigError, DataError, OutputExistsError
 from dsifn.io.atomic import check_input_file, check_output_folder
 from dsifn.io.checkpoint import model_with_weights, read_checkpoint, save_checkpoint
@@ -652,6 +658,7 @@ class _Trainer:
             return
         threshold = self.config.validation.threshold
         contract = InputContract.for_training(self.config.data, self.net.config, threshold)
+        contract = contract.replace(bands=_band_names(self.config.data.bands, self.train_set))
         meta = {
             CONTRACT_KEY: contract.to_dict(),  # how this model's input is made
             "source": "dsifn train",
@@ -686,6 +693,21 @@ class _Trainer:
             self.log.write(state.history)
         if curves:
             plot_curves(state.history, self.run_dir / "curves.png")
+
+
+def _band_names(
+    bands: tuple[int, ...] | tuple[str, ...] | None, dataset: ChangeDetectionDataset
+) -> tuple[int, ...] | tuple[str, ...] | None:
+    """The bands to record: by name where the samples are named band files (OSCD).
+
+    The files a user gives ``dsifn predict`` come in any order (a shell glob sorts B8A after
+    B12), so a model trained on band files records which files, by name, in which order.
+    """
+    if dataset.layout.name != "oscd":
+        return bands
+    if bands is None:
+        return OSCD_BANDS
+    return tuple(b if isinstance(b, str) else OSCD_BANDS[b - 1] for b in bands)
 
 
 def _seed_worker(worker_id: int) -> None:
