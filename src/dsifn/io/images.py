@@ -292,60 +292,6 @@ def _pillow_array(image: Any, keep_palette: bool) -> tuple[np.ndarray, np.ndarra
     return np.asarray(image), valid
 
 
-class ArraySource(ImageSource):
-    """A PNG, JPEG or BMP decoded whole by Pillow (:func:`decode_pillow`).
-
-    Args:
-        path: The image file.
-        bands: 1-based band numbers to keep; None: all colour bands.
-        nodata: Raw value that marks no data on any band.
-        name: What to call this date in messages.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        bands: Sequence[int] | None = None,
-        nodata: float | None = None,
-        name: str = "image",
-    ) -> None:
-        from affine import Affine
-
-        file = Path(path)
-        _check_file(file, name)
-        try:
-            array, valid = decode_pillow(file)
-        except DataError as exc:
-            detail = " ".join(str(exc.__cause__ or exc).split())
-            raise DataError(f"{name} file {file} is not a readable image: {detail}") from exc
-        self._array = array[_select(array.shape[0], bands, name)]
-        self._valid = valid & _valid(self._array, nodata)
-        self.name = name
-        self.paths = [file]
-        self.count = self._array.shape[0]
-        self.dtype = str(self._array.dtype)
-        self.grid = PixelGrid(None, Affine.identity(), array.shape[2], array.shape[1])
-
-    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """(count, height, width) values of a window, in the file's type."""
-        window: np.ndarray = self._array[:, row : row + height, col : col + width].copy()
-        return window
-
-    def read_mask(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """Validity of a window: bool (height, width)."""
-        valid: np.ndarray = self._valid[row : row + height, col : col + width].copy()
-        return valid
-
-    def read_decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every k-th pixel so that the result is at most ``max_side`` a side."""
-        step = max(1, -(-max(self.grid.height, self.grid.width) // max_side))
-        return (
-            self._array[:, ::step, ::step].astype(np.float32),
-            self._valid[::step, ::step].copy(),
-        )
-
-
 class MemorySource(ImageSource):
     """A date already in memory, for running arrays through the tile loop.
 
@@ -368,7 +314,7 @@ class MemorySource(ImageSource):
         self.grid = PixelGrid(None, Affine.identity(), int(values.shape[2]), int(values.shape[1]))
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """(count, height, width) values of a window (a copy)."""
+        """(count, height, width) values of a window (a copy), in the source's type."""
         window: np.ndarray = self._array[:, row : row + height, col : col + width].copy()
         return window
 
@@ -382,6 +328,36 @@ class MemorySource(ImageSource):
         step = max(1, -(-max(self.grid.height, self.grid.width) // max_side))
         values = self._array[:, ::step, ::step].astype(np.float32)
         return values, self._valid[::step, ::step].copy()
+
+
+class ArraySource(MemorySource):
+    """A PNG, JPEG or BMP decoded whole by Pillow (:func:`decode_pillow`).
+
+    Args:
+        path: The image file.
+        bands: 1-based band numbers to keep; None: all colour bands.
+        nodata: Raw value that marks no data on any band.
+        name: What to call this date in messages.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        bands: Sequence[int] | None = None,
+        nodata: float | None = None,
+        name: str = "image",
+    ) -> None:
+        file = Path(path)
+        _check_file(file, name)
+        try:
+            array, valid = decode_pillow(file)
+        except DataError as exc:
+            detail = " ".join(str(exc.__cause__ or exc).split())
+            raise DataError(f"{name} file {file} is not a readable image: {detail}") from exc
+        selected = array[_select(array.shape[0], bands, name)]
+        super().__init__(selected, valid & _valid(selected, nodata), name=name)
+        self.paths = [file]
 
 
 class RasterSource(ImageSource):
