@@ -71,3 +71,22 @@ def test_a_13_band_model_records_its_band_order_and_predict_follows_it(tmp_path,
             assert src.tags()["bands"].split(",") == names
     np.testing.assert_array_equal(outs[0], outs[1])
     assert "records no input contract" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_validation_tiles_whole_cities_as_evaluate_and_predict_do(tmp_path):
+    import json
+
+    root = write_oscd(tmp_path / "oscd")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress", *TINY]
+    assert main([*argv, "data.val_cities=[beihai]"]) == 0
+    rounds = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rounds[-1]["val_loss"] is None  # NaN (written as null): cities are tiled
+    out = tmp_path / "eval"
+    evaluate = ["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(root)]
+    options = ["--split", "val", "--precision", "fp32", "--out", str(out)]
+    assert main([*evaluate, *options]) == 0
+    scored = json.loads((out / "metrics.json").read_text())["scores"]
+    for key in ("f1", "iou", "oa"):
+        assert scored[key] == pytest.approx(rounds[-1][f"val_{key}"], abs=1e-3), key

@@ -589,11 +589,17 @@ class _Trainer:
         net.eval()
         loss_sum, count = 0.0, 0
 
+        threshold = self.config.validation.threshold
+        contract = InputContract.for_training(self.config.data, net.config, threshold)
+
         def predict(batch: Mapping[str, Any]) -> Tensor:
+            # Images larger than a training tile (whole OSCD cities) are tiled as dsifn
+            # predict tiles them; their loss is not defined and is left out of the mean.
             nonlocal loss_sum, count
-            prob, loss = self.step.evaluate(batch)
-            loss_sum += float(loss) * int(prob.shape[0])
-            count += int(prob.shape[0])
+            prob, loss = self.step.evaluate_tiled(batch, contract)
+            if math.isfinite(float(loss)):
+                loss_sum += float(loss) * int(prob.shape[0])
+                count += int(prob.shape[0])
             return prob
 
         bar = _bar(self.progress, iterable=self.val_loader, desc="validation", leave=False)
@@ -605,7 +611,7 @@ class _Trainer:
             bar.close()
             net.train()
         loss_sum, count_f = all_reduce_sum(self.ctx, [loss_sum, float(count)])
-        return result.scores, loss_sum / max(count_f, 1.0)
+        return result.scores, loss_sum / count_f if count_f else math.nan
 
     def _round(self, final_reason: str = "") -> str:
         """Validate, update schedule and best, save, log; return a stop reason or ""."""

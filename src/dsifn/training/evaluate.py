@@ -576,6 +576,15 @@ def reading_config(contract: InputContract, root: str, layout: str = "auto") -> 
     )
 
 
+def _training_validation(found: DetectedLayout, meta: Mapping[str, Any]) -> DetectedLayout:
+    # A val split carved from train pairs (OSCD) is the one the model was validated on.
+    training = meta.get("training")
+    data = training.get("data") if isinstance(training, Mapping) else None
+    if not isinstance(data, Mapping):
+        return found
+    return found.with_validation(data.get("val_cities"), data.get("val_fraction"))
+
+
 @dataclass(frozen=True)
 class CheckpointEvaluation:
     """What :func:`evaluate_checkpoint` found."""
@@ -637,6 +646,7 @@ def evaluate_checkpoint(
     if tune:
         found.split("val")
     runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision)
+    found = _training_validation(found, runner.meta)
     contract, notices = runner.contract.override(threshold=threshold)
     for line in [runner.contract.notice(str(checkpoint)), *notices]:
         if line is not None:
