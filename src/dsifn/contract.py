@@ -100,6 +100,8 @@ class InputContract:
     bands: tuple[int, ...] | tuple[str, ...] | None = None
     scaling: ScalingRule = field(default_factory=ScalingRule)  # raw values to [0, 1]
     nodata: float | None = None  # raw value meaning no data; None: the files' own marks
+    # How band files of other resolutions are put on the finest grid (a rasterio resampling).
+    resampling: str = "bilinear"
     ignore_value: int | None = None  # label value meaning "not labelled"
     tile_size: int | None = None  # side of the crops it trained on; None: whole images
     threshold: float = DEFAULT_THRESHOLD  # change where p > threshold
@@ -119,6 +121,10 @@ class InputContract:
         if self.normalization.bands != self.band_count:
             raise ConfigError("the contract's normalisation does not fit its band count")
         object.__setattr__(self, "threshold", check_threshold(self.threshold))
+        from rasterio.enums import Resampling
+
+        if self.resampling not in Resampling.__members__:
+            raise ConfigError(f"unknown resampling {self.resampling!r}")
         if self.threshold_rule != THRESHOLD_RULE:
             raise ConfigError(f"unknown threshold rule {self.threshold_rule!r}")
         if self.nodata is not None and math.isinf(float(self.nodata)):
@@ -182,6 +188,7 @@ class InputContract:
             "bands": None if self.bands is None else list(self.bands),
             "scaling": self.scaling.to_dict(),
             "nodata": self.nodata,
+            "resampling": self.resampling,
             "ignore_value": self.ignore_value,
             "normalization": {
                 "mean": list(norm.mean),
@@ -214,6 +221,7 @@ class InputContract:
                 bands=values.get("bands"),
                 scaling=ScalingRule.from_dict(values.get("scaling") or {}),
                 nodata=None if values.get("nodata") is None else float(values["nodata"]),
+                resampling=str(values.get("resampling", "bilinear")),
                 ignore_value=values.get("ignore_value"),
                 tile_size=values.get("tile_size"),
                 threshold=values.get("threshold", DEFAULT_THRESHOLD),

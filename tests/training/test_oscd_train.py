@@ -43,7 +43,9 @@ def test_train_reads_oscd_cities_by_band_name(tmp_path, capsys):
     assert resolved.data.val_cities == ("beihai",)
     model = load_checkpoint(run / "best.pt")
     assert model.config.in_channels == 3
-    assert model.checkpoint_meta["input_contract"]["bands"] == ["B04", "B03", "B02"]
+    contract = model.checkpoint_meta["input_contract"]
+    assert contract["bands"] == ["B04", "B03", "B02"] and contract["resampling"] == "bilinear"
+    assert contract["scaling"] == {"rule": "fixed", "scale": 10000.0, "stretch": None}
 
 
 @pytest.mark.slow

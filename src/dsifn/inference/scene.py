@@ -160,6 +160,7 @@ def open_pair(
     bands: Sequence[int] | Sequence[str] | None = None,
     nodata: float | None = None,
     align: bool = False,
+    resampling: str = "bilinear",
 ) -> tuple[SceneSource, SceneSource]:
     """Open both dates on one grid, refusing mismatches unless ``align``.
 
@@ -169,6 +170,7 @@ def open_pair(
         bands: 1-based bands to keep from each stack.
         nodata: Raw value that marks no data, instead of the files' own marks.
         align: Resample T2 onto T1's grid (bilinear) instead of refusing a mismatch.
+        resampling: How band files of coarser resolution are put on the finest grid.
 
     Returns:
         The T1 and T2 sources (close them, or use them as context managers).
@@ -182,9 +184,10 @@ def open_pair(
         raise InputError("give both dates as plain images (PNG/JPEG/BMP) or both as rasters")
     if align and _is_plain(p1):
         raise ConfigError("align needs georeferenced rasters, not plain images")
-    t1 = open_image(p1, bands=bands, nodata=nodata, name="T1")
+    t1 = open_image(p1, bands=bands, nodata=nodata, resampling=resampling, name="T1")
     try:
-        t2 = open_image(p2, bands=bands, nodata=nodata, grid=t1.grid if align else None, name="T2")
+        grid = t1.grid if align else None
+        t2 = open_image(p2, bands=bands, nodata=nodata, grid=grid, resampling=resampling, name="T2")
         try:
             check_same_grid(t1, t2)
         except BaseException:
@@ -386,7 +389,12 @@ def _predict_scene(
     runner, model_name = _resolve_runner(runner_or_checkpoint, opts)
     contract = _reading(runner, model_name, opts)
     t1, t2 = open_pair(
-        before, after, bands=contract.bands, nodata=contract.nodata, align=opts.align
+        before,
+        after,
+        bands=contract.bands,
+        nodata=contract.nodata,
+        align=opts.align,
+        resampling=contract.resampling,
     )
     with t1, t2:
         _check_pair(t1, runner, out_path, opts)

@@ -175,6 +175,7 @@ def open_image(
     bands: Sequence[int] | Sequence[str] | None = None,
     nodata: float | None = None,
     grid: PixelGrid | None = None,
+    resampling: str = "bilinear",
     name: str = "image",
 ) -> ImageSource:
     """Open one date: a PNG/JPEG/BMP, a raster, or several band files stacked in order.
@@ -185,6 +186,7 @@ def open_image(
             names (``B04``...) that pick band files (:func:`band_files`); None: all.
         nodata: Raw value that marks no data on any band, instead of the files' own marks.
         grid: Target grid for rasters (resampled onto it); None: the finest file's grid.
+        resampling: How files off that grid are resampled (a rasterio resampling name).
         name: What to call this date in messages ("T1", "T2").
 
     Raises:
@@ -201,7 +203,9 @@ def open_image(
         if grid is not None:
             raise InputError(f"{name}: a plain image has no georeference to resample it by")
         return ArraySource(files[0], bands=numbers, nodata=nodata, name=name)
-    return RasterSource(files, bands=numbers, nodata=nodata, grid=grid, name=name)
+    return RasterSource(
+        files, bands=numbers, nodata=nodata, grid=grid, resampling=resampling, name=name
+    )
 
 
 def _check_file(path: Path, name: str) -> None:
