@@ -56,7 +56,7 @@ def check_same_grid(first: SceneSource, second: SceneSource) -> None:
                 f"{second.name} resolution {rb[0]:g}x{rb[1]:g} differs from {first.name} "
                 f"resolution {ra[0]:g}x{ra[1]:g}{hint}"
             )
-    same_origin = b.transform.almost_equals(a.transform, precision=1e-3 * min(a.resolution))
+    same_origin = b.transform.almost_equals(a.transform, precision=a.tolerance)
     if (a.width, a.height) != (b.width, b.height) or not same_origin:
         raise DataError(
             f"{second.name} extent ({b.width}x{b.height} px from {b.transform.c:g}, "

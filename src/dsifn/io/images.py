@@ -121,6 +121,11 @@ class PixelGrid:
         """Pixel width and height in CRS units."""
         return (abs(float(self.transform.a)), abs(float(self.transform.e)))
 
+    @property
+    def tolerance(self) -> float:
+        """Origins and pixel sizes this close (a thousandth of a pixel) are the same grid."""
+        return 1e-3 * min(self.resolution)
+
 
 class ImageSource:
     """One date as a band stack on a pixel grid, read by windows (interface)."""
@@ -446,7 +451,7 @@ class RasterSource(ImageSource):
             file.crs == grid.crs
             and file.width == grid.width
             and file.height == grid.height
-            and file.transform.almost_equals(grid.transform, precision=_tolerance(grid))
+            and file.transform.almost_equals(grid.transform, precision=grid.tolerance)
         )
         if on_grid:
             return file
@@ -482,20 +487,34 @@ class RasterSource(ImageSource):
         return self._read(height, width, window=(row, col))
 
     def _read(self, height: int, width: int, *, window: tuple[int, int] | None) -> np.ndarray:
+        out = np.empty((self.count, height, width), dtype=self.dtype)
+        for layer, bands, positions in self._groups():
+            out[positions] = self._layer_read(layer.read, bands, height, width, window)
+        return out
+
+    def _layer_read(
+        self,
+        read: Any,
+        bands: int | list[int],
+        height: int,
+        width: int,
+        window: tuple[int, int] | None,
+    ) -> np.ndarray:
+        """One read (``layer.read`` or ``layer.read_masks``) of a window, or of the whole grid.
+
+        With ``window`` None the whole grid is read decimated to (height, width). A failed
+        read means a corrupt or truncated file.
+        """
         from rasterio.errors import RasterioError
         from rasterio.windows import Window
 
-        out = np.empty((self.count, height, width), dtype=self.dtype)
         try:
-            for layer, bands, positions in self._groups():
-                if window is None:  # the whole grid, decimated to (height, width)
-                    out[positions] = layer.read(bands, out_shape=(len(bands), height, width))
-                else:
-                    win = Window(window[1], window[0], width, height)
-                    out[positions] = layer.read(bands, window=win)
+            if window is None:
+                count = () if isinstance(bands, int) else (len(bands),)
+                return np.asarray(read(bands, out_shape=(*count, height, width)))
+            return np.asarray(read(bands, window=Window(window[1], window[0], width, height)))
         except RasterioError as exc:
             raise self._corrupt(exc) from exc
-        return out
 
     def _corrupt(self, exc: Exception) -> DataError:
         files = " ".join(str(p) for p in self.paths)
@@ -507,8 +526,6 @@ class RasterSource(ImageSource):
         return self._mask(height, width, window=(row, col))
 
     def _mask(self, height: int, width: int, *, window: tuple[int, int] | None) -> np.ndarray:
-        from rasterio.windows import Window
-
         if self.nodata is not None or self._float:
             valid = _valid(self._read(height, width, window=window), self.nodata)
             if self.nodata is not None:
@@ -516,19 +533,9 @@ class RasterSource(ImageSource):
                 return covered
         else:
             valid = np.ones((height, width), dtype=bool)
-        from rasterio.errors import RasterioError
-
-        try:
-            for layer, bands, _ in self._groups():
-                if window is None:
-                    shape = (len(bands), height, width)
-                    masks = layer.read_masks(bands, out_shape=shape)
-                else:
-                    win = Window(window[1], window[0], width, height)
-                    masks = layer.read_masks(bands, window=win)
-                valid &= np.all(masks > 0, axis=0)
-        except RasterioError as exc:
-            raise self._corrupt(exc) from exc
+        for layer, bands, _ in self._groups():
+            masks = self._layer_read(layer.read_masks, bands, height, width, window)
+            valid &= np.all(masks > 0, axis=0)
         return valid
 
     def read_decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -539,22 +546,10 @@ class RasterSource(ImageSource):
 
     def _coverage(self, height: int, width: int, *, window: tuple[int, int] | None) -> np.ndarray:
         """Where every warped file covers the grid: bool (height, width), from the VRT's alpha."""
-        from rasterio.errors import RasterioError
-        from rasterio.windows import Window
-
         covered = np.ones((height, width), dtype=bool)
-        try:
-            for layer, file in zip(self._layers, self._files, strict=True):
-                if layer is file:
-                    continue
-                if window is None:
-                    alpha = layer.read(layer.count, out_shape=(height, width))
-                else:
-                    win = Window(window[1], window[0], width, height)
-                    alpha = layer.read(layer.count, window=win)
-                covered &= alpha > 0
-        except RasterioError as exc:
-            raise self._corrupt(exc) from exc
+        for layer, file in zip(self._layers, self._files, strict=True):
+            if layer is not file:
+                covered &= self._layer_read(layer.read, layer.count, height, width, window) > 0
         return covered
 
     def close(self) -> None:
@@ -566,8 +561,3 @@ class RasterSource(ImageSource):
             f.close()
         self._files = []
         self._layers = []
-
-
-def _tolerance(grid: PixelGrid) -> float:
-    # Origins and pixel sizes equal to a thousandth of a pixel count as the same grid.
-    return 1e-3 * min(grid.resolution)
