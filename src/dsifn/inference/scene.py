@@ -41,7 +41,7 @@ from dsifn.inference.scene_attention import (
 )
 from dsifn.inference.sources import SceneSource, check_same_grid
 from dsifn.inference.tiling import TileGrid
-from dsifn.io.atomic import check_output_path
+from dsifn.io.atomic import check_output_path, move_into_place
 from dsifn.io.images import PILLOW_SUFFIXES, ArraySource, open_image
 from dsifn.scaling import Scaling, ScalingRule
 
@@ -639,9 +639,7 @@ def _staged(finals: Sequence[Path], *, overwrite: bool) -> Iterator[list[Path]]:
         for final in finals:  # one appeared while writing: replace nothing
             check_output_path(final, overwrite=overwrite)
         for path, final in reversed(list(zip(staged, finals, strict=True))):
-            with path.open("rb") as f:
-                os.fsync(f.fileno())
-            os.replace(path, final)
+            move_into_place(path, final)
 
 
 def _attention_runner(runner: TileRunner) -> AttentionRunner:

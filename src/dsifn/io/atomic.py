@@ -18,7 +18,13 @@ from pathlib import Path
 
 from dsifn.errors import ConfigError, DSIFNError, OutputExistsError
 
-__all__ = ["atomic_path", "check_input_file", "check_output_folder", "check_output_path"]
+__all__ = [
+    "atomic_path",
+    "check_input_file",
+    "check_output_folder",
+    "check_output_path",
+    "move_into_place",
+]
 
 
 def check_input_file(
@@ -115,6 +121,17 @@ def _fsync(path: Path, *, folder: bool = False) -> None:
         os.close(fd)
 
 
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Rename a complete file onto its final path, durably.
+
+    The file's data is synced before the rename and the folder's entry after it, so a power
+    loss leaves the old file or the new one whole, never an empty one.
+    """
+    _fsync(tmp)
+    os.replace(tmp, final)
+    _fsync(final.parent, folder=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` when the block succeeds.
@@ -144,8 +161,6 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
         yield tmp
         if not overwrite and final.exists():
             raise OutputExistsError(f"{final} appeared while writing; not replaced")
-        _fsync(tmp)
-        os.replace(tmp, final)
-        _fsync(final.parent, folder=True)
+        move_into_place(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
