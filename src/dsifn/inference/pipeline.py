@@ -38,8 +38,20 @@ from dsifn.inference.tiling import (
 from dsifn.io.images import MemorySource
 from dsifn.scaling import Scaling
 
-__all__ = ["READERS", "RowWriter", "TileReader", "normalizer", "predict_array", "run_tiles"]
+__all__ = [
+    "DEFAULT_TILE",
+    "READERS",
+    "RowWriter",
+    "TileReader",
+    "normalizer",
+    "plan_tiles",
+    "predict_array",
+    "run_tiles",
+    "tiled_probabilities",
+]
 
+# Default tile side for models that take any size: the paper's training size.
+DEFAULT_TILE = 512
 # Threads reading tiles ahead of the model (each with its own file handles).
 READERS = max(1, min(4, os.cpu_count() or 1))
 
@@ -278,6 +290,43 @@ def run_tiles(
         writer.put(blender.finish())
 
 
+def plan_tiles(
+    runner: TileRunner,
+    height: int,
+    width: int,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+) -> tuple[TileGrid, int, int]:
+    """The tiles ``dsifn predict`` cuts an image into, with their side and overlap.
+
+    Args:
+        runner: The model (a fixed-size model takes its size only).
+        height: Image rows.
+        width: Image columns.
+        tile_size: Tile side; None: the model's fixed size, else the tile size its input
+            contract says it trained on, else :data:`DEFAULT_TILE`.
+        overlap: Pixels shared by neighbours; None: an eighth of the tile.
+
+    Returns:
+        The grid (tiles shrink to an image smaller than one), the tile side and the overlap.
+    """
+    tile = _tile_size(runner, tile_size or runner.contract.tile_size)
+    overlap = tile // 8 if overlap is None else overlap
+    fixed = runner.tile_size is not None
+    return TileGrid.plan(height, width, tile, overlap, fixed=fixed), tile, overlap
+
+
+def _tile_size(runner: TileRunner, asked: int | None) -> int:
+    if runner.tile_size is not None:
+        if asked is not None and asked != runner.tile_size:
+            raise ConfigError(
+                f"this model takes {runner.tile_size}x{runner.tile_size} tiles only; "
+                f"--tile-size {asked} is not possible"
+            )
+        return runner.tile_size
+    return DEFAULT_TILE if asked is None else asked
+
+
 def predict_array(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, grid: TileGrid) -> np.ndarray:
     """(H, W) probabilities of an in-memory pair, tiled and blended exactly as a scene is.
 
@@ -285,7 +334,7 @@ def predict_array(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, grid: Tile
         runner: The model.
         t1: float32 (C, H, W) first date, scaled to [0, 1].
         t2: float32 (C, H, W) second date.
-        grid: The tiles (:func:`dsifn.inference.scene.plan_tiles`).
+        grid: The tiles (:func:`plan_tiles`).
     """
     out = np.empty((grid.height, grid.width), dtype=np.float32)
 
@@ -297,3 +346,27 @@ def predict_array(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, grid: Tile
     pair = MemorySource(t1, name="T1"), MemorySource(t2, name="T2")
     run_tiles(runner, *pair, grid, as_is, write_rows, progress=False, readers=1)
     return out
+
+
+def tiled_probabilities(
+    runner: TileRunner, images: np.ndarray, tile_size: int | None = None
+) -> np.ndarray | None:
+    """(B, 1, H, W) probabilities of in-memory pairs tiled as scenes are, or None if one fits.
+
+    Evaluation and validation predict whole images that fit in one tile as a batch, their own
+    way; larger ones go through here, so they are scored on the map ``dsifn predict`` writes.
+
+    Args:
+        runner: The model.
+        images: float32 (B, 2, C, H, W) pairs scaled to [0, 1].
+        tile_size: As in :func:`plan_tiles`.
+
+    Returns:
+        The tiled probabilities, or None when each image is a single tile of its own size.
+    """
+    height, width = images.shape[-2:]
+    grid, _, _ = plan_tiles(runner, height, width, tile_size)
+    if len(grid) == 1 and (grid.tile_height, grid.tile_width) == (height, width):
+        return None
+    maps = [predict_array(runner, pair[0], pair[1], grid) for pair in images]
+    return np.stack(maps)[:, None]

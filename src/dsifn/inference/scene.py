@@ -30,7 +30,7 @@ from dsifn._validation import check_choice
 from dsifn._version import __version__
 from dsifn.contract import InputContract, check_threshold, is_change, notify
 from dsifn.errors import ConfigError, InputError
-from dsifn.inference.pipeline import normalizer
+from dsifn.inference.pipeline import normalizer, plan_tiles
 from dsifn.inference.pipeline import run_tiles as run_tiles  # re-exported: others import it here
 from dsifn.inference.runner import TileRunner, load_runner
 from dsifn.inference.scene_attention import (
@@ -53,7 +53,6 @@ __all__ = [
     "OutputMode",
     "SceneOptions",
     "SceneResult",
-    "plan_tiles",
     "predict_scene",
 ]
 
@@ -67,8 +66,6 @@ FLOAT_NODATA = -1.0
 # Nodata of uint8 outputs; probabilities are stored as round(p * 254) to keep 255 free.
 UINT8_NODATA = 255
 UINT8_PROBABILITY_SCALE = 254
-# Default tile side for models that take any size: the paper's training size.
-DEFAULT_TILE = 512
 # Rows written per block of the output pass: a multiple of the output's 256-pixel blocks.
 OUTPUT_ROWS = 256
 # GDAL block cache during scene inference, in MiB.
@@ -497,32 +494,6 @@ def _plan(
     return plan_tiles(runner, height, width, opts.tile_size or contract.tile_size, opts.overlap)
 
 
-def plan_tiles(
-    runner: TileRunner,
-    height: int,
-    width: int,
-    tile_size: int | None = None,
-    overlap: int | None = None,
-) -> tuple[TileGrid, int, int]:
-    """The tiles ``dsifn predict`` cuts an image into, with their side and overlap.
-
-    Args:
-        runner: The model (a fixed-size model takes its size only).
-        height: Image rows.
-        width: Image columns.
-        tile_size: Tile side; None: the model's fixed size, else the tile size its input
-            contract says it trained on, else :data:`DEFAULT_TILE`.
-        overlap: Pixels shared by neighbours; None: an eighth of the tile.
-
-    Returns:
-        The grid (tiles shrink to an image smaller than one), the tile side and the overlap.
-    """
-    tile = _tile_size(runner, tile_size or runner.contract.tile_size)
-    overlap = tile // 8 if overlap is None else overlap
-    fixed = runner.tile_size is not None
-    return TileGrid.plan(height, width, tile, overlap, fixed=fixed), tile, overlap
-
-
 def _describe(runner: TileRunner) -> str:
     describe = getattr(runner, "describe", None)
     return str(describe()) if callable(describe) else type(runner).__name__
@@ -654,17 +625,6 @@ def _attention_runner(runner: TileRunner) -> AttentionRunner:
             "whole-scene prediction to match: use --attention tile"
         )
     return runner
-
-
-def _tile_size(runner: TileRunner, asked: int | None) -> int:
-    if runner.tile_size is not None:
-        if asked is not None and asked != runner.tile_size:
-            raise ConfigError(
-                f"this model takes {runner.tile_size}x{runner.tile_size} tiles only; "
-                f"--tile-size {asked} is not possible"
-            )
-        return runner.tile_size
-    return DEFAULT_TILE if asked is None else asked
 
 
 def _infer_to_file(

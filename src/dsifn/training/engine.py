@@ -590,13 +590,15 @@ class _Trainer:
         loss_sum, count = 0.0, 0
 
         threshold = self.config.validation.threshold
-        contract = InputContract.for_training(self.config.data, net.config, threshold)
+        runner = self.step.runner(
+            InputContract.for_training(self.config.data, net.config, threshold)
+        )
 
         def predict(batch: Mapping[str, Any]) -> Tensor:
             # Images larger than a training tile (whole OSCD cities) are tiled as dsifn
             # predict tiles them; their loss is not defined and is left out of the mean.
             nonlocal loss_sum, count
-            prob, loss = self.step.evaluate_tiled(batch, contract)
+            prob, loss = self.step.evaluate_tiled(batch, runner)
             if math.isfinite(float(loss)):
                 loss_sum += float(loss) * int(prob.shape[0])
                 count += int(prob.shape[0])

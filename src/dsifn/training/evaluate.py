@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -29,9 +28,8 @@ from torch.utils.data import Dataset
 from dsifn.contract import CONTRACT_KEY, DEFAULT_THRESHOLD, InputContract, is_change, notify
 from dsifn.data import ChangeDetectionDataset, DataConfig, DetectedLayout, detect_layout
 from dsifn.errors import DataError, InputError
-from dsifn.inference.pipeline import predict_array
+from dsifn.inference.pipeline import tiled_probabilities
 from dsifn.inference.runner import TileRunner, TorchRunner, load_runner, runtime_for
-from dsifn.inference.scene import plan_tiles
 from dsifn.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from dsifn.models.dsifn import DSIFN
@@ -211,7 +209,7 @@ def runner_scorer(runner: TileRunner, tile_size: int | None = None) -> Scorer:
     """Wrap a runner as a :data:`Scorer`: pairs in [0, 1] are predicted as ``dsifn predict`` does.
 
     An image larger than a tile (``tile_size``, else the model's fixed size or the tile size it
-    trained on, else 512: :func:`~dsifn.inference.scene.plan_tiles`) is tiled and blended
+    trained on, else 512: :func:`~dsifn.inference.pipeline.plan_tiles`) is tiled and blended
     exactly as a scene is, so evaluation scores the map ``dsifn predict`` writes; smaller
     images go through whole, a batch at a time.
     """
@@ -219,15 +217,12 @@ def runner_scorer(runner: TileRunner, tile_size: int | None = None) -> Scorer:
 
     def score(images: Tensor) -> Tensor:
         # images: (B, 2, C, H, W) in [0, 1]; the runner moves them where it runs.
-        height, width = images.shape[-2:]
-        grid, _, _ = plan_tiles(runner, height, width, tile_size)
-        if len(grid) == 1 and (grid.tile_height, grid.tile_width) == (height, width):
-            a = normalize(images[:, 0].float().cpu()).numpy()
-            b = normalize(images[:, 1].float().cpu()).numpy()
-            return torch.from_numpy(runner(a, b))
-        pairs = images.float().cpu().numpy()
-        maps = [predict_array(runner, pair[0], pair[1], grid) for pair in pairs]
-        return torch.from_numpy(np.stack(maps)[:, None])
+        tiled = tiled_probabilities(runner, images.float().cpu().numpy(), tile_size)
+        if tiled is not None:
+            return torch.from_numpy(tiled)
+        a = normalize(images[:, 0].float().cpu()).numpy()
+        b = normalize(images[:, 1].float().cpu()).numpy()
+        return torch.from_numpy(runner(a, b))
 
     return score
 

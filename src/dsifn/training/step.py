@@ -15,12 +15,13 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dsifn.contract import InputContract
+from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import DSIFNError
+from dsifn.inference.pipeline import tiled_probabilities
+from dsifn.inference.runner import TileRunner, TorchRunner
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.models.dsifn import DSIFN, DSIFNOutput
 from dsifn.runtime import autocast, resolve_precision
@@ -221,54 +222,31 @@ class TrainStep:
         return torch.sigmoid(outputs.stride1.float()), loss
 
     @torch.no_grad()
-    def evaluate_tiled(self, batch: Batch, contract: InputContract) -> tuple[Tensor, Tensor]:
+    def evaluate_tiled(self, batch: Batch, runner: TileRunner) -> tuple[Tensor, Tensor]:
         """As :meth:`evaluate`, with images larger than a tile tiled as ``dsifn predict`` does.
 
-        The tiles are those of :func:`dsifn.inference.scene.plan_tiles` for the tile size the
-        model trains on (``contract.tile_size``, else 512), blended by the same tile loop.
-        The loss of a tiled batch is NaN: the deep-supervision loss is defined on whole
-        outputs, which tiling never makes.
+        Args:
+            batch: ``{"image", "mask", "valid"}`` as the loader gives them.
+            runner: :meth:`runner`, whose input contract gives the training tile size.
+
+        The tiles are those of :func:`dsifn.inference.pipeline.plan_tiles`, blended by the same
+        tile loop. The loss of a tiled batch is NaN: the deep-supervision loss is defined on
+        whole outputs, which tiling never makes.
 
         Returns:
-            (B, 1, H, W) float32 probabilities on the CPU (tiled) or the device, and the loss.
+            (B, 1, H, W) float32 probabilities and the () float32 loss.
         """
-        from dsifn.inference.pipeline import predict_array
-        from dsifn.inference.scene import plan_tiles
-
-        runner = NetRunner(self, contract)
-        images = batch["image"]
-        grid, _, _ = plan_tiles(runner, *images.shape[-2:])
-        if len(grid) == 1 and (grid.tile_height, grid.tile_width) == tuple(images.shape[-2:]):
+        tiled = tiled_probabilities(runner, batch["image"].float().cpu().numpy())
+        if tiled is None:
             return self.evaluate(batch)
-        pairs = images.float().cpu().numpy()
-        maps = [predict_array(runner, pair[0], pair[1], grid) for pair in pairs]
-        return torch.from_numpy(np.stack(maps)[:, None]), torch.tensor(math.nan)
+        return torch.from_numpy(tiled), torch.tensor(math.nan)
 
+    def runner(self, contract: InputContract) -> TileRunner:
+        """The network being trained, as it is (no folded copy), as a tile runner (for tiling).
 
-class NetRunner:
-    """The network a :class:`TrainStep` trains, as a tile runner (for tiled validation).
-
-    It runs ``step.net`` as it is (put it in eval mode first) on the step's device, precision
-    and memory layout.
-    """
-
-    def __init__(self, step: TrainStep, contract: InputContract) -> None:
-        config = step.net.config
-        self.step = step
-        self.contract = contract
-        self.in_channels = config.in_channels
-        self.tile_size = config.input_size
-        self.normalization = config.input_normalization
-        self.threshold = contract.threshold
-        self.meta: dict[str, Any] = {}
-
-    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
-        """(B, 1, h, w) probabilities of normalised (B, C, h, w) tiles."""
-        step = self.step
-        a, b = (
-            torch.from_numpy(x).to(step.device).contiguous(memory_format=step.memory_format)
-            for x in (t1, t2)
+        The runner puts the network in eval mode, as validation does.
+        """
+        meta = {CONTRACT_KEY: contract.to_dict()}
+        return TorchRunner(
+            self.net, device=str(self.device), precision=self.precision, meta=meta, fast=False
         )
-        with torch.inference_mode(), autocast(step.device, step.precision):
-            logits = step.net(a, b).stride1
-        return torch.sigmoid(logits.float()).cpu().numpy()
