@@ -251,6 +251,25 @@ class InputContract:
             f"as {how} say: {self.describe()}"
         )
 
+    def resolve(self, source: str, said: set[str] | None = None, **options: Any) -> InputContract:
+        """:meth:`override` with its notices said on stderr, with :meth:`notice`'s first.
+
+        Args:
+            source: The model file, for the notice of a missing contract.
+            said: Lines already said, to say each only once (a folder of pairs); updated.
+            **options: As :meth:`override`.
+
+        Returns:
+            The contract to use.
+        """
+        contract, notices = self.override(**options)
+        said = set() if said is None else said
+        for line in [self.notice(source), *notices]:
+            if line is not None and line not in said:
+                said.add(line)
+                notify(line)
+        return contract
+
     def override(self, **options: Any) -> tuple[InputContract, list[str]]:
         """Apply options that replace recorded values; None means "as recorded".
 

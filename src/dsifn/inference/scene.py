@@ -28,7 +28,7 @@ import numpy as np
 
 from dsifn._validation import check_choice
 from dsifn._version import __version__
-from dsifn.contract import InputContract, check_threshold, is_change, notify
+from dsifn.contract import InputContract, check_threshold, is_change
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.pipeline import normalizer, plan_tiles
 from dsifn.inference.pipeline import run_tiles as run_tiles  # re-exported: others import it here
@@ -446,24 +446,20 @@ _SAID: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 def _reading(runner: TileRunner, model_name: str, opts: SceneOptions) -> InputContract:
     """The model's input contract with the options that replace recorded values."""
-    recorded = runner.contract
     trained_tile = opts.attention == "tile" and runner.tile_size is None
-    contract, notices = recorded.override(
+    try:
+        said = _SAID.setdefault(runner, set())
+    except TypeError:  # a runner that cannot be weakly referenced
+        said = set()
+    return runner.contract.resolve(
+        model_name or "the model",
+        said,
         bands=opts.bands,
         scale=opts.scale,
         stretch=opts.stretch,
         threshold=opts.threshold,
         tile_size=opts.tile_size if trained_tile else None,
     )
-    try:
-        said = _SAID.setdefault(runner, set())
-    except TypeError:  # a runner that cannot be weakly referenced
-        said = set()
-    for line in [recorded.notice(model_name or "the model"), *notices]:
-        if line is not None and line not in said:
-            said.add(line)
-            notify(line)
-    return contract
 
 
 def _check_pair(t1: SceneSource, runner: TileRunner, out_path: Path, opts: SceneOptions) -> None:

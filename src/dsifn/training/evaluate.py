@@ -25,7 +25,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dsifn.contract import CONTRACT_KEY, DEFAULT_THRESHOLD, InputContract, is_change, notify
+from dsifn.contract import (
+    CONTRACT_KEY,
+    DEFAULT_THRESHOLD,
+    InputContract,
+    check_threshold,
+    is_change,
+)
 from dsifn.data import ChangeDetectionDataset, DataConfig, DetectedLayout, detect_layout
 from dsifn.errors import DataError, InputError
 from dsifn.inference.pipeline import tiled_probabilities
@@ -168,17 +174,14 @@ def resolve_threshold(threshold: float | None, model: DSIFN | TileRunner | None 
     """The decision threshold: the one given, else the model's recorded one, else 0.5.
 
     Raises:
-        InputError: If the threshold is not in [0, 1].
+        ConfigError: If the threshold is not in [0, 1] (:func:`dsifn.contract.check_threshold`).
     """
     value: Any = threshold
     if value is None and isinstance(model, DSIFN):
         value = model.checkpoint_meta.get("threshold")
     elif value is None and model is not None:
         value = model.threshold
-    value = DEFAULT_THRESHOLD if value is None else float(value)
-    if not 0.0 <= value <= 1.0:  # also refuses NaN
-        raise InputError(f"threshold must be in [0, 1]; got {value}")
-    return float(value)
+    return check_threshold(DEFAULT_THRESHOLD if value is None else value)
 
 
 def check_compatible(runner: TileRunner, dataset: Dataset[Sample]) -> None:
@@ -642,10 +645,7 @@ def evaluate_checkpoint(
         found.split("val")
     runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision)
     found = _training_validation(found, runner.meta)
-    contract, notices = runner.contract.override(threshold=threshold)
-    for line in [runner.contract.notice(str(checkpoint)), *notices]:
-        if line is not None:
-            notify(line)
+    contract = runner.contract.resolve(str(checkpoint), threshold=threshold)
     data = reading_config(contract, str(root))  # read through `found`, detected once
     options: dict[str, Any] = {
         "batch_size": batch_size,
