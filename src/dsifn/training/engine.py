@@ -583,16 +583,20 @@ class _Trainer:
 
     # ------------------------------------------------------------ validation
 
+    def _contract(self) -> InputContract:
+        """How this run's model input is made from files, as its checkpoints record it."""
+        data = self.config.data
+        threshold = self.config.validation.threshold
+        contract = InputContract.for_training(data, self.net.config, threshold)
+        return contract.replace(bands=_band_names(data.bands, self.train_set))
+
     def _validate(self) -> tuple[dict[str, float], float]:
         """Scores and mean loss of the validation split, each process scoring its shard."""
         net = self.net
         net.eval()
         loss_sum, count = 0.0, 0
 
-        threshold = self.config.validation.threshold
-        runner = self.step.runner(
-            InputContract.for_training(self.config.data, net.config, threshold)
-        )
+        runner = self.step.runner(self._contract())  # tiles large images as predict does
 
         def predict(batch: Mapping[str, Any]) -> Tensor:
             # Images larger than a training tile (whole OSCD cities) are tiled as dsifn
@@ -665,10 +669,8 @@ class _Trainer:
         if not self.ctx.is_main:
             return
         threshold = self.config.validation.threshold
-        contract = InputContract.for_training(self.config.data, self.net.config, threshold)
-        contract = contract.replace(bands=_band_names(self.config.data.bands, self.train_set))
         meta = {
-            CONTRACT_KEY: contract.to_dict(),  # how this model's input is made
+            CONTRACT_KEY: self._contract().to_dict(),  # how this model's input is made
             "source": "dsifn train",
             "training": self.config.to_dict(),
             "epoch": state.epoch,
