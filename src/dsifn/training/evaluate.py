@@ -58,7 +58,6 @@ __all__ = [
     "evaluate_scorer",
     "format_table",
     "image_f1",
-    "model_scorer",
     "reading_config",
     "resolve_threshold",
     "runner_scorer",
@@ -228,11 +227,6 @@ def runner_scorer(runner: TileRunner, tile_size: int | None = None) -> Scorer:
         return torch.from_numpy(runner(a, b))
 
     return score
-
-
-def model_scorer(model: DSIFN, device: torch.device, precision: str) -> Callable[[Tensor], Tensor]:
-    """Wrap a model as a :data:`Scorer` running on ``device`` at ``precision``."""
-    return runner_scorer(as_runner(model, device, precision))
 
 
 def difference_scores(images: Tensor) -> Tensor:
