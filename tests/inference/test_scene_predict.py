@@ -339,7 +339,8 @@ def test_a_reopened_source_reads_the_same_through_its_own_files(scene):
 
 
 def test_a_failed_write_stops_the_run_with_its_error(scene):
-    from dsifn.inference.scene import open_pair, run_tiles
+    from dsifn.inference.pipeline import run_tiles
+    from dsifn.inference.scene import open_pair
     from dsifn.inference.tiling import TileGrid
     from dsifn.scaling import ScalingRule
 
