@@ -30,8 +30,7 @@ from dsifn._validation import check_choice
 from dsifn._version import __version__
 from dsifn.contract import InputContract, check_threshold, is_change
 from dsifn.errors import ConfigError, InputError
-from dsifn.inference.pipeline import normalizer, plan_tiles
-from dsifn.inference.pipeline import run_tiles as run_tiles  # re-exported: others import it here
+from dsifn.inference.pipeline import normalizer, plan_tiles, run_tiles
 from dsifn.inference.runner import TileRunner, load_runner
 from dsifn.inference.scene_attention import (
     DEFAULT_WINDOW,
