@@ -20,8 +20,8 @@ from dsifn.benchmark import (
 )
 from dsifn.cli.main import main
 from dsifn.errors import ConfigError
-from dsifn.fast import optimize_for_inference
 from dsifn.flops import forward_flops
+from dsifn.inference.fast import optimize_for_inference
 from dsifn.models import DSIFN
 
 CASE_FIELDS = (

@@ -158,8 +158,8 @@ def test_evaluate_masks_equal_predict_masks(trained, tmp_path, tile):
 
 
 def test_evaluation_tiles_large_images_as_predict_does(trained):
+    from dsifn.evaluation.scoring import runner_scorer
     from dsifn.inference.runner import load_runner
-    from dsifn.training.evaluate import runner_scorer
 
     _, checkpoint = trained
     runner = load_runner(checkpoint, precision="fp32")

@@ -2,8 +2,8 @@
 
 The **baseline** runs the network as the authors' code does: eager PyTorch, float32, NCHW, no
 BatchNorm folding, no compilation, Adam's plain loop. The **fast path** is what dsifn does by
-default on the device. For inference (:mod:`dsifn.fast`): channels_last, bf16 autocast where
-the hardware has it, BatchNorm folded, ``torch.compile`` where its start-up pays off. For
+default on the device. For inference (:mod:`dsifn.inference.fast`): channels_last, bf16 autocast
+where the hardware has it, BatchNorm folded, ``torch.compile`` where its start-up pays off. For
 training, both paths are the :class:`~dsifn.training.step.TrainStep` that ``dsifn train``
 runs, the fast one with ``dsifn train``'s defaults (layout, precision, fused Adam on CUDA;
 compiled only with ``--compile``, as ``run.compile``). Both are timed in the same
@@ -42,13 +42,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dsifn._validation import check_choice
 from dsifn._version import __version__
+from dsifn.devices import Precision, resolve_device, resolve_precision
 from dsifn.errors import ConfigError
 from dsifn.flops import forward_flops
 from dsifn.inference.runner import TorchRunner
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.models.dsifn import DSIFN
 from dsifn.progress import progress_bar
-from dsifn.runtime import Precision, resolve_device, resolve_precision
 from dsifn.training.step import TrainStep
 
 __all__ = [
@@ -197,7 +197,7 @@ class BenchmarkReport:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions and hardware, for the record."""
-    from dsifn.runtime import cpu_has_fast_bf16
+    from dsifn.devices import cpu_has_fast_bf16
 
     env: dict[str, Any] = {
         "dsifn": __version__,

@@ -32,10 +32,20 @@ import torch
 
 from dsifn.data import ChangeDetectionDataset, DataConfig
 from dsifn.data.synthetic import SyntheticConfig, write_synthetic_dataset
+from dsifn.devices import resolve_device, resolve_precision
 from dsifn.errors import ConfigError, OutputExistsError
+from dsifn.evaluation.report import ReportWriter, write_json
+from dsifn.evaluation.results import EvaluationResult, format_table
+from dsifn.evaluation.scoring import (
+    difference_scores,
+    evaluate,
+    evaluate_scorer,
+    sweep_scorer,
+    tune_threshold,
+)
+from dsifn.evaluation.workflow import store_threshold
 from dsifn.io.checkpoint import load_checkpoint
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
-from dsifn.runtime import resolve_device, resolve_precision
 from dsifn.training.config import (
     OptimConfig,
     RunConfig,
@@ -44,17 +54,6 @@ from dsifn.training.config import (
     ValidationConfig,
 )
 from dsifn.training.engine import train
-from dsifn.training.evaluate import (
-    EvaluationResult,
-    difference_scores,
-    evaluate,
-    evaluate_scorer,
-    format_table,
-    store_threshold,
-    sweep_scorer,
-    tune_threshold,
-)
-from dsifn.training.report import ReportWriter, write_json
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 

@@ -188,7 +188,7 @@ def test_non_finite_weights_are_refused(tmp_path: Path, payload: dict, value: fl
 
 
 def test_threshold_bounds_are_those_of_the_command_line(tmp_path: Path, payload: dict) -> None:
-    from dsifn.training.evaluate import resolve_threshold
+    from dsifn.evaluation.scoring import resolve_threshold
 
     for value in (0, 1.0):
         payload["meta"] = {"threshold": value}

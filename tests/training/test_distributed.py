@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 from train_fixtures import tiny_config, write_levir
 
-from dsifn.training.distributed import EpochSampler, ShardSampler, setup_distributed
+from dsifn.distributed import EpochSampler, ShardSampler, setup_distributed
 
 
 def test_epoch_sampler_shards_cover_the_permutation_and_depend_on_seed_and_epoch():

@@ -6,8 +6,8 @@ import argparse
 import math
 from typing import Any, get_args
 
+from dsifn.devices import Precision
 from dsifn.models.dsifn import Variant
-from dsifn.runtime import Precision
 
 __all__ = [
     "add_device_options",

@@ -20,11 +20,11 @@ import torch
 
 from dsifn._validation import check_choice
 from dsifn.contract import DEFAULT_THRESHOLD, InputContract
+from dsifn.devices import autocast, resolve_device, resolve_precision
 from dsifn.errors import ConfigError, InputError
-from dsifn.fast import FastInferenceModel, optimize_for_inference
+from dsifn.inference.fast import FastInferenceModel, optimize_for_inference
 from dsifn.models.dsifn import DSIFN, Descriptors
 from dsifn.models.normalization import Normalization
-from dsifn.runtime import autocast, resolve_device, resolve_precision
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -78,9 +78,9 @@ class TorchRunner:
     Args:
         model: The network (moved to ``device`` and set to eval mode).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`dsifn.runtime`).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`dsifn.devices`).
         meta: Metadata to record; defaults to ``model.checkpoint_meta``.
-        fast: Run a copy prepared by :func:`dsifn.fast.optimize_for_inference` (NHWC layout,
+        fast: Run a copy prepared by :func:`dsifn.inference.fast.optimize_for_inference` (NHWC,
             BatchNorm folded; the same outputs in fp32), not ``model`` as it is.
         compile: Also ``torch.compile`` that copy (worth it for many batches of one size).
     """

@@ -202,7 +202,7 @@ def _short(value: Any) -> str:
 
 
 def _check_threshold(value: Any, source: str) -> float:
-    """The rule of :func:`dsifn.training.evaluate.resolve_threshold`: a number in [0, 1]."""
+    """The rule of :func:`dsifn.evaluation.scoring.resolve_threshold`: a number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise CheckpointError(
             f"{source} has a malformed decision threshold {_short(value)} in its metadata "

@@ -45,15 +45,8 @@ from dsifn.data import (
     check_splits,
     resolve_layout,
 )
-from dsifn.errors import CheckpointError, ConfigError, DataError, OutputExistsError
-from dsifn.io.atomic import check_input_file, check_output_folder
-from dsifn.io.checkpoint import model_with_weights, read_checkpoint, save_checkpoint
-from dsifn.metrics import ConfusionMatrix
-from dsifn.models.dsifn import DSIFN
-from dsifn.models.vgg import fetch_encoder_weights
-from dsifn.runtime import resolve_device, resolve_precision
-from dsifn.training.config import TrainConfig
-from dsifn.training.distributed import (
+from dsifn.devices import resolve_device, resolve_precision
+from dsifn.distributed import (
     DistContext,
     EpochSampler,
     ShardSampler,
@@ -63,7 +56,14 @@ from dsifn.training.distributed import (
     gather_objects,
     setup_distributed,
 )
-from dsifn.training.evaluate import score_batches
+from dsifn.errors import CheckpointError, ConfigError, DataError, OutputExistsError
+from dsifn.evaluation.scoring import score_batches
+from dsifn.io.atomic import check_input_file, check_output_folder
+from dsifn.io.checkpoint import model_with_weights, read_checkpoint, save_checkpoint
+from dsifn.metrics import ConfusionMatrix
+from dsifn.models.dsifn import DSIFN
+from dsifn.models.vgg import fetch_encoder_weights
+from dsifn.training.config import TrainConfig
 from dsifn.training.logs import MetricsLog, plot_curves
 from dsifn.training.optim import build_optimizer, build_scheduler
 from dsifn.training.state import capture_rng, restore_rng, seed_everything

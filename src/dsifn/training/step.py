@@ -19,14 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from dsifn.contract import CONTRACT_KEY, InputContract
+from dsifn.devices import autocast, resolve_precision
+from dsifn.distributed import DistContext, all_reduce_sum
 from dsifn.errors import DSIFNError
 from dsifn.inference.pipeline import tiled_probabilities
 from dsifn.inference.runner import TileRunner, TorchRunner
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.models.dsifn import DSIFN, DSIFNOutput
-from dsifn.runtime import autocast, resolve_precision
 from dsifn.training.config import LossConfig, OptimConfig
-from dsifn.training.distributed import DistContext, all_reduce_sum
 from dsifn.training.optim import build_optimizer
 
 __all__ = ["StepResult", "TrainStep", "resolve_channels_last"]

@@ -69,9 +69,11 @@ def run(args: argparse.Namespace) -> int:
 
     from dsifn.data import detect_layout
     from dsifn.errors import ConfigError, InputError
+    from dsifn.evaluation.report import ReportWriter, write_json
+    from dsifn.evaluation.results import format_table
+    from dsifn.evaluation.scoring import resolve_threshold
+    from dsifn.evaluation.workflow import evaluate_checkpoint
     from dsifn.io.atomic import check_output_path
-    from dsifn.training.evaluate import evaluate_checkpoint, format_table, resolve_threshold
-    from dsifn.training.report import ReportWriter, write_json
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dsifn import runtime
+from dsifn import devices
+from dsifn.devices import resolve_precision
 from dsifn.errors import ConfigError
-from dsifn.runtime import resolve_precision
 
 CUDA = torch.device("cuda", 0)
 
@@ -46,7 +46,7 @@ def test_explicit_precisions_are_kept_on_cuda(monkeypatch):
 
 @pytest.mark.parametrize(("fast", "expected"), [(True, "bf16"), (False, "fp32")])
 def test_auto_on_the_cpu_follows_native_bf16(monkeypatch, fast, expected):
-    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: fast)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: fast)
     assert resolve_precision("auto", torch.device("cpu")) == expected
 
 

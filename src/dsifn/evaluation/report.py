@@ -25,13 +25,13 @@ from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
-from dsifn.io.atomic import atomic_path, check_output_path
-from dsifn.training.evaluate import (
+from dsifn.evaluation.results import (
     EvaluationResult,
     ImageResult,
     Prediction,
     image_f1,
 )
+from dsifn.io.atomic import atomic_path, check_output_path
 
 __all__ = [
     "ERROR_COLOURS",
@@ -154,7 +154,7 @@ class _Row:
 class ReportWriter:
     """Writes per-image pictures while an evaluation runs, then ``report.html``.
 
-    Use its :meth:`__call__` as ``on_prediction`` of :func:`dsifn.training.evaluate.evaluate`.
+    Use its :meth:`__call__` as ``on_prediction`` of :func:`dsifn.evaluation.scoring.evaluate`.
 
     Files under ``out``: ``masks/<name>.png`` (prediction, 0/255) when ``masks``,
     ``errors/<name>.png`` when ``errors``, and for the report ``report/<name>_t1.png``,

@@ -8,7 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsifn.errors import ConfigError
-from dsifn.fast import FoldedConv2d, fold_batchnorm, optimize_for_inference, prepare_for_training
+from dsifn.inference.fast import (
+    FoldedConv2d,
+    fold_batchnorm,
+    optimize_for_inference,
+    prepare_for_training,
+)
 from dsifn.models import DSIFN
 
 

@@ -5,7 +5,7 @@ What is done, and why it is exact (or how close it is):
 - **channels_last** (NHWC) memory layout: cuDNN and oneDNN convolutions run natively in it, so
   no layout reorders happen around every convolution. Exact up to the summation order.
 - **bf16 autocast** where the hardware multiplies bf16 natively (CUDA, CPUs with AMX or
-  AVX-512 BF16; see :func:`dsifn.runtime.resolve_precision`). Not exact: about 3 significant
+  AVX-512 BF16; see :func:`dsifn.devices.resolve_precision`). Not exact: about 3 significant
   digits; :func:`dsifn.benchmark.compare_accuracy` states the cost. ``precision="fp32"`` opts
   out.
 - **BatchNorm folding** (inference only). DSIFN's conv block is 3x3 conv -> PReLU -> BatchNorm
@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dsifn.devices import Precision, autocast, resolve_device, resolve_precision
 from dsifn.models.dsifn import DSIFN, DecoderStage, Descriptors, DSIFNOutput
-from dsifn.runtime import Precision, autocast, resolve_device, resolve_precision
 
 __all__ = [
     "FastInferenceModel",
@@ -358,7 +358,7 @@ def prepare_for_training(
     """Move ``model`` to ``device`` and set it up for fast training steps, in place.
 
     The returned module shares its parameters with ``model`` (optimise ``model.parameters()``
-    and save ``model``). Run the steps under ``dsifn.runtime.autocast(device, precision)`` and
+    and save ``model``). Run the steps under ``dsifn.devices.autocast(device, precision)`` and
     feed inputs in ``torch.channels_last`` when ``channels_last`` is set; fp16 needs a gradient
     scaler. BatchNorm folding does not apply: training updates the statistics.
 

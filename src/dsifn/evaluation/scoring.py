@@ -1,11 +1,10 @@
-"""Evaluation of a change detector on a dataset split, threshold tuning and a simple baseline.
+"""Scoring a change detector on a dataset split, threshold tuning and a simple baseline.
 
 Scores follow the field's convention (as in the DSIFN, BIT and open-cd reports):
 one confusion matrix accumulated over every valid pixel of the split, for the change class.
 Models run through the runner interface prediction uses (:mod:`dsifn.inference.runner`), so
-a checkpoint and an exported model score alike; :func:`evaluate_checkpoint` reads the data as
-the model's input contract says. A pixel is change when its probability is above the
-threshold (the one given, else the recorded one, else 0.5).
+a checkpoint and an exported model score alike. A pixel is change when its probability is
+above the threshold (the one given, else the recorded one, else 0.5).
 
 Anything that scores pixels can be evaluated: :func:`evaluate` wraps a runner into a
 :data:`Scorer` and hands it to :func:`evaluate_scorer`; the pixel-difference baseline
@@ -15,10 +14,7 @@ during training all count pixels in one place, :func:`score_batches`.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,147 +22,40 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dsifn.contract import (
-    CONTRACT_KEY,
     DEFAULT_THRESHOLD,
-    InputContract,
     check_threshold,
     is_change,
 )
-from dsifn.data import ChangeDetectionDataset, DataConfig, DetectedLayout, detect_layout
+from dsifn.distributed import DistContext, all_reduce_sum
 from dsifn.errors import DataError, InputError
+from dsifn.evaluation.results import (
+    EvaluationResult,
+    ImageResult,
+    Prediction,
+)
 from dsifn.inference.pipeline import tiled_probabilities
-from dsifn.inference.runner import TileRunner, TorchRunner, load_runner, runtime_for
-from dsifn.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from dsifn.inference.runner import TileRunner, TorchRunner
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from dsifn.models.dsifn import DSIFN
 from dsifn.progress import progress_bar
-from dsifn.training.distributed import DistContext, all_reduce_sum
 
 __all__ = [
-    "DEFAULT_THRESHOLD",
-    "SCORE_NAMES",
-    "CheckpointEvaluation",
-    "EvaluationResult",
-    "ImageResult",
-    "Prediction",
     "Scorer",
     "as_runner",
     "check_compatible",
     "difference_scores",
     "evaluate",
-    "evaluate_checkpoint",
     "evaluate_scorer",
-    "format_table",
-    "image_f1",
-    "reading_config",
     "resolve_threshold",
     "runner_scorer",
     "score_batches",
-    "store_threshold",
     "sweep_scorer",
     "tune_threshold",
 ]
 
-SCORE_NAMES = ("precision", "recall", "f1", "iou", "oa", "kappa")
-
 # Maps a batch of pairs (B, 2, C, H, W) in [0, 1] to change probabilities (B, 1, H, W).
 Scorer = Callable[[Tensor], Tensor]
 Sample = Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's inputs and prediction, handed to ``on_prediction`` callbacks (on the CPU)."""
-
-    name: str  # the pair's name in the dataset
-    image: Tensor  # (2, C, H, W) float in [0, 1]: T1 then T2
-    mask: Tensor  # (1, H, W) float 0/1 reference
-    valid: Tensor  # (1, H, W) bool, False where the reference is not labelled
-    probability: Tensor  # (1, H, W) float change probability
-    prediction: Tensor  # (1, H, W) bool, probability above the threshold
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """Confusion counts and scores of one image."""
-
-    name: str  # the pair's name
-    tp: int  # changed pixels predicted changed
-    fp: int  # unchanged pixels predicted changed
-    fn: int  # changed pixels predicted unchanged
-    tn: int  # unchanged pixels predicted unchanged
-    scores: dict[str, float]  # precision, recall, f1, iou, oa, kappa of this image alone
-
-    @property
-    def f1(self) -> float:
-        """F1 for sorting: see :func:`image_f1`."""
-        return image_f1(self.tp, self.fp, self.fn)
-
-
-@dataclass(frozen=True)
-class EvaluationResult:
-    """Scores of a whole split, from one confusion matrix over all its valid pixels."""
-
-    scores: dict[str, float]  # precision, recall, f1, iou, oa, kappa in [0, 1]
-    tp: int  # true positives (changed, predicted changed)
-    fp: int  # false positives
-    fn: int  # false negatives
-    tn: int  # true negatives
-    threshold: float  # probability above which a pixel counts as change
-    images: int  # pairs evaluated
-    per_image: list[ImageResult] | None = None  # one entry per pair when asked for
-
-    @property
-    def pixels(self) -> int:
-        """Valid pixels counted."""
-        return self.tp + self.fp + self.fn + self.tn
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dictionary for ``metrics.json``."""
-        out: dict[str, Any] = {
-            "scores": dict(self.scores),
-            "confusion": {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn},
-            "threshold": self.threshold,
-            "images": self.images,
-            "pixels": self.pixels,
-        }
-        if self.per_image is not None:
-            out["per_image"] = [dataclasses.asdict(r) for r in self.per_image]
-        return out
-
-
-def image_f1(tp: int, fp: int, fn: int) -> float:
-    """F1 of one image, taken as 1 when the image has no change and none was predicted.
-
-    Used to rank images from worst to best; the split's scores never average these.
-    """
-    if tp + fp + fn == 0:
-        return 1.0
-    return 2 * tp / (2 * tp + fp + fn)
-
-
-def format_table(result: EvaluationResult, title: str | None = None) -> str:
-    """The metrics table printed by ``dsifn evaluate``: scores in %, counts, threshold."""
-    lines = [title] if title else []
-    labels = {
-        "precision": "precision",
-        "recall": "recall",
-        "f1": "F1",
-        "iou": "IoU",
-        "oa": "OA",
-        "kappa": "kappa",
-    }
-    for key, label in labels.items():
-        lines.append(f"  {label:<10} {100 * result.scores[key]:7.2f} %")
-    width = max(len(f"{v:,d}") for v in (result.tp, result.fp, result.fn, result.tn))
-    lines += [
-        "  confusion matrix (pixels)  predicted change   predicted no change",
-        f"    reference change        TP {result.tp:>{width},d}     FN {result.fn:>{width},d}",
-        f"    reference no change     FP {result.fp:>{width},d}     TN {result.tn:>{width},d}",
-        f"  threshold  {result.threshold:.4g}    images {result.images}    "
-        f"valid pixels {result.pixels:,d}",
-    ]
-    return "\n".join(lines)
 
 
 def resolve_threshold(threshold: float | None, model: DSIFN | TileRunner | None = None) -> float:
@@ -527,139 +416,3 @@ def tune_threshold(
         bins=bins,
         desc="tune threshold",
     )
-
-
-def store_threshold(
-    path: str | os.PathLike[str], threshold: float, *, note: str | None = None
-) -> None:
-    """Record a decision threshold in a checkpoint's meta, rewriting the file atomically.
-
-    Every other entry of the checkpoint (weights, configuration, training state, meta) is kept.
-
-    Args:
-        path: A dsifn checkpoint.
-        threshold: The new ``meta["threshold"]``.
-        note: Where the threshold came from, stored as ``meta["threshold_source"]``.
-    """
-    payload = read_checkpoint(path)
-    model = model_from_checkpoint(payload, source=str(path))
-    meta = dict(payload.get("meta") or {})
-    meta["threshold"] = float(threshold)
-    contract = InputContract.from_meta(meta, model.config)  # the new threshold, recorded once
-    meta[CONTRACT_KEY] = contract.replace(threshold=float(threshold)).to_dict()
-    if note:
-        meta["threshold_source"] = note
-    own = {"format", "format_version", "dsifn_version", "model_config", "state_dict", "meta"}
-    extra = {k: v for k, v in payload.items() if k not in own}
-    save_checkpoint(path, model, meta=meta, overwrite=True, **extra)
-
-
-def reading_config(contract: InputContract, root: str, layout: str = "auto") -> DataConfig:
-    """The data configuration that reads a dataset the way ``contract`` says."""
-    rule = contract.scaling
-    return DataConfig(
-        root=root,
-        layout=layout,  # type: ignore[arg-type]
-        bands=contract.bands,
-        scale=rule.scale,
-        stretch=rule.stretch,
-        nodata=contract.nodata,
-        ignore_value=contract.ignore_value,
-    )
-
-
-def _training_validation(found: DetectedLayout, meta: Mapping[str, Any]) -> DetectedLayout:
-    # A val split carved from train pairs (OSCD) is the one the model was validated on.
-    training = meta.get("training")
-    data = training.get("data") if isinstance(training, Mapping) else None
-    if not isinstance(data, Mapping):
-        return found
-    return found.with_validation(data.get("val_cities"), data.get("val_fraction"))
-
-
-@dataclass(frozen=True)
-class CheckpointEvaluation:
-    """What :func:`evaluate_checkpoint` found."""
-
-    result: EvaluationResult  # the scores of the split
-    pairs: int  # pairs in the split
-    tuned: tuple[float, dict[str, float]] | None  # threshold and val scores, when tuned
-
-
-def evaluate_checkpoint(
-    checkpoint: str | os.PathLike[str],
-    root: str | os.PathLike[str],
-    *,
-    split: str = "test",
-    layout: str | DetectedLayout = "auto",
-    threshold: float | None = None,
-    tune: bool = False,
-    runtime: str = "auto",
-    device: str = "auto",
-    precision: str = "auto",
-    batch_size: int = 1,
-    workers: int = 0,
-    per_image: bool = False,
-    on_prediction: Callable[[Prediction], None] | None = None,
-    progress: bool = True,
-    tile_size: int | None = None,
-) -> CheckpointEvaluation:
-    """Score a model file on a dataset split, reading the data as its input contract says.
-
-    Args:
-        checkpoint: A dsifn checkpoint or an exported model (any runtime of ``load_runner``).
-        root: The dataset folder.
-        split: The split to score.
-        layout: The dataset layout (``"auto"`` detects it), or one already detected.
-        threshold: Decision threshold; None: the recorded one.
-        tune: First choose the F1-best threshold on the val split and store it in the
-            checkpoint (a dsifn checkpoint only).
-        runtime: ``"auto"`` (by the file), ``"torch"`` or ``"onnxruntime"``.
-        device: Where to run.
-        precision: Numeric precision (torch).
-        batch_size: Pairs per forward pass.
-        workers: DataLoader worker processes reading the pairs.
-        per_image: Also return each image's counts and scores.
-        on_prediction: Called with every image's :class:`Prediction`.
-        progress: Show progress bars.
-        tile_size: Tiles of images larger than one, as ``dsifn predict`` cuts them; None:
-            predict's default (the tile size the model trained on, else 512).
-
-    Returns:
-        The scores, the split's size and the tuned threshold, if any.
-    """
-    if tune and threshold is not None:
-        raise InputError("give either a threshold or tune it, not both")
-    if tune and runtime_for(checkpoint, runtime) != "torch":
-        raise InputError("a tuned threshold is stored in a dsifn checkpoint; tune before export")
-    # Data problems are found before the (slower) model is read.
-    found = layout if isinstance(layout, DetectedLayout) else detect_layout(str(root), layout)
-    found.split(split)
-    if tune:
-        found.split("val")
-    runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision)
-    found = _training_validation(found, runner.meta)
-    contract = runner.contract.resolve(str(checkpoint), threshold=threshold)
-    data = reading_config(contract, str(root))  # read through `found`, detected once
-    options: dict[str, Any] = {
-        "batch_size": batch_size,
-        "workers": workers,
-        "progress": progress,
-        "tile_size": tile_size,
-    }
-    tuned = None
-    if tune:
-        val = ChangeDetectionDataset(data, "val", layout=found)
-        tuned = tune_threshold(runner, val, **options)
-        store_threshold(checkpoint, tuned[0], note=f"F1-best on the val split of {root}")
-        contract = contract.replace(threshold=tuned[0])
-    dataset = ChangeDetectionDataset(data, split, layout=found)
-    result = evaluate(
-        runner,
-        dataset,
-        threshold=contract.threshold,
-        per_image=per_image,
-        on_prediction=on_prediction,
-        **options,
-    )
-    return CheckpointEvaluation(result=result, pairs=len(dataset), tuned=tuned)

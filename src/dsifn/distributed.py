@@ -1,4 +1,4 @@
-"""Running one training on several processes (``torchrun``): context, samplers, agreement.
+"""Running one job on several processes (``torchrun``): context, samplers, agreement.
 
 ``torchrun`` starts one process per GPU and tells each its place through the environment
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). A single process

@@ -7,14 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from dsifn.training.evaluate import EvaluationResult, Prediction
-from dsifn.training.report import (
+from dsifn.evaluation.report import (
     ReportWriter,
     error_map,
     image_to_rgb,
     mask_to_gray,
     safe_name,
 )
+from dsifn.evaluation.results import EvaluationResult, Prediction
 
 
 def test_error_map_colours_on_a_hand_made_case():

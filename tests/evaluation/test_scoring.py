@@ -15,16 +15,16 @@ from PIL import Image
 from dsifn import DSIFN, load_checkpoint, save_checkpoint
 from dsifn.cli.main import main
 from dsifn.data import ChangeDetectionDataset, DataConfig
-from dsifn.metrics import ThresholdSweep
-from dsifn.training.evaluate import (
+from dsifn.evaluation.report import error_map
+from dsifn.evaluation.results import image_f1
+from dsifn.evaluation.scoring import (
     difference_scores,
     evaluate,
     evaluate_scorer,
-    image_f1,
     resolve_threshold,
     score_batches,
 )
-from dsifn.training.report import error_map
+from dsifn.metrics import ThresholdSweep
 
 SIZE = 32
 PAIRS = {"train": 1, "val": 2, "test": 2}
@@ -325,7 +325,7 @@ def test_resolve_threshold_order():
 
 def test_evaluation_reads_the_data_as_an_older_checkpoint_trained():
     from dsifn.contract import InputContract
-    from dsifn.training.evaluate import reading_config
+    from dsifn.evaluation.workflow import reading_config
 
     config = DSIFN(encoder_weights=None).config
     defaults = InputContract.from_meta({}, config)

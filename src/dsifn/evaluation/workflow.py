@@ -1,0 +1,166 @@
+"""Scoring a model file on a dataset: read the data as its contract says, tune, evaluate.
+
+:func:`evaluate_checkpoint` is what ``dsifn evaluate`` runs; :func:`store_threshold` records a
+tuned threshold in a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dsifn.contract import (
+    CONTRACT_KEY,
+    InputContract,
+)
+from dsifn.data import ChangeDetectionDataset, DataConfig, DetectedLayout, detect_layout
+from dsifn.errors import InputError
+from dsifn.evaluation.results import EvaluationResult, Prediction
+from dsifn.evaluation.scoring import evaluate, tune_threshold
+from dsifn.inference.runner import load_runner, runtime_for
+from dsifn.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+
+__all__ = [
+    "CheckpointEvaluation",
+    "evaluate_checkpoint",
+    "reading_config",
+    "store_threshold",
+]
+
+
+def store_threshold(
+    path: str | os.PathLike[str], threshold: float, *, note: str | None = None
+) -> None:
+    """Record a decision threshold in a checkpoint's meta, rewriting the file atomically.
+
+    Every other entry of the checkpoint (weights, configuration, training state, meta) is kept.
+
+    Args:
+        path: A dsifn checkpoint.
+        threshold: The new ``meta["threshold"]``.
+        note: Where the threshold came from, stored as ``meta["threshold_source"]``.
+    """
+    payload = read_checkpoint(path)
+    model = model_from_checkpoint(payload, source=str(path))
+    meta = dict(payload.get("meta") or {})
+    meta["threshold"] = float(threshold)
+    contract = InputContract.from_meta(meta, model.config)  # the new threshold, recorded once
+    meta[CONTRACT_KEY] = contract.replace(threshold=float(threshold)).to_dict()
+    if note:
+        meta["threshold_source"] = note
+    own = {"format", "format_version", "dsifn_version", "model_config", "state_dict", "meta"}
+    extra = {k: v for k, v in payload.items() if k not in own}
+    save_checkpoint(path, model, meta=meta, overwrite=True, **extra)
+
+
+def reading_config(contract: InputContract, root: str, layout: str = "auto") -> DataConfig:
+    """The data configuration that reads a dataset the way ``contract`` says."""
+    rule = contract.scaling
+    return DataConfig(
+        root=root,
+        layout=layout,  # type: ignore[arg-type]
+        bands=contract.bands,
+        scale=rule.scale,
+        stretch=rule.stretch,
+        nodata=contract.nodata,
+        ignore_value=contract.ignore_value,
+    )
+
+
+def _training_validation(found: DetectedLayout, meta: Mapping[str, Any]) -> DetectedLayout:
+    # A val split carved from train pairs (OSCD) is the one the model was validated on.
+    training = meta.get("training")
+    data = training.get("data") if isinstance(training, Mapping) else None
+    if not isinstance(data, Mapping):
+        return found
+    return found.with_validation(data.get("val_cities"), data.get("val_fraction"))
+
+
+@dataclass(frozen=True)
+class CheckpointEvaluation:
+    """What :func:`evaluate_checkpoint` found."""
+
+    result: EvaluationResult  # the scores of the split
+    pairs: int  # pairs in the split
+    tuned: tuple[float, dict[str, float]] | None  # threshold and val scores, when tuned
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    layout: str | DetectedLayout = "auto",
+    threshold: float | None = None,
+    tune: bool = False,
+    runtime: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 1,
+    workers: int = 0,
+    per_image: bool = False,
+    on_prediction: Callable[[Prediction], None] | None = None,
+    progress: bool = True,
+    tile_size: int | None = None,
+) -> CheckpointEvaluation:
+    """Score a model file on a dataset split, reading the data as its input contract says.
+
+    Args:
+        checkpoint: A dsifn checkpoint or an exported model (any runtime of ``load_runner``).
+        root: The dataset folder.
+        split: The split to score.
+        layout: The dataset layout (``"auto"`` detects it), or one already detected.
+        threshold: Decision threshold; None: the recorded one.
+        tune: First choose the F1-best threshold on the val split and store it in the
+            checkpoint (a dsifn checkpoint only).
+        runtime: ``"auto"`` (by the file), ``"torch"`` or ``"onnxruntime"``.
+        device: Where to run.
+        precision: Numeric precision (torch).
+        batch_size: Pairs per forward pass.
+        workers: DataLoader worker processes reading the pairs.
+        per_image: Also return each image's counts and scores.
+        on_prediction: Called with every image's :class:`Prediction`.
+        progress: Show progress bars.
+        tile_size: Tiles of images larger than one, as ``dsifn predict`` cuts them; None:
+            predict's default (the tile size the model trained on, else 512).
+
+    Returns:
+        The scores, the split's size and the tuned threshold, if any.
+    """
+    if tune and threshold is not None:
+        raise InputError("give either a threshold or tune it, not both")
+    if tune and runtime_for(checkpoint, runtime) != "torch":
+        raise InputError("a tuned threshold is stored in a dsifn checkpoint; tune before export")
+    # Data problems are found before the (slower) model is read.
+    found = layout if isinstance(layout, DetectedLayout) else detect_layout(str(root), layout)
+    found.split(split)
+    if tune:
+        found.split("val")
+    runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision)
+    found = _training_validation(found, runner.meta)
+    contract = runner.contract.resolve(str(checkpoint), threshold=threshold)
+    data = reading_config(contract, str(root))  # read through `found`, detected once
+    options: dict[str, Any] = {
+        "batch_size": batch_size,
+        "workers": workers,
+        "progress": progress,
+        "tile_size": tile_size,
+    }
+    tuned = None
+    if tune:
+        val = ChangeDetectionDataset(data, "val", layout=found)
+        tuned = tune_threshold(runner, val, **options)
+        store_threshold(checkpoint, tuned[0], note=f"F1-best on the val split of {root}")
+        contract = contract.replace(threshold=tuned[0])
+    dataset = ChangeDetectionDataset(data, split, layout=found)
+    result = evaluate(
+        runner,
+        dataset,
+        threshold=contract.threshold,
+        per_image=per_image,
+        on_prediction=on_prediction,
+        **options,
+    )
+    return CheckpointEvaluation(result=result, pairs=len(dataset), tuned=tuned)
