@@ -1,11 +1,58 @@
-"""Shared test settings: deterministic, single-threaded-friendly torch."""
+"""Shared test settings: seeded torch, and every test offline with its own torch.hub cache."""
 
 from __future__ import annotations
+
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 import torch
 
 
+class NetworkBlocked(OSError):
+    """A test tried to reach the network; tests run on data they generate."""
+
+
+def _blocked(*args: Any, **kwargs: Any) -> NoReturn:
+    raise NetworkBlocked(f"a test tried to reach the network: {args[:1]!r}")
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _offline(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Block downloads and give each test an empty torch.hub cache of its own.
+
+    A test that wants a download to happen replaces ``torch.hub.download_url_to_file`` itself;
+    anything else that opens a URL or an internet socket fails with :class:`NetworkBlocked`
+    (an ``OSError``, as a real network failure is). Local sockets (``torchrun``'s rendezvous on
+    127.0.0.1, unix sockets) stay allowed.
+    """
+    hub = tmp_path_factory.mktemp("hub")
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(hub))
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _blocked)
+    monkeypatch.setattr(urllib.request, "urlopen", _blocked)
+    connect = socket.socket.connect
+
+    def local_only(sock: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else None
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in _LOCAL_HOSTS:
+            _blocked(address)
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+    yield hub
+    torch.hub.set_dir(old)
+
+
+_LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost", "0.0.0.0"}
