@@ -7,15 +7,11 @@ on the validation split; evaluate it on the test split with per-image pictures a
 report; and score a pixel-difference baseline (mean absolute difference of the dates over the
 bands, threshold chosen on the same validation split) on the same test split for comparison.
 
-No pretrained weights can be downloaded offline, so the VGG16 trunk starts from random weights
-and is trained with the decoder. Measured on this synthetic data (48-pixel tiles, batch 8, Adam
-1e-3, three seeds; validation F1 at the F1-best threshold): training the trunk reached F1
-0.61-0.68 after 15 steps, 0.78-0.84 after 30 and 0.90-0.91 after 120, while a frozen random
-trunk reached 0.36-0.46, 0.61-0.80 and 0.86-0.88; a step with the trunk trained costs about 1.4
-times as much, which still leaves it ahead for any budget. Dropout 0.6 (the paper's) slowed
-learning markedly, so the demo turns it off. The time left for training is what the budget
-leaves after the data is written and a measured reserve for the evaluation that follows, so
-the demo ends within its budget on a busy machine too (with fewer steps).
+No pretrained weights can be downloaded offline, so the VGG16 encoder starts from random weights
+and is trained with the decoder, without dropout (why: benchmarks/RESULTS.md, "The demo's
+training recipe"). The time left for training is what the budget leaves after the data is
+written and a measured reserve for the evaluation that follows, so the demo ends within its
+budget on a busy machine too (with fewer steps).
 """
 
 from __future__ import annotations
@@ -105,7 +101,9 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out} is not empty; pass --overwrite to replace the demo there")
+        raise OutputExistsError(
+            f"{out} is not empty; pass `overwrite=True` to replace the demo there"
+        )
 
 
 def run_demo(
@@ -135,119 +133,203 @@ def run_demo(
     Raises:
         OutputExistsError: If ``out`` holds files and ``overwrite`` is false.
     """
-    cfg = config or DemoConfig()
-    start = time.monotonic()
-    root = Path(out)
-    _check_out(root, overwrite)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision("auto", device)
+    run = _Run(config or DemoConfig(), Path(out), overwrite, progress, log)
+    _check_out(run.root, overwrite)
+    log(f"[1/4] writing a synthetic dataset to {run.root / 'data'}")
+    data_root = _write_data(run)
+    trained = _train(run, data_root)
+    log("[3/4] choosing thresholds on the validation split")
+    data = DataConfig(root=str(data_root), layout="levir")
+    model = load_checkpoint(trained.checkpoint)
+    thresholds = _thresholds(run, model, ChangeDetectionDataset(data, "val"), trained.checkpoint)
+    log("[4/4] evaluating both on the test split")
+    test = ChangeDetectionDataset(data, "test")
+    return _evaluate_both(run, model, test, thresholds, trained)
 
-    log(f"[1/4] writing a synthetic dataset to {root / 'data'}")
+
+@dataclass
+class _Run:
+    """One demo run: its settings, where it writes, and where and how it computes."""
+
+    cfg: DemoConfig
+    root: Path
+    overwrite: bool
+    progress: bool
+    log: Callable[[str], None]
+    start: float = dataclasses.field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.cfg.device)
+        self.precision = resolve_precision("auto", self.device)
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """What the training step left: the best checkpoint and how the training went."""
+
+    checkpoint: Path
+    seconds: float
+    steps: int
+    validations: int
+    stop_reason: str
+
+
+def _write_data(run: _Run) -> Path:
+    cfg = run.cfg
     synthetic = SyntheticConfig(
         size=cfg.size, train=cfg.train_pairs, val=cfg.val_pairs, test=cfg.test_pairs
     )
-    data_root = write_synthetic_dataset(
-        root / "data", synthetic, seed=cfg.seed, overwrite=overwrite, progress=progress
+    return write_synthetic_dataset(
+        run.root / "data", synthetic, seed=cfg.seed, overwrite=run.overwrite, progress=run.progress
     )
 
-    left = 60.0 * cfg.minutes - (time.monotonic() - start)
-    reserve = _evaluation_reserve(cfg, device)
-    train_minutes = max(min(cfg.train_share * left, left - reserve), 3.0) / 60.0
-    train_config = _train_config(cfg, str(data_root), train_minutes)
-    log(
-        f"[2/4] training DSIFN on {device.type} for at most {train_minutes:.1f} minutes "
-        f"({cfg.train_pairs} pairs of {cfg.size}x{cfg.size}, VGG16 trunk from random weights, "
+
+def _train(run: _Run, data_root: Path) -> _Trained:
+    """Train for what the budget leaves after the data and a reserve for the evaluation."""
+    cfg = run.cfg
+    left = 60.0 * cfg.minutes - (time.monotonic() - run.start)
+    reserve = _evaluation_reserve(cfg, run.device)
+    minutes = max(min(cfg.train_share * left, left - reserve), 3.0) / 60.0
+    run.log(
+        f"[2/4] training DSIFN on {run.device.type} for at most {minutes:.1f} minutes "
+        f"({cfg.train_pairs} pairs of "
+        f"{cfg.size}x{cfg.size}, VGG16 encoder from random weights, "
         f"{reserve / 60:.1f} minutes kept for evaluation)"
     )
-    train_start = time.monotonic()
-    trained = train(train_config, root / "run", overwrite=overwrite, progress=progress)
-    train_seconds = time.monotonic() - train_start
-    steps = int(trained.history[-1]["step"]) if trained.history else 0
-    log(
-        f"      stopped after {steps} steps in {train_seconds / 60:.1f} minutes "
+    began = time.monotonic()
+    result = train(
+        _train_config(cfg, str(data_root), minutes),
+        run.root / "run",
+        overwrite=run.overwrite,
+        progress=run.progress,
+    )
+    trained = _Trained(
+        checkpoint=result.best_checkpoint,
+        seconds=time.monotonic() - began,
+        steps=int(result.history[-1]["step"]) if result.history else 0,
+        validations=len(result.history),
+        stop_reason=result.stop_reason,
+    )
+    run.log(
+        f"      stopped after {trained.steps} steps in {trained.seconds / 60:.1f} minutes "
         f"({trained.stop_reason}); best validation F1 "
-        f"{100 * trained.best_scores.get('f1', float('nan')):.2f} % at threshold 0.5"
+        f"{100 * result.best_scores.get('f1', float('nan')):.2f} % at threshold 0.5"
     )
+    return trained
 
-    log("[3/4] choosing thresholds on the validation split")
-    data = DataConfig(root=str(data_root), layout="levir")
-    val = ChangeDetectionDataset(data, "val")
-    test = ChangeDetectionDataset(data, "test")
-    model = load_checkpoint(trained.best_checkpoint)
+
+def _thresholds(
+    run: _Run, model: DSIFN, val: ChangeDetectionDataset, checkpoint: Path
+) -> tuple[float, float]:
+    """The F1-best thresholds of DSIFN (stored in its checkpoint) and of the baseline."""
+    batch = run.cfg.batch_size
     threshold, _ = tune_threshold(
-        model, val, device=device, precision=precision, batch_size=cfg.batch_size, progress=progress
+        model,
+        val,
+        device=run.device,
+        precision=run.precision,
+        batch_size=batch,
+        progress=run.progress,
     )
-    store_threshold(trained.best_checkpoint, threshold, note="F1-best on the demo's val split")
-    base_threshold, _ = sweep_scorer(
-        difference_scores, val, batch_size=cfg.batch_size, progress=False
-    )
-    log(f"      DSIFN threshold {threshold:.3f}, pixel-difference threshold {base_threshold:.3f}")
+    store_threshold(checkpoint, threshold, note="F1-best on the demo's val split")
+    baseline, _ = sweep_scorer(difference_scores, val, batch_size=batch, progress=False)
+    run.log(f"      DSIFN threshold {threshold:.3f}, pixel-difference threshold {baseline:.3f}")
+    return threshold, baseline
 
-    log("[4/4] evaluating both on the test split")
-    writer = ReportWriter(root, report=True, overwrite=overwrite)
+
+def _evaluate_both(
+    run: _Run,
+    model: DSIFN,
+    test: ChangeDetectionDataset,
+    thresholds: tuple[float, float],
+    trained: _Trained,
+) -> DemoResult:
+    """Score DSIFN and the baseline on the test split; write the report and ``metrics.json``."""
+    writer = ReportWriter(run.root, report=True, overwrite=run.overwrite)
     result = evaluate(
         model,
         test,
-        threshold=threshold,
-        device=device,
-        precision=precision,
-        batch_size=cfg.batch_size,
-        progress=progress,
+        threshold=thresholds[0],
+        device=run.device,
+        precision=run.precision,
+        batch_size=run.cfg.batch_size,
+        progress=run.progress,
         per_image=True,
         on_prediction=writer,
     )
     baseline = evaluate_scorer(
-        difference_scores, test, threshold=base_threshold, batch_size=cfg.batch_size, progress=False
+        difference_scores,
+        test,
+        threshold=thresholds[1],
+        batch_size=run.cfg.batch_size,
+        progress=False,
     )
-    figures = [("training curves", "run/curves.png")] if (root / "run/curves.png").is_file() else []
-    report = writer.write_html(
+    report = _write_report(run, writer, result, baseline, trained)
+    total = time.monotonic() - run.start
+    summary: dict[str, Any] = {
+        "dsifn": result.to_dict(),
+        "pixel_difference": baseline.to_dict(),
+        "train_seconds": trained.seconds,
+        "total_seconds": total,
+        "stop_reason": trained.stop_reason,
+        "train_steps": trained.steps,
+        "config": dataclasses.asdict(run.cfg),
+    }
+    write_json(run.root / "metrics.json", summary, overwrite=run.overwrite)
+    _log_scores(run, result, baseline, trained.steps, total)
+    run.log(f"report: {report}")
+    return DemoResult(
+        out=run.root,
+        checkpoint=trained.checkpoint,
+        report=report,
+        dsifn=result,
+        baseline=baseline,
+        train_seconds=trained.seconds,
+        total_seconds=total,
+        stop_reason=trained.stop_reason,
+    )
+
+
+def _write_report(
+    run: _Run,
+    writer: ReportWriter,
+    result: EvaluationResult,
+    baseline: EvaluationResult,
+    trained: _Trained,
+) -> Path:
+    cfg = run.cfg
+    curves = run.root / "run/curves.png"
+    return writer.write_html(
         result,
         title="dsifn demo: synthetic bi-temporal data",
         details={
             "data": f"{cfg.train_pairs}/{cfg.val_pairs}/{cfg.test_pairs} synthetic pairs of "
             f"{cfg.size}x{cfg.size} (train/val/test), seed {cfg.seed}",
-            "training": f"{train_seconds / 60:.1f} minutes on {device.type}, "
-            f"{steps} steps, {len(trained.history)} validation round(s), "
+            "training": f"{trained.seconds / 60:.1f} minutes on {run.device.type}, "
+            f"{trained.steps} steps, {trained.validations} validation round(s), "
             f"stop: {trained.stop_reason}",
             "checkpoint": "run/best.pt",
         },
-        figures=figures,
+        figures=[("training curves", "run/curves.png")] if curves.is_file() else [],
         comparison=[("pixel difference |T2 - T1|", baseline)],
     )
-    total = time.monotonic() - start
-    summary: dict[str, Any] = {
-        "dsifn": result.to_dict(),
-        "pixel_difference": baseline.to_dict(),
-        "train_seconds": train_seconds,
-        "total_seconds": total,
-        "stop_reason": trained.stop_reason,
-        "train_steps": steps,
-        "config": dataclasses.asdict(cfg),
-    }
-    write_json(root / "metrics.json", summary, overwrite=overwrite)
-    log(format_table(result, title="DSIFN on the test split"))
-    log(format_table(baseline, title="pixel difference |T2 - T1| on the test split"))
-    log(
+
+
+def _log_scores(
+    run: _Run, result: EvaluationResult, baseline: EvaluationResult, steps: int, total: float
+) -> None:
+    run.log(format_table(result, title="DSIFN on the test split"))
+    run.log(format_table(baseline, title="pixel difference |T2 - T1| on the test split"))
+    run.log(
         f"test F1: DSIFN {100 * result.scores['f1']:.2f} %  vs  pixel difference "
         f"{100 * baseline.scores['f1']:.2f} %   ({total / 60:.1f} minutes in all)"
     )
     margin = result.scores["f1"] - baseline.scores["f1"]
     if margin < 0.1:
-        log(
+        run.log(
             f"note: DSIFN is only {100 * margin:.1f} F1 points above the baseline after {steps} "
-            "training steps; on a busy or slow machine give it more time (--minutes)"
+            "training steps; on a busy or slow machine give it more time (`minutes`)"
         )
-    log(f"report: {report}")
-    return DemoResult(
-        out=root,
-        checkpoint=trained.best_checkpoint,
-        report=report,
-        dsifn=result,
-        baseline=baseline,
-        train_seconds=train_seconds,
-        total_seconds=total,
-        stop_reason=trained.stop_reason,
-    )
 
 
 def _evaluation_reserve(cfg: DemoConfig, device: torch.device) -> float:
@@ -274,7 +356,7 @@ def _evaluation_reserve(cfg: DemoConfig, device: torch.device) -> float:
 
 
 def _train_config(cfg: DemoConfig, data_root: str, minutes: float) -> TrainConfig:
-    """The demo's training run: small tiles, trainable trunk, no dropout, constant Adam rate."""
+    """The demo's training run: small tiles, trainable encoder, no dropout, constant Adam rate."""
     return TrainConfig(
         model=DSIFNConfig(encoder_weights=None, freeze_encoder=False, dropout=0.0),
         data=DataConfig(root=data_root, layout="levir"),

@@ -52,7 +52,7 @@ def test_tiny_demo_writes_everything(tmp_path):
     assert any(line.startswith("test F1: DSIFN") for line in lines)
     # A second run into the same folder is refused rather than replacing the first.
     before = (out / "metrics.json").read_bytes()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="`overwrite=True`"):
         run_demo(out, TINY, progress=False, log=lines.append)
     assert (out / "metrics.json").read_bytes() == before
 

@@ -6,7 +6,8 @@ command is adding a file. Heavy imports belong inside ``run``.
 
 Errors a user can cause (:class:`dsifn.errors.DSIFNError`, missing files, bad values, an output
 folder that cannot be written, a bad option) print one line on standard error and exit with
-status 2; an interrupt exits with 130 and SIGTERM with 143, both after cleaning up.
+status 2 (library messages name parameters; :mod:`dsifn.cli.flags` writes them as the
+command's flags); an interrupt exits with 130 and SIGTERM with 143, both after cleaning up.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, NoReturn
 
 from dsifn._version import __version__
 from dsifn.cli import commands
+from dsifn.cli.flags import in_flags
 from dsifn.errors import DSIFNError
 
 __all__ = ["build_parser", "main"]
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in _command_modules():
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        command.set_defaults(_run=module.run, _parser=command)
     return parser
 
 
@@ -90,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DSIFNError, OSError) as exc:
         if isinstance(exc, OSError) and not _users_os_error(exc):
             raise
-        print(f"dsifn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        message = in_flags(_one_line(exc), getattr(args, "_parser", None))
+        print(f"dsifn {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
         if previous is not None:

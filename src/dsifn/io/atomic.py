@@ -83,7 +83,7 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
         raise ConfigError(f"{out} is a folder, not a file: name the file to write")
     _check_parent(out, "file")
     if (out.exists() or out.is_symlink()) and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+        raise OutputExistsError(f"{out} exists; pass `overwrite=True` to replace it")
     return out
 
 
