@@ -1,4 +1,4 @@
-"""dsifn.keras: the Keras 3 model matches the PyTorch model (torch backend, CPU)."""
+"""dsifn.interop.keras3: the Keras 3 model matches the PyTorch model (torch backend, CPU)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("keras")
-
 from dsifn.io.checkpoint import save_checkpoint
-from dsifn.keras import (
-    build_keras_model,
-    keras_model_from_checkpoint,
-    transfer_weights,
-)
 from dsifn.models import DSIFN
+
+
+@pytest.fixture(scope="module")
+def keras3():
+    """The Keras 3 port; its tests are skipped where Keras is not installed."""
+    pytest.importorskip("keras")
+    import dsifn.interop.keras3
+
+    return dsifn.interop.keras3
 
 
 def randomise(model):
@@ -59,19 +61,19 @@ def _compare(torch_model, keras_model, height, width):
         np.testing.assert_allclose(out, exp, atol=1e-4, rtol=0)
 
 
-def test_keras_model_matches_pytorch():
-    # "pytorch" variant: one PReLU slope per layer, any multiple of 16, shared trunk.
+def test_keras_model_matches_pytorch(keras3):
+    # "pytorch" variant: one PReLU slope per layer, any multiple of 16, shared encoder.
     torch_model = randomise(DSIFN(variant="pytorch"))
-    keras_model = transfer_weights(torch_model, build_keras_model(torch_model.config))
+    keras_model = keras3.transfer_weights(torch_model, keras3.build_keras_model(torch_model.config))
     _compare(torch_model, keras_model, 32, 48)
 
 
-def test_keras_variant_from_checkpoint(tmp_path):
-    # "keras" variant (per-element PReLU, fixed size) with 4 bands, two trunks, stage-1 attention.
+def test_keras_variant_from_checkpoint(keras3, tmp_path):
+    # "keras" variant (per-element PReLU, fixed size) with 4 bands, two encoders, stage-1 attention.
     options = {"in_channels": 4, "shared_encoder": False, "stage1_channel_attention": True}
     torch_model = randomise(DSIFN(variant="keras", input_size=32, **options))
     path = save_checkpoint(tmp_path / "m.pt", torch_model)
-    keras_model = keras_model_from_checkpoint(path)
+    keras_model = keras3.keras_model_from_checkpoint(path)
     assert keras_model.inputs[0].shape == (None, 32, 32, 4)
     _compare(torch_model, keras_model, 32, 32)
 
@@ -79,3 +81,18 @@ def test_keras_variant_from_checkpoint(tmp_path):
 def test_import_dsifn_does_not_import_keras():
     code = "import sys, dsifn, dsifn.cli.main; sys.exit('keras' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_without_keras_the_import_names_the_extra_in_one_line():
+    # A None entry in sys.modules makes "import keras" fail as if keras were not installed.
+    code = (
+        "import sys; sys.modules['keras'] = None\n"
+        "from dsifn.errors import ConfigError\n"
+        "try:\n"
+        "    import dsifn.interop.keras3\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.count("\n") == 1
+    assert "pip install 'dsifn[keras]'" in done.stdout

@@ -1,7 +1,7 @@
 """Foreign formats: the authors' PyTorch and Keras weights, Keras 3 and ONNX.
 
 The ONNX and Keras 3 parts need the optional extras (``dsifn[onnx]``, ``dsifn[keras]``) and
-are imported from their modules: :mod:`dsifn.interop.onnx`, :mod:`dsifn.keras`.
+are imported from their modules: :mod:`dsifn.interop.onnx`, :mod:`dsifn.interop.keras3`.
 """
 
 from dsifn.interop.keras_h5 import convert_keras_h5, load_keras_h5
