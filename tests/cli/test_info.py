@@ -24,7 +24,7 @@ def test_info_counts_parameters_and_flops(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_info_options(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["info", "--size", "64", "--separate-trunks", "--trainable-trunk"]) == 0
+    assert main(["info", "--size", "64", "--separate-encoders", "--trainable-encoder"]) == 0
     out = capsys.readouterr().out
     total = int(re.search(r"parameters:\s+([\d,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
     trainable = int(re.search(r"trainable parameters:\s+([\d,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
@@ -46,3 +46,11 @@ def test_console_script_runs_without_traceback() -> None:
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "at least 16" in result.stderr
+
+
+def test_in_channels_sets_the_bands_of_the_first_convolution(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["info", "--size", "64", "--in-channels", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "4 bands" in out and "35,728,125" in out  # 3 x 3 x 64 x 2 weights more than 3 bands

@@ -56,12 +56,14 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options that build a :class:`dsifn.DSIFNConfig`."""
     group = parser.add_argument_group("model")
-    group.add_argument("--bands", type=int, default=3, help="bands per image [3]")
+    group.add_argument("--in-channels", type=int, default=3, help="bands per image [3]")
     group.add_argument(
-        "--separate-trunks", action="store_true", help="one VGG16 trunk per date, not shared"
+        "--separate-encoders", action="store_true", help="one VGG16 encoder per date, not shared"
     )
     group.add_argument(
-        "--trainable-trunk", action="store_true", help="train the VGG16 trunk (frozen by default)"
+        "--trainable-encoder",
+        action="store_true",
+        help="train the VGG16 encoder (frozen by default)",
     )
     group.add_argument(
         "--stage1-attention", action="store_true", help="channel attention on stage 1 too"
@@ -72,9 +74,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def model_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :class:`dsifn.DSIFNConfig` from :func:`add_model_options`."""
     return {
-        "in_channels": args.bands,
-        "shared_encoder": not args.separate_trunks,
-        "freeze_encoder": not args.trainable_trunk,
+        "in_channels": args.in_channels,
+        "shared_encoder": not args.separate_encoders,
+        "freeze_encoder": not args.trainable_encoder,
         "stage1_channel_attention": args.stage1_attention,
         "variant": args.variant,
     }

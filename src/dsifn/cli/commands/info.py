@@ -29,12 +29,12 @@ def run(args: argparse.Namespace) -> int:
         options["input_size"] = args.size
     model = DSIFN(**options)
     total, trainable = count_parameters(model)
-    flops = forward_flops(model, args.size, bands=args.bands)
+    flops = forward_flops(model, args.size, bands=args.in_channels)
     cfg = model.config
     print(
         f"DSIFN ({cfg.variant} variant), {cfg.in_channels} bands, "
         f"{'shared' if cfg.shared_encoder else 'separate'} "
-        f"{'frozen' if cfg.freeze_encoder else 'trainable'} VGG16 trunk"
+        f"{'frozen' if cfg.freeze_encoder else 'trainable'} VGG16 encoder"
     )
     print(f"parameters:           {total:>14,d}  ({total / 1e6:.2f} M)")
     print(f"trainable parameters: {trainable:>14,d}  ({trainable / 1e6:.2f} M)")
