@@ -53,4 +53,4 @@ def test_in_channels_sets_the_bands_of_the_first_convolution(
 ) -> None:
     assert main(["info", "--size", "64", "--in-channels", "4"]) == 0
     out = capsys.readouterr().out
-    assert "4 bands" in out and "35,728,125" in out  # 3 x 3 x 64 x 2 weights more than 3 bands
+    assert "4 bands" in out and "35,728,125" in out  # 3 x 3 x 64 weights more than with 3 bands
