@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
+
+if TYPE_CHECKING:
+    from dsifn.evaluation.report import ReportWriter
+    from dsifn.evaluation.workflow import CheckpointEvaluation
 
 NAME = "evaluate"
 HELP = "score a checkpoint on a dataset split: metrics table, metrics.json, masks, HTML report"
@@ -65,50 +71,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the outputs, evaluate (tuning the threshold first if asked), print, write."""
-    from pathlib import Path
-
     from dsifn.data import detect_layout
-    from dsifn.errors import ConfigError, InputError
-    from dsifn.evaluation.report import ReportWriter, write_json
-    from dsifn.evaluation.results import format_table
-    from dsifn.evaluation.scoring import resolve_threshold
     from dsifn.evaluation.workflow import evaluate_checkpoint
-    from dsifn.io.atomic import check_output_path
 
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
-    if args.workers < 0:
-        raise InputError(f"--workers must be at least 0; got {args.workers}")
-    if args.threshold is not None:
-        resolve_threshold(args.threshold)  # refuse a bad value before any work
-        if args.tune_threshold:
-            raise ConfigError("give either --threshold or --tune-threshold, not both")
-    pictures = args.save_masks or args.save_errors or args.report
-    out = Path(args.out) if args.out else None
-    if out is None and pictures:
-        raise ConfigError("--save-masks, --save-errors and --report need --out")
-    if out is not None:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} exists and is not a folder")
-        check_output_path(out / "metrics.json", overwrite=args.overwrite)
-        if args.report:
-            check_output_path(out / "report.html", overwrite=args.overwrite)
-
+    out = _check(args)
     layout = detect_layout(args.data, args.layout)
     print(layout.describe())
     if args.tune_threshold and args.split == "val":
         print("note: tuning and evaluating on the same split (val) flatters the scores")
-    writer = (
-        ReportWriter(
-            out,
-            masks=args.save_masks,
-            errors=args.save_errors,
-            report=args.report,
-            overwrite=args.overwrite,
-        )
-        if out is not None and pictures
-        else None
-    )
+    writer = _writer(args, out)
     found = evaluate_checkpoint(
         args.checkpoint,
         args.data,
@@ -125,6 +96,64 @@ def run(args: argparse.Namespace) -> int:
         on_prediction=writer,
         tile_size=args.tile_size,
     )
+    _report(args, found, out, writer)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> Path | None:
+    """Refuse bad options and outputs that exist before any work; the output folder, if any."""
+    from dsifn.errors import ConfigError, InputError
+    from dsifn.evaluation.scoring import resolve_threshold
+    from dsifn.io.atomic import check_output_path
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
+    if args.workers < 0:
+        raise InputError(f"--workers must be at least 0; got {args.workers}")
+    if args.threshold is not None:
+        resolve_threshold(args.threshold)  # refuse a bad value before any work
+        if args.tune_threshold:
+            raise ConfigError("give either --threshold or --tune-threshold, not both")
+    out = Path(args.out) if args.out else None
+    if out is None and _pictures(args):
+        raise ConfigError("--save-masks, --save-errors and --report need --out")
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} exists and is not a folder")
+        check_output_path(out / "metrics.json", overwrite=args.overwrite)
+        if args.report:
+            check_output_path(out / "report.html", overwrite=args.overwrite)
+    return out
+
+
+def _pictures(args: argparse.Namespace) -> bool:
+    return bool(args.save_masks or args.save_errors or args.report)
+
+
+def _writer(args: argparse.Namespace, out: Path | None) -> ReportWriter | None:
+    from dsifn.evaluation.report import ReportWriter
+
+    if out is None or not _pictures(args):
+        return None
+    return ReportWriter(
+        out,
+        masks=args.save_masks,
+        errors=args.save_errors,
+        report=args.report,
+        overwrite=args.overwrite,
+    )
+
+
+def _report(
+    args: argparse.Namespace,
+    found: CheckpointEvaluation,
+    out: Path | None,
+    writer: ReportWriter | None,
+) -> None:
+    """Print the scores (and a tuned threshold); write metrics.json and the report if asked."""
+    from dsifn.evaluation.report import write_json
+    from dsifn.evaluation.results import format_table
+
     if found.tuned is not None:
         threshold, scores = found.tuned
         print(
@@ -139,4 +168,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'metrics.json'}")
     if writer is not None and args.report:
         print(f"wrote {writer.write_html(result, details=details)}")
-    return 0
