@@ -298,18 +298,34 @@ def render_html(
     if details:
         parts.append("<p>" + "<br>".join(f"<b>{esc(k)}</b>: {esc(v)}" for k, v in details.items()))
         parts.append("</p>")
+    parts += _summary(result, comparison)
+    for caption, path in figures:
+        parts.append(
+            f'<figure><img src="{esc(path)}" alt="{esc(caption)}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
+        )
+    if rows:
+        parts += _image_table(rows)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _summary(
+    result: EvaluationResult, comparison: Sequence[tuple[str, EvaluationResult]]
+) -> list[str]:
+    """The scores table of every method and the confusion matrix of the first."""
     header = "".join(
         f"<th>{h}</th>"
         for h in ("method", "precision", "recall", "F1", "IoU", "OA", "kappa", "threshold")
     )
-    parts += ["<h2>Summary (%)</h2>", f"<table><tr>{header}</tr>"]
+    parts = ["<h2>Summary (%)</h2>", f"<table><tr>{header}</tr>"]
     for name, res in [("DSIFN", result), *comparison]:
         cells = "".join(
             f"<td>{_pct(res.scores[k])}</td>"
             for k in ("precision", "recall", "f1", "iou", "oa", "kappa")
         )
         parts.append(
-            f'<tr><td class="name">{esc(name)}</td>{cells}<td>{res.threshold:.4g}</td></tr>'
+            f'<tr><td class="name">{html.escape(name)}</td>{cells}<td>{res.threshold:.4g}</td></tr>'
         )
     parts.append("</table>")
     parts.append(
@@ -323,48 +339,47 @@ def render_html(
         f"<p>{result.images} image pairs, {result.pixels:,d} labelled pixels; scores from one "
         "confusion matrix over all of them.</p>"
     )
-    for caption, path in figures:
+    return parts
+
+
+def _image_table(rows: Sequence[_Row]) -> list[str]:
+    """Every image's pictures and scores, from the worst F1 to the best."""
+    esc = html.escape
+    legend = "".join(
+        f'<span style="background: rgb{ERROR_COLOURS[k]}"></span>{label}'
+        for k, label in (
+            ("tp", "true positive"),
+            ("fp", "false positive"),
+            ("fn", "false negative"),
+            ("tn", "true negative"),
+            ("ignored", "not labelled"),
+        )
+    )
+    parts = [
+        "<h2>Images, worst F1 first</h2>",
+        f'<p class="legend">Error map:{legend}</p>',
+        '<table class="pair"><tr><th>pair</th><th>F1 %</th><th>before</th><th>after</th>'
+        "<th>reference</th><th>prediction</th><th>error</th></tr>",
+    ]
+    ordered = sorted(
+        rows,
+        key=lambda row: (
+            image_f1(row.result.tp, row.result.fp, row.result.fn),
+            -(row.result.fp + row.result.fn),
+            row.result.name,
+        ),
+    )
+    for row in ordered:
+        r = row.result
+        cells = "".join(
+            f'<td><img src="{esc(row.pictures[k])}" alt="{k}"></td>'
+            if k in row.pictures
+            else "<td>-</td>"
+            for k in ("before", "after", "reference", "prediction", "error")
+        )
         parts.append(
-            f'<figure><img src="{esc(path)}" alt="{esc(caption)}">'
-            f"<figcaption>{esc(caption)}</figcaption></figure>"
+            f'<tr><td class="name">{esc(r.name)}<br><small>TP {r.tp} FP {r.fp} FN {r.fn}'
+            f"</small></td><td>{_pct(image_f1(r.tp, r.fp, r.fn))}</td>{cells}</tr>"
         )
-    if rows:
-        legend = "".join(
-            f'<span style="background: rgb{ERROR_COLOURS[k]}"></span>{label}'
-            for k, label in (
-                ("tp", "true positive"),
-                ("fp", "false positive"),
-                ("fn", "false negative"),
-                ("tn", "true negative"),
-                ("ignored", "not labelled"),
-            )
-        )
-        parts += [
-            "<h2>Images, worst F1 first</h2>",
-            f'<p class="legend">Error map:{legend}</p>',
-            '<table class="pair"><tr><th>pair</th><th>F1 %</th><th>before</th><th>after</th>'
-            "<th>reference</th><th>prediction</th><th>error</th></tr>",
-        ]
-        ordered = sorted(
-            rows,
-            key=lambda row: (
-                image_f1(row.result.tp, row.result.fp, row.result.fn),
-                -(row.result.fp + row.result.fn),
-                row.result.name,
-            ),
-        )
-        for row in ordered:
-            r = row.result
-            cells = "".join(
-                f'<td><img src="{esc(row.pictures[k])}" alt="{k}"></td>'
-                if k in row.pictures
-                else "<td>-</td>"
-                for k in ("before", "after", "reference", "prediction", "error")
-            )
-            parts.append(
-                f'<tr><td class="name">{esc(r.name)}<br><small>TP {r.tp} FP {r.fp} FN {r.fn}'
-                f"</small></td><td>{_pct(image_f1(r.tp, r.fp, r.fn))}</td>{cells}</tr>"
-            )
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    parts.append("</table>")
+    return parts
