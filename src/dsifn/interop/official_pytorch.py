@@ -9,7 +9,7 @@ theirs                             ours
 =================================  ===============================================
 ``t1_base.features.N.*``           ``encoder.features.N.*`` (same VGG16 indices)
 ``t2_base.features.N.*``           ``encoder_t2.features.N.*``, or dropped when it
-                                   equals ``t1_base`` (one trunk passed twice)
+                                   equals ``t1_base`` (one encoder passed twice)
 ``oK_convJ.{0,1,2}.*`` (blocks)    ``stages[K-1].blocks[J-1].{0,1,2}.*``
                                    (conv, PReLU, BatchNorm: same positions)
 ``o1_conv3``, ``oK_conv4`` (K>1)   ``heads[K-1]`` (the 1x1 side heads)
@@ -51,8 +51,8 @@ _STAGES = 5
 
 # Keys their file builds but its forward never uses.
 _UNUSED = re.compile(r"^(ca1|bn_ca1|bn_ca2)\.")
-# A full torchvision VGG16 as trunk also carries a classifier the network never uses.
-_TRUNK_EXTRA = re.compile(r"^t[12]_base\.(classifier|avgpool)\.")
+# A full torchvision VGG16 as encoder also carries a classifier the network never uses.
+_ENCODER_EXTRA = re.compile(r"^t[12]_base\.(classifier|avgpool)\.")
 
 
 def _stage(number: str) -> int | None:
@@ -94,13 +94,13 @@ def _rename_up(m: re.Match[str]) -> str | None:
     return None if stage is None or stage == _STAGES - 1 else f"stages.{stage + 1}.up.{m[2]}"
 
 
-def _rename_trunk(m: re.Match[str]) -> str:
-    trunk = "encoder" if m[1] == "1" else "encoder_t2"
-    return f"{trunk}.features.{m[2]}.{m[3]}"
+def _rename_encoder(m: re.Match[str]) -> str:
+    name = "encoder" if m[1] == "1" else "encoder_t2"
+    return f"{name}.features.{m[2]}.{m[3]}"
 
 
 _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = (
-    (re.compile(r"^t([12])_base\.features\.(\d+)\.(\w+)$"), _rename_trunk),
+    (re.compile(r"^t([12])_base\.features\.(\d+)\.(\w+)$"), _rename_encoder),
     (re.compile(r"^o(\d)_conv(\d)\.(.+)$"), _rename_block),
     (re.compile(r"^sa(\d)\.conv1\.weight$"), _rename_sa),
     (re.compile(r"^bn_sa(\d)\.(\w+)$"), _rename_bn),
@@ -164,8 +164,8 @@ def _unwrap_state_dict(obj: Any) -> dict[str, Tensor]:
     return state
 
 
-def _same_trunks(state: Mapping[str, Tensor]) -> bool:
-    """True when every ``t2_base`` trunk tensor equals its ``t1_base`` twin (or is absent)."""
+def _same_encoders(state: Mapping[str, Tensor]) -> bool:
+    """True when every ``t2_base`` encoder tensor equals its ``t1_base`` twin (or is absent)."""
     t2 = {k: v for k, v in state.items() if k.startswith("t2_base.features.")}
     for key, value in t2.items():
         twin = state.get("t1_base" + key[len("t2_base") :])
@@ -189,7 +189,7 @@ def official_to_dsifn(
     Returns:
         ``(state, options)``: a state dict for ``DSIFN(**options)`` and the config options it
         implies: ``in_channels`` (from the first convolution), ``shared_encoder`` (True when
-        both trunks hold equal tensors, i.e. one trunk object was passed twice, or there is no
+        both encoders hold equal tensors, i.e. one encoder object was passed twice, or there is no
         ``t2_base``), ``variant="pytorch"`` and ``stage1_channel_attention=False`` (their forward
         never uses ``ca1``).
 
@@ -198,28 +198,40 @@ def official_to_dsifn(
             not this network's.
     """
     state = _unwrap_state_dict(state_dict)
+    options = _options_of(state)
+    mapped, source_of = _renamed(state, shared=options["shared_encoder"])
+    _check_complete(mapped, source_of, options)
+    return mapped, options
+
+
+def _options_of(state: Mapping[str, Tensor]) -> dict[str, Any]:
+    """The DSIFN options a state dict of the authors' network implies."""
     first = state.get("t1_base.features.0.weight")
     if first is None or first.ndim != 4:
         raise WeightsError(
             "not a state dict of the authors' PyTorch DSIFN: no 't1_base.features.0.weight' "
             f"(first keys: {', '.join(list(state)[:3]) or 'none'})"
         )
-    shared = _same_trunks(state)
-    options: dict[str, Any] = {
+    return {
         "in_channels": int(first.shape[1]),
-        "shared_encoder": shared,
+        "shared_encoder": _same_encoders(state),
         "variant": "pytorch",
         "stage1_channel_attention": False,
     }
 
+
+def _renamed(
+    state: Mapping[str, Tensor], *, shared: bool
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Their tensors under our names, and the key each of ours came from."""
     mapped: dict[str, Tensor] = {}
     source_of: dict[str, str] = {}
     unknown: list[str] = []
     for key, value in state.items():
-        if _UNUSED.match(key) or _TRUNK_EXTRA.match(key):
+        if _UNUSED.match(key) or _ENCODER_EXTRA.match(key):
             continue
         if shared and key.startswith("t2_base."):
-            continue  # a second name of the shared trunk
+            continue  # a second name of the shared encoder
         ours = _our_key(key)
         if ours is None:
             unknown.append(key)
@@ -233,7 +245,13 @@ def official_to_dsifn(
             f"not a state dict of the authors' PyTorch DSIFN: {len(unknown)} unknown key(s), "
             f"e.g. {', '.join(repr(k) for k in unknown[:3])}"
         )
+    return mapped, source_of
 
+
+def _check_complete(
+    mapped: dict[str, Tensor], source_of: Mapping[str, str], options: Mapping[str, Any]
+) -> None:
+    """Refuse missing, extra or misshapen tensors; add BatchNorm counters old files lack."""
     # Shapes and names only: build on the meta device, so nothing is allocated.
     with torch.device("meta"):
         reference = DSIFN(**options, freeze_encoder=False).state_dict()
@@ -260,7 +278,6 @@ def official_to_dsifn(
             "not a state dict of the authors' PyTorch DSIFN: unexpected key(s) "
             f"{', '.join(repr(source_of[k]) for k in extra[:3])}"
         )
-    return mapped, options
 
 
 def read_official_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -296,7 +313,7 @@ def load_official_pytorch(
         path_or_state_dict: A state dict file (read with ``weights_only=True``) or the state
             dict itself.
         **options: Further :class:`~dsifn.models.dsifn.DSIFNConfig` fields, e.g.
-            ``freeze_encoder=False`` to fine-tune both trunks as their file does; they must not
+            ``freeze_encoder=False`` to fine-tune both encoders as their file does; they must not
             contradict the options the weights imply. ``encoder_weights`` is ignored: every
             weight comes from the state dict.
 
