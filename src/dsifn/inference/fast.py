@@ -1,4 +1,4 @@
-"""Fast paths: the same network, prepared to run faster for inference or training.
+"""The inference fast path: the same network, prepared to run faster.
 
 What is done, and why it is exact (or how close it is):
 
@@ -19,12 +19,10 @@ What is done, and why it is exact (or how close it is):
   missing correction on the one-pixel border ring, so the fold is exact at every size.
   10 of the 19 BatchNorms of the ``"pytorch"`` variant fold.
 - **torch.compile** (inductor): fuses the elementwise work (PReLU, BatchNorm, attention
-  products) into few kernels. Inference: opt-in (``compile=True``); it costs one to two minutes
-  per new input shape (H200: under 85 s; 2-core CPU: 106 s at 128 px, where it gave 1.27x over
-  eager fp32 against 1.13x for the eager fast path), so it pays off for many batches of one
-  shape (a large scene), not for one small image. Training: off by default, since on an H200
-  with torch 2.11 and bf16 the compiled backward pass gave NaN gradients from the first step
-  (``benchmarks/RESULTS.md``).
+  products) into few kernels. Opt-in (``compile=True``): it costs one to two minutes per new
+  input shape, so it pays off for many batches of one shape (a large scene), not for one small
+  image. Training takes the same layout and precision choices in
+  :class:`dsifn.training.step.TrainStep`, which also says why it does not compile by default.
 
 Measured ratios to the eager fp32 NCHW baseline are in ``benchmarks/RESULTS.md``.
 """
@@ -48,7 +46,6 @@ __all__ = [
     "FoldedConv2d",
     "fold_batchnorm",
     "optimize_for_inference",
-    "prepare_for_training",
 ]
 
 
@@ -345,44 +342,3 @@ def optimize_for_inference(
 def _to_channels_last(module: nn.Module) -> None:
     """Convert the 4-d parameters and buffers of ``module`` to NHWC, in place."""
     module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-
-def prepare_for_training(
-    model: DSIFN,
-    *,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    channels_last: bool = True,
-    compile: bool = False,
-) -> tuple[nn.Module, Precision]:
-    """Move ``model`` to ``device`` and set it up for fast training steps, in place.
-
-    The returned module shares its parameters with ``model`` (optimise ``model.parameters()``
-    and save ``model``). Run the steps under ``dsifn.devices.autocast(device, precision)`` and
-    feed inputs in ``torch.channels_last`` when ``channels_last`` is set; fp16 needs a gradient
-    scaler. BatchNorm folding does not apply: training updates the statistics.
-
-    Args:
-        model: The network, modified in place (device, memory layout).
-        device: Where to train.
-        precision: As in :func:`optimize_for_inference`.
-        channels_last: Use the NHWC memory layout.
-        compile: ``torch.compile`` the model (a minute or so of start-up, then faster steps).
-            Off by default until measured on a GPU: in bf16 the compiled backward pass gave
-            NaN gradients from the first step, from the spatial attention's ``amax`` (fixed,
-            see :class:`~dsifn.models.dsifn.SpatialAttention`; ``benchmarks/RESULTS.md``).
-
-    Returns:
-        The module to call in the training step and the resolved precision.
-    """
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    resolved = resolve_precision(precision, dev)
-    model.to(dev)
-    if channels_last:
-        _to_channels_last(model)
-    if dev.type == "cuda":
-        # Convolution shapes are fixed in training: let cuDNN pick its fastest algorithms.
-        torch.backends.cudnn.benchmark = True
-    if compile:
-        return cast("nn.Module", torch.compile(model)), resolved
-    return model, resolved
