@@ -328,8 +328,8 @@ def optimize_for_inference(
         _to_channels_last(module)
     forward: Callable[[Tensor, Tensor], DSIFNOutput] = module
     if compile:
-        # Inductor's "freezing" treats the weights as constants and prepacks them for oneDNN:
-        # on a 2-core AVX2 CPU, 1.27x over eager against 1.13x without compiling (128 px).
+        # Inductor's "freezing" treats the weights as constants and prepacks them for oneDNN
+        # (measured in benchmarks/RESULTS.md, "Compiling inference").
         options: dict[str, Any] | None = {"freezing": True} if dev.type == "cpu" else None
         compiled = torch.compile(module, options=options)
         forward = cast("Callable[[Tensor, Tensor], DSIFNOutput]", compiled)
