@@ -209,7 +209,7 @@ def test_unreadable_file_is_a_data_error_naming_it(tmp_path):
     tif.write_bytes(b"II*\x00garbage")
     with pytest.raises(DataError, match=r"broken\.tif is not a readable raster"):
         open_image(tif)
-    with pytest.raises(InputError, match="is a folder, not an image file"):
+    with pytest.raises(InputError, match="is a folder, not a file"):
         open_image(tmp_path)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dsifn._config import build
 from dsifn._version import __version__
 from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import CheckpointError, ConfigError
@@ -225,13 +226,9 @@ def model_from_checkpoint(payload: Mapping[str, Any], source: str = "checkpoint"
         CheckpointError: If the model configuration is malformed (a value of the wrong type,
             an unknown key) or the weights do not fit it or are not finite.
     """
-    # The configuration builder of training configs type-checks every field; imported here
-    # because dsifn.training itself imports this module.
-    from dsifn.training.config import _build
-
     values = payload.get("model_config")
     try:
-        config: DSIFNConfig = _build(DSIFNConfig, values, "model_config")
+        config = build(DSIFNConfig, values, "model_config")
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{source} has an invalid model configuration: {exc}") from exc
     state = payload.get("state_dict")

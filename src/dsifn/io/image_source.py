@@ -1,0 +1,153 @@
+"""One date as a stack of bands on a pixel grid, read by windows: the interface and memory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dsifn.errors import InputError
+
+__all__ = [
+    "ImageSource",
+    "MemorySource",
+    "PixelGrid",
+    "decimated_shape",
+    "select_bands",
+    "valid_pixels",
+]
+
+
+@dataclass(frozen=True)
+class PixelGrid:
+    """Where pixels lie: CRS, affine transform and size."""
+
+    crs: Any  # rasterio CRS, or None for plain images
+    transform: Any  # affine.Affine
+    width: int  # columns
+    height: int  # rows
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        """Pixel width and height in CRS units."""
+        return (abs(float(self.transform.a)), abs(float(self.transform.e)))
+
+    @property
+    def tolerance(self) -> float:
+        """Origins and pixel sizes this close (a thousandth of a pixel) are the same grid."""
+        return 1e-3 * min(self.resolution)
+
+
+class ImageSource:
+    """One date as a band stack on a pixel grid, read by windows (interface)."""
+
+    grid: PixelGrid
+    count: int  # bands after selection
+    dtype: str  # numpy dtype of the raw values
+    name: str  # for messages and metadata
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """(count, height, width) raw values of a window inside the grid, in :attr:`dtype`."""
+        raise NotImplementedError
+
+    def read_mask(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """Validity of a window: bool (height, width), True where every selected band is valid."""
+        raise NotImplementedError
+
+    def read_decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+        """A whole-scene read shrunk to at most ``max_side`` pixels a side.
+
+        Returns:
+            float32 (count, h, w) raw values and bool (h, w) validity.
+        """
+        raise NotImplementedError
+
+    def read_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole image: (count, H, W) raw values and bool (H, W) validity."""
+        h, w = self.grid.height, self.grid.width
+        return self.read(0, 0, h, w), self.read_mask(0, 0, h, w)
+
+    def reopen(self) -> ImageSource:
+        """The same date through its own file handles, for reading on another thread.
+
+        A GDAL dataset must not be read by two threads at once; each reader thread gets its
+        own. Sources that hold no files return themselves.
+        """
+        return self
+
+    def close(self) -> None:
+        """Release open files."""
+
+    def __enter__(self) -> ImageSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def select_bands(count: int, bands: Sequence[int] | None, name: str) -> list[int]:
+    """0-based indices of 1-based ``bands`` among ``count`` (all when None), checked."""
+    if bands is None:
+        return list(range(count))
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise InputError(f"{name} has {count} band(s); band {bad[0]} is out of range 1..{count}")
+    return [b - 1 for b in bands]
+
+
+def valid_pixels(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(C, h, w) raw values -> (h, w) True where no band is ``nodata`` or non-finite."""
+    valid = np.ones(values.shape[1:], dtype=bool)
+    if np.issubdtype(values.dtype, np.floating):
+        valid &= np.isfinite(values).all(axis=0)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= ~(values == nodata).any(axis=0)
+    return valid
+
+
+def decimated_shape(grid: PixelGrid, max_side: int) -> tuple[int, int]:
+    """The shape of ``grid`` shrunk to at most ``max_side`` pixels a side."""
+    factor = max(grid.height, grid.width) / max_side
+    if factor <= 1:
+        return grid.height, grid.width
+    return max(1, round(grid.height / factor)), max(1, round(grid.width / factor))
+
+
+class MemorySource(ImageSource):
+    """A date already in memory, for running arrays through the tile loop.
+
+    Args:
+        values: (C, H, W) values (already scaled, for evaluation's images).
+        valid: bool (H, W) validity; None: every pixel valid.
+        name: What to call this date in messages.
+    """
+
+    def __init__(
+        self, values: np.ndarray, valid: np.ndarray | None = None, name: str = "image"
+    ) -> None:
+        from affine import Affine
+
+        self._array = values
+        self.valid_pixels = np.ones(values.shape[1:], dtype=bool) if valid is None else valid
+        self.name = name
+        self.count = int(values.shape[0])
+        self.dtype = str(values.dtype)
+        self.grid = PixelGrid(None, Affine.identity(), int(values.shape[2]), int(values.shape[1]))
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """(count, height, width) values of a window (a copy), in the source's type."""
+        window: np.ndarray = self._array[:, row : row + height, col : col + width].copy()
+        return window
+
+    def read_mask(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """Validity of a window: bool (height, width)."""
+        valid: np.ndarray = self.valid_pixels[row : row + height, col : col + width].copy()
+        return valid
+
+    def read_decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every k-th pixel so that the result is at most ``max_side`` a side."""
+        step = max(1, -(-max(self.grid.height, self.grid.width) // max_side))
+        values = self._array[:, ::step, ::step].astype(np.float32)
+        return values, self.valid_pixels[::step, ::step].copy()

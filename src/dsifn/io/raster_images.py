@@ -1,0 +1,217 @@
+"""Rasters through rasterio: one file, or band files warped on the fly onto one grid."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsifn.errors import DataError, InputError
+from dsifn.io.atomic import check_input_file
+from dsifn.io.image_source import (
+    ImageSource,
+    PixelGrid,
+    decimated_shape,
+    select_bands,
+    valid_pixels,
+)
+
+__all__ = ["RasterSource"]
+
+
+class RasterSource(ImageSource):
+    """One date from one or more raster files, stacked in order and put on one grid.
+
+    Args:
+        paths: One multi-band file, or several files whose bands are stacked in the given
+            order.
+        bands: 1-based band numbers to keep from the stack, in the order wanted; None: all.
+        nodata: Raw value that marks no data on any band, instead of the files' own masks.
+        grid: Target grid; None: the grid of the finest-resolution file (of the only file).
+        resampling: Resampling name for files not on the target grid.
+        name: What to call this date in messages ("T1", "T2").
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        bands: Sequence[int] | None = None,
+        nodata: float | None = None,
+        grid: PixelGrid | None = None,
+        resampling: str = "bilinear",
+        name: str = "image",
+    ) -> None:
+        if not paths:
+            raise InputError(f"no file given for {name}")
+        self._options: dict[str, Any] = {
+            "bands": bands,
+            "nodata": nodata,
+            "resampling": resampling,
+            "name": name,
+        }
+        self.name = name
+        self.nodata = nodata
+        self.paths = [Path(p) for p in paths]
+        self._files: list[Any] = []
+        self._layers: list[Any] = []
+        try:
+            self._open(grid, resampling)
+            # The files' band counts: a warped layer's extra alpha band is coverage, not data.
+            stack = [
+                (layer, b)
+                for layer, file in zip(self._layers, self._files, strict=True)
+                for b in range(1, file.count + 1)
+            ]
+            self._bands = [stack[i] for i in select_bands(len(stack), bands, name)]
+            self.count = len(self._bands)
+            self.dtype = str(np.result_type(*[layer.dtypes[b - 1] for layer, b in self._bands]))
+        except BaseException:
+            self.close()
+            raise
+        self._float = bool(np.issubdtype(np.dtype(self.dtype), np.floating))
+
+    def _open(self, grid: PixelGrid | None, resampling: str) -> None:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+        for path in self.paths:
+            check_input_file(path, f"{self.name} file", InputError)
+            try:
+                with warnings.catch_warnings():
+                    # Plain TIFF tiles of public datasets carry no georeference; that is fine.
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    self._files.append(rasterio.open(path))
+            except RasterioIOError as exc:
+                raise DataError(f"{self.name} file {path} is not a readable raster: {exc}") from exc
+        if grid is None:
+            finest = min(self._files, key=lambda f: abs(f.transform.a * f.transform.e))
+            grid = PixelGrid(finest.crs, finest.transform, finest.width, finest.height)
+        self.grid = grid
+        self._layers = [self._on_grid(f, resampling) for f in self._files]
+
+    def _on_grid(self, file: Any, resampling: str) -> Any:
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        grid = self.grid
+        if file.crs is None and len(self._files) > 1:
+            raise DataError(f"{self.name} file {file.name} has no CRS: cannot stack it")
+        on_grid = (
+            file.crs == grid.crs
+            and file.width == grid.width
+            and file.height == grid.height
+            and file.transform.almost_equals(grid.transform, precision=grid.tolerance)
+        )
+        if on_grid:
+            return file
+        if file.crs is None or grid.crs is None:
+            raise DataError(f"{self.name} file {file.name} has no CRS: cannot resample it")
+        return WarpedVRT(
+            file,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            resampling=Resampling[resampling],
+            # Pixels of the grid the file does not cover get alpha 0, so read_masks reports
+            # them invalid instead of passing zero-filled values as data.
+            add_alpha=True,
+        )
+
+    def reopen(self) -> RasterSource:
+        """The same stack, bands and grid through new file handles (close it when done)."""
+        return RasterSource(self.paths, **{**self._options, "grid": self.grid})
+
+    def _groups(self) -> list[tuple[Any, list[int], list[int]]]:
+        # Read each file once per window: (layer, its band numbers, positions in the stack).
+        groups: dict[int, tuple[Any, list[int], list[int]]] = {}
+        for pos, (layer, band) in enumerate(self._bands):
+            entry = groups.setdefault(id(layer), (layer, [], []))
+            entry[1].append(band)
+            entry[2].append(pos)
+        return list(groups.values())
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """(count, height, width) raw values of a window inside the grid, in :attr:`dtype`."""
+        return self._read(height, width, window=(row, col))
+
+    def _read(self, height: int, width: int, *, window: tuple[int, int] | None) -> np.ndarray:
+        out = np.empty((self.count, height, width), dtype=self.dtype)
+        for layer, bands, positions in self._groups():
+            out[positions] = self._layer_read(layer.read, bands, height, width, window)
+        return out
+
+    def _layer_read(
+        self,
+        read: Any,
+        bands: int | list[int],
+        height: int,
+        width: int,
+        window: tuple[int, int] | None,
+    ) -> np.ndarray:
+        """One read (``layer.read`` or ``layer.read_masks``) of a window, or of the whole grid.
+
+        With ``window`` None the whole grid is read decimated to (height, width). A failed
+        read means a corrupt or truncated file.
+        """
+        from rasterio.errors import RasterioError
+        from rasterio.windows import Window
+
+        try:
+            if window is None:
+                count = () if isinstance(bands, int) else (len(bands),)
+                return np.asarray(read(bands, out_shape=(*count, height, width)))
+            return np.asarray(read(bands, window=Window(window[1], window[0], width, height)))
+        except RasterioError as exc:
+            raise self._corrupt(exc) from exc
+
+    def _corrupt(self, exc: Exception) -> DataError:
+        files = " ".join(str(p) for p in self.paths)
+        detail = " ".join(str(exc).split())
+        return DataError(f"{self.name} file {files} is corrupt or truncated: {detail}")
+
+    def read_mask(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """Validity of a window: bool (height, width), True where every selected band is valid."""
+        return self._mask(height, width, window=(row, col))
+
+    def _mask(self, height: int, width: int, *, window: tuple[int, int] | None) -> np.ndarray:
+        if self.nodata is not None or self._float:
+            valid = valid_pixels(self._read(height, width, window=window), self.nodata)
+            if self.nodata is not None:
+                covered: np.ndarray = valid & self._coverage(height, width, window=window)
+                return covered
+        else:
+            valid = np.ones((height, width), dtype=bool)
+        for layer, bands, _ in self._groups():
+            masks = self._layer_read(layer.read_masks, bands, height, width, window)
+            valid &= np.all(masks > 0, axis=0)
+        return valid
+
+    def read_decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+        """Whole scene shrunk to at most ``max_side`` a side: (count, h, w) values, (h, w) mask."""
+        h, w = decimated_shape(self.grid, max_side)
+        values = self._read(h, w, window=None).astype(np.float32)
+        return values, self._mask(h, w, window=None)
+
+    def _coverage(self, height: int, width: int, *, window: tuple[int, int] | None) -> np.ndarray:
+        """Where every warped file covers the grid: bool (height, width), from the VRT's alpha."""
+        covered = np.ones((height, width), dtype=bool)
+        for layer, file in zip(self._layers, self._files, strict=True):
+            if layer is not file:
+                covered &= self._layer_read(layer.read, layer.count, height, width, window) > 0
+        return covered
+
+    def close(self) -> None:
+        """Close the files and any warped views of them."""
+        for layer in self._layers:
+            if layer not in self._files:
+                layer.close()
+        for f in self._files:
+            f.close()
+        self._files = []
+        self._layers = []
