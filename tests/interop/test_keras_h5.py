@@ -57,26 +57,26 @@ def _spatial_attention(x, order):
 
 
 def build_authors_model(
-    size, sa_order=("mean", "max"), concat_order=("up", "t1", "t2"), one_trunk_model=False
+    size, sa_order=("mean", "max"), concat_order=("up", "t1", "t2"), one_encoder_model=False
 ):
     """The Keras DSIFN as the spec describes the authors' file, at a small input size.
 
-    Like the authors' file, the trunk is five frozen sub-models (input to each tap) sharing
-    one VGG16's layers; ``one_trunk_model`` makes it a single sub-model with five outputs.
+    Like the authors' file, the encoder is five frozen sub-models (input to each tap) sharing
+    one VGG16's layers; ``one_encoder_model`` makes it a single sub-model with five outputs.
     """
     vgg = keras.applications.VGG16(weights=None, include_top=False, input_shape=(size, size, 3))
     t1, t2 = keras.Input((size, size, 3)), keras.Input((size, size, 3))
-    if one_trunk_model:
-        trunk = keras.Model(vgg.input, [vgg.get_layer(n).output for n in TAPS], name="taps")
-        trunk.trainable = False
-        f1, f2 = trunk(t1), trunk(t2)
+    if one_encoder_model:
+        encoder = keras.Model(vgg.input, [vgg.get_layer(n).output for n in TAPS], name="taps")
+        encoder.trainable = False
+        f1, f2 = encoder(t1), encoder(t2)
     else:
         f1, f2 = [], []
         for tap in TAPS:
-            trunk = keras.Model(vgg.input, vgg.get_layer(tap).output, name=f"vgg_{tap}")
-            trunk.trainable = False
-            f1.append(trunk(t1))
-            f2.append(trunk(t2))
+            encoder = keras.Model(vgg.input, vgg.get_layer(tap).output, name=f"vgg_{tap}")
+            encoder.trainable = False
+            f1.append(encoder(t1))
+            f2.append(encoder(t2))
     outputs = []
     x = None
     for level in range(4, -1, -1):
@@ -169,7 +169,7 @@ def test_orders_are_read_from_the_graph(tmp_path):
     # Swapped spatial-attention pooling and a different concatenation order must still match.
     keras.utils.set_random_seed(1)
     model = build_authors_model(
-        32, sa_order=("max", "mean"), concat_order=("t2", "up", "t1"), one_trunk_model=True
+        32, sa_order=("max", "mean"), concat_order=("t2", "up", "t1"), one_encoder_model=True
     )
     randomise(model, 1)
     path = _save(model, tmp_path / "swapped.h5")
@@ -266,7 +266,7 @@ def test_cli_convert_writes_a_checkpoint_and_refuses_to_overwrite(authors_h5, tm
     assert not (tmp_path / "m.pt").exists()
 
 
-def test_tap_models_must_share_the_trunk_weights(authors_h5, tmp_path):
+def test_tap_models_must_share_the_encoder_weights(authors_h5, tmp_path):
     path, _ = authors_h5
     copy = tmp_path / "edited.h5"
     copy.write_bytes(Path(path).read_bytes())
@@ -275,25 +275,6 @@ def test_tap_models_must_share_the_trunk_weights(authors_h5, tmp_path):
         kernel[...] = kernel[...] + 1.0
     with pytest.raises(WeightsError, match="different VGG16 weights"):
         load_keras_h5(copy)
-
-
-def test_channel_pooling_kind_is_read_from_lambda_code_and_op_names():
-    import base64
-    import marshal
-
-    from dsifn.interop.keras_h5 import _Layer, _pool_kind
-
-    def lambda_layer(function):
-        # Keras 2.2.4 stores [base64 marshalled code, defaults, closure].
-        code = base64.b64encode(marshal.dumps(function.__code__)).decode()
-        config = {"name": "lambda_1", "function": [code, None, None], "module": "attention"}
-        return _Layer("lambda_1", "Lambda", config, [])
-
-    assert _pool_kind(lambda_layer(lambda x: K.mean(x, axis=3, keepdims=True))) == "mean"  # noqa: F821
-    assert _pool_kind(lambda_layer(lambda x: K.max(x, axis=3, keepdims=True))) == "max"  # noqa: F821
-    op = _Layer("tf_op", "TFOpLambda", {"function": "math.reduce_max"}, [])
-    assert _pool_kind(op) == "max"
-    assert _pool_kind(_Layer("other", "Lambda", {"function": "x + 1"}, [])) is None
 
 
 def _edited(authors_h5, tmp_path, edit):
