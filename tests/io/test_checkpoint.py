@@ -43,7 +43,7 @@ def test_loading_never_fetches_encoder_weights(tmp_path: Path) -> None:
 
 def test_refuses_to_overwrite_without_permission(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "m.pt", DSIFN())
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
         save_checkpoint(path, DSIFN())
     save_checkpoint(path, DSIFN(), overwrite=True)
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import ClassVar, Literal, get_args
 
+from dsifn._config import Config, settle
 from dsifn._validation import check_choice
 from dsifn.errors import ConfigError
 from dsifn.io.images import parse_bands
@@ -36,17 +35,8 @@ def _check_range(name: str, value: tuple[float, float], low: float) -> None:
         )
 
 
-def _known_keys(cls: type[Any], values: Mapping[str, Any], what: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown {what} option(s): {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
-        )
-
-
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Config):
     """Random transforms applied by :class:`~dsifn.data.ChangeDetectionDataset` when training.
 
     Joint transforms move both dates, the mask and the valid map together, so the label stays on
@@ -69,10 +59,11 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.5, 1.5)  # blur sigma range in pixels, drawn uniformly
     noise: float = 0.0  # std of additive Gaussian noise is drawn in [0, noise] (values in [0, 1])
 
+    section: ClassVar[str] = "augment"
+
     def __post_init__(self) -> None:
         """Check ranges; accept lists (from YAML) for the range fields."""
-        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
-        object.__setattr__(self, "blur_sigma", tuple(float(v) for v in self.blur_sigma))
+        settle(self)
         for name in ("hflip", "vflip", "rotate90", "blur"):
             _check_probability(f"augment.{name}", getattr(self, name))
         for name in ("brightness", "contrast", "hue", "noise"):
@@ -87,22 +78,9 @@ class AugmentConfig:
         """An augmentation that changes nothing."""
         return cls(hflip=0.0, vflip=0.0, rotate90=0.0)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dictionary (lists for ranges), for YAML files and checkpoints."""
-        out = dataclasses.asdict(self)
-        out["scale"] = list(self.scale)
-        out["blur_sigma"] = list(self.blur_sigma)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> AugmentConfig:
-        """Rebuild from :meth:`to_dict`'s output, refusing unknown keys."""
-        _known_keys(cls, values, "augment")
-        return cls(**dict(values))
-
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Config):
     """Where a change-detection dataset is and how to read it.
 
     Raw pixel values become [0, 1] by one of the rules of :mod:`dsifn.scaling`: by default
@@ -132,19 +110,18 @@ class DataConfig:
     val_fraction: float | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training only
 
+    section: ClassVar[str] = "data"
+
     def __post_init__(self) -> None:
         """Check values; accept lists (from YAML) and a plain dict for ``augment``."""
+        settle(self)
         check_choice("data.layout", self.layout, get_args(Layout))
-        if self.folders is not None:
-            if isinstance(self.folders, str) or len(self.folders) != 3:
-                raise ConfigError(
-                    f"data.folders must name three folders (t1, t2, mask); got {self.folders!r}"
-                )
-            object.__setattr__(self, "folders", tuple(str(f) for f in self.folders))
+        if self.folders is not None and (isinstance(self.folders, str) or len(self.folders) != 3):
+            raise ConfigError(
+                f"data.folders must name three folders (t1, t2, mask); got {self.folders!r}"
+            )
         if self.bands is not None:
             object.__setattr__(self, "bands", parse_bands(self.bands, "data.bands"))
-        if self.stretch is not None:
-            object.__setattr__(self, "stretch", tuple(float(v) for v in self.stretch))
         try:
             self.scaling_rule()
         except ConfigError as exc:
@@ -163,27 +140,9 @@ class DataConfig:
             raise ConfigError(f"data.val_fraction must be in (0, 1); got {self.val_fraction}")
         if self.val_cities is not None and self.val_fraction is not None:
             raise ConfigError("give data.val_cities or data.val_fraction, not both")
-        if isinstance(self.augment, Mapping):
-            object.__setattr__(self, "augment", AugmentConfig.from_dict(self.augment))
         if self.layout == "generic" and self.folders is None:
             raise ConfigError("data.layout 'generic' needs data.folders: (t1, t2, mask) names")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dictionary (lists for tuples), for YAML files and checkpoints."""
-        out = dataclasses.asdict(self)
-        out["folders"] = None if self.folders is None else list(self.folders)
-        out["bands"] = None if self.bands is None else list(self.bands)
-        out["val_cities"] = None if self.val_cities is None else list(self.val_cities)
-        out["stretch"] = None if self.stretch is None else list(self.stretch)
-        out["augment"] = self.augment.to_dict()
-        return out
 
     def scaling_rule(self) -> ScalingRule:
         """The rule ``scale`` and ``stretch`` ask for (:mod:`dsifn.scaling`)."""
         return ScalingRule.of(self.scale, self.stretch)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
-        """Rebuild from :meth:`to_dict`'s output (or a YAML section), refusing unknown keys."""
-        _known_keys(cls, values, "data")
-        return cls(**dict(values))

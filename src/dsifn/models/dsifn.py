@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, ClassVar, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dsifn._config import Config, plain, settle
 from dsifn._validation import check_choice
 from dsifn.errors import ConfigError, InputError
 from dsifn.models.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization
@@ -46,7 +47,7 @@ SIZE_MULTIPLE = 16
 
 
 @dataclass(frozen=True)
-class DSIFNConfig:
+class DSIFNConfig(Config):
     """Everything needed to rebuild a DSIFN. Defaults follow the paper.
 
     ``variant`` selects where the authors' two published model files differ:
@@ -68,8 +69,11 @@ class DSIFNConfig:
         None  # None: the one belonging to the weights (see input_normalization)
     )
 
+    section: ClassVar[str] = "model"
+
     def __post_init__(self) -> None:
         """Check values and resolve the default normalisation."""
+        settle(self)
         check_choice("variant", self.variant, get_args(Variant))
         if self.in_channels < 1:
             raise ConfigError(f"in_channels must be at least 1; got {self.in_channels}")
@@ -83,11 +87,6 @@ class DSIFNConfig:
         elif self.input_size is not None:
             raise ConfigError("input_size is fixed only by the 'keras' variant; leave it None")
         norm = self.normalization
-        if isinstance(norm, Mapping):  # rebuilt from a checkpoint's plain dict
-            norm = Normalization(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in norm.items()}
-            )
-            object.__setattr__(self, "normalization", norm)
         if norm is not None and norm.bands != self.in_channels:
             raise ConfigError(
                 f"normalization has {norm.bands} bands but in_channels is {self.in_channels}"
@@ -111,17 +110,9 @@ class DSIFNConfig:
         return "element" if self.variant == "keras" else "layer"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, ``weights_only``-safe dictionary of this configuration."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DSIFNConfig:
-        """Rebuild a configuration from :meth:`to_dict`'s output, refusing unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown model option(s): {', '.join(unknown)}")
-        return cls(**dict(values))
+        """Plain, ``weights_only``-safe dictionary; tuples stay tuples, as checkpoints hold them."""
+        out: dict[str, Any] = plain(self, keep_tuples=True)
+        return out
 
 
 class DSIFNOutput(NamedTuple):

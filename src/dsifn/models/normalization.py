@@ -8,17 +8,19 @@ checkpoint carries it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from dsifn._config import Config, settle
 from dsifn.errors import ConfigError, InputError
 
 __all__ = ["CAFFE_BGR", "IMAGENET_RGB", "Normalization"]
 
 
 @dataclass(frozen=True)
-class Normalization:
+class Normalization(Config):
     """How an image with values in [0, 1] becomes network input.
 
     ``out[c] = (x[src(c)] * scale - mean[c]) / std[c]`` where ``src`` reverses the band order
@@ -30,8 +32,11 @@ class Normalization:
     scale: float = 1.0  # 1 for torchvision weights, 255 for Caffe-style weights
     reverse_bands: bool = False  # True: band order reversed before mean/std (RGB -> BGR)
 
+    section: ClassVar[str] = "normalization"
+
     def __post_init__(self) -> None:
         """Check that mean and std have one value per band and std is positive."""
+        settle(self)
         if len(self.mean) != len(self.std) or not self.mean:
             raise ConfigError(
                 f"normalization mean and std need one value per band; got {len(self.mean)} "
@@ -39,8 +44,6 @@ class Normalization:
             )
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"normalization std must be positive; got {self.std}")
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 
     @property
     def bands(self) -> int:

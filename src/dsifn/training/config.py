@@ -5,7 +5,7 @@ A training run is described by a :class:`TrainConfig` with the sections ``model`
 ``optim``, ``schedule``, ``validation`` and ``run``. The defaults reproduce the recipe reported
 for the paper (Zhang et al., ISPRS J. P&RS 166, 2020, as secondary sources report it):
 Adam at 1e-4, learning rate x0.1 after 5 validations without F1 gain, early stop after 20,
-512-pixel tiles, a frozen ImageNet VGG16 trunk, BCE + Dice on all five outputs with weight 1.
+512-pixel tiles, a frozen ImageNet VGG16 encoder, BCE + Dice on all five outputs with weight 1.
 
 Configs are plain YAML mirroring the sections; the bundled ones (``default``, ``levir``,
 ``dsifn_cd``) live in ``dsifn/configs``. Command-line overrides are ``key=value`` with dotted
@@ -16,22 +16,20 @@ checked against the field types.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
 import os
 import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 
+from dsifn._config import Config, coerce, dataclass_in, field_types, settle
 from dsifn._validation import check_choice
 from dsifn.data import DataConfig
+from dsifn.devices import Precision
 from dsifn.errors import ConfigError
 from dsifn.io.atomic import atomic_path
 from dsifn.models.dsifn import DSIFNConfig
@@ -58,7 +56,7 @@ BUNDLED_CONFIGS = ("default", "levir", "dsifn_cd")
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(Config):
     """Deep-supervision loss: BCE + soft Dice on each of the five side outputs (paper)."""
 
     weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)  # per output, finest first
@@ -67,10 +65,12 @@ class LossConfig:
     target_mode: TargetMode = "downsample"  # reference brought to each output's size (paper)
     pos_weight: float | None = None  # BCE weight of changed pixels; None = 1
 
+    section: ClassVar[str] = "loss"
+
     def __post_init__(self) -> None:
         """Check values."""
+        settle(self)
         check_choice("loss.target_mode", self.target_mode, get_args(TargetMode))
-        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         if len(self.weights) != 5 or any(w < 0 for w in self.weights):
             raise ConfigError(f"loss.weights needs 5 non-negative numbers; got {self.weights}")
         if self.bce_weight < 0 or self.dice_weight < 0:
@@ -80,7 +80,7 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Config):
     """Optimiser and gradient handling."""
 
     optimizer: Optimizer = "adam"  # the paper's Adam
@@ -91,10 +91,12 @@ class OptimConfig:
     grad_clip: float | None = None  # clip the global gradient norm to this; None = no clipping
     accumulate: int = 1  # micro-batches summed into one optimiser step
 
+    section: ClassVar[str] = "optim"
+
     def __post_init__(self) -> None:
         """Check values."""
+        settle(self)
         check_choice("optim.optimizer", self.optimizer, get_args(Optimizer))
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive; got {self.lr}")
         if self.weight_decay < 0:
@@ -108,7 +110,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(Config):
     """How long to train and how the learning rate moves.
 
     Patience counts validation rounds (epochs unless ``validation.every_steps`` is set), with
@@ -124,6 +126,8 @@ class ScheduleConfig:
     plateau_factor: float = 0.1  # rate multiplier on a plateau (paper)
     min_lr: float = 0.0  # the plateau and cosine schedules never go below this
     early_stop_patience: int | None = 20  # rounds without F1 gain before stopping; None = never
+
+    section: ClassVar[str] = "schedule"
 
     def __post_init__(self) -> None:
         """Check values."""
@@ -147,13 +151,15 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
-class ValidationConfig:
+class ValidationConfig(Config):
     """Validation during training; its F1 picks ``best.pt`` and drives the schedule."""
 
     split: str = "val"  # split of the dataset used for validation
     threshold: float = 0.5  # probability above which a pixel counts as changed
     every_steps: int | None = None  # validate every N optimiser steps; None = after each epoch
     batch_size: int = 1  # pairs per validation batch (full images, so often 1)
+
+    section: ClassVar[str] = "validation"
 
     def __post_init__(self) -> None:
         """Check values."""
@@ -166,7 +172,7 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Config):
     """Where and how the run executes: batches, workers, device, precision, seeds.
 
     ``compile`` is opt-in. In bf16 the compiled DSIFN's first backward pass used to give NaN
@@ -183,15 +189,17 @@ class RunConfig:
     # may use / processes on this machine), at least 0, resolved when the run starts
     num_workers: int | None = None
     device: str = "auto"  # auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)
-    precision: str = "auto"  # auto (bf16 where native, else fp32), fp32, bf16 or fp16 (CUDA)
+    precision: Precision = "auto"  # auto (bf16 where native, else fp32), fp32, bf16 or fp16 (CUDA)
     channels_last: bool | None = None  # NHWC layout; None: on for CUDA and CPUs (measured)
     compile: bool = False  # torch.compile the model; opt-in (see the note above)
     deterministic: bool = False  # deterministic kernels (slower); needed for bitwise resume
     tensorboard: bool = True  # write TensorBoard events when tensorboard is installed
 
+    section: ClassVar[str] = "run"
+
     def __post_init__(self) -> None:
         """Check values."""
-        check_choice("run.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        check_choice("run.precision", self.precision, get_args(Precision))
         if self.batch_size < 1:
             raise ConfigError(f"run.batch_size must be at least 1; got {self.batch_size}")
         if self.num_workers is not None and self.num_workers < 0:
@@ -218,7 +226,7 @@ def _paper_model() -> DSIFNConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Everything a training run needs, one section per concern."""
 
     model: DSIFNConfig = field(default_factory=_paper_model)  # network (frozen ImageNet VGG16)
@@ -228,20 +236,6 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # length and lr schedule
     validation: ValidationConfig = field(default_factory=ValidationConfig)  # validation rounds
     run: RunConfig = field(default_factory=RunConfig)  # execution
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dictionary (lists for tuples): YAML- and ``weights_only``-safe."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a nested dictionary; missing keys keep their defaults.
-
-        Raises:
-            ConfigError: On an unknown key (listing the valid ones) or a value of the wrong type.
-        """
-        config: TrainConfig = _build(cls, values, "")
-        return config
 
     def to_yaml(self) -> str:
         """The configuration as YAML text."""
@@ -364,7 +358,7 @@ def _accepts_str(hint: Any) -> bool:
 
 def _accepts(hint: Any, value: Any) -> bool:
     try:
-        _coerce(value, hint, "")
+        coerce(value, hint, "")
     except ConfigError:
         return False
     return True
@@ -373,8 +367,9 @@ def _accepts(hint: Any, value: Any) -> bool:
 def _resolve_key(key: str) -> tuple[list[str], Any]:
     """Check a dotted key against the dataclass tree; return its path and field type."""
     parts = key.split(".")
-    if len(parts) == 1 and parts[0] not in _hints(TrainConfig):
-        owners = [name for name, hint in _hints(TrainConfig).items() if parts[0] in _hints(hint)]
+    sections = field_types(TrainConfig)
+    if len(parts) == 1 and parts[0] not in sections:
+        owners = [name for name, hint in sections.items() if parts[0] in field_types(hint)]
         if len(owners) == 1:
             parts = [owners[0], parts[0]]
         elif len(owners) > 1:
@@ -383,148 +378,14 @@ def _resolve_key(key: str) -> tuple[list[str], Any]:
     cls: Any = TrainConfig
     hint: Any = TrainConfig
     for i, part in enumerate(parts):
-        cls = _dataclass_in(hint)
+        cls = dataclass_in(hint)
         if cls is None:
             where = ".".join(parts[:i])
             raise ConfigError(f"override key {key!r}: {where} has no sub-keys")
-        fields = _hints(cls)
+        fields = field_types(cls)
         if part not in fields:
             prefix = ".".join(parts[:i])
             valid = ", ".join(f"{prefix}.{f}" if prefix else f for f in fields)
             raise ConfigError(f"unknown config key {key!r}; valid keys here: {valid}")
         hint = fields[part]
     return parts, hint
-
-
-def _dataclass_in(hint: Any) -> type[Any] | None:
-    """The dataclass a field type holds (``X`` or ``X | None``), else None."""
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return hint
-    if get_origin(hint) in (Union, types.UnionType):
-        for arm in get_args(hint):
-            if dataclasses.is_dataclass(arm) and isinstance(arm, type):
-                return arm
-    return None
-
-
-@functools.cache
-def _hints(cls: Any) -> dict[str, Any]:
-    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
-        return {}
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _build(cls: Any, values: Any, where: str) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, type-checking every field."""
-    label = where or "config"
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{label} must be a mapping of keys; got {type(values).__name__}")
-    fields = _hints(cls)
-    unknown = sorted(str(k) for k in values if k not in fields)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; valid keys: "
-            f"{', '.join(prefix + k for k in fields)}"
-        )
-    kwargs = {
-        name: _coerce(value, fields[name], f"{where}.{name}" if where else name)
-        for name, value in values.items()
-    }
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        if not where or str(exc).startswith(where):
-            raise
-        raise ConfigError(f"{where}: {exc}") from exc
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{label}: {exc}") from exc
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against type ``hint``; convert lists to tuples and ints to floats."""
-    origin = get_origin(hint)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        arms = get_args(hint)
-        if value is None:
-            if type(None) in arms:
-                return None
-            raise ConfigError(f"{key} may not be null")
-        errors = []
-        for arm in arms:
-            if arm is type(None):
-                continue
-            try:
-                return _coerce(value, arm, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {'; '.join(errors)}")
-    if origin is Literal:
-        return check_choice(key, value, get_args(hint))
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        if isinstance(value, hint):
-            return value
-        return _build(hint, value, key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list; got {value!r}")
-        args = get_args(hint)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], key) for v in value)
-        if len(args) != len(value):
-            raise ConfigError(f"{key} must be a list of {len(args)} values; got {value!r}")
-        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
-    if origin in (list, Sequence):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list; got {value!r}")
-        (arg,) = get_args(hint) or (Any,)
-        return [_coerce(v, arg, key) for v in value]
-    if origin in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping; got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false; got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer; got {value!r}")
-        return value
-    if hint is float:
-        number: float | None = None
-        if isinstance(value, str):
-            # YAML 1.1 reads `3e-4` (no dot) as text.
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        if number is None:
-            raise ConfigError(f"{key} must be a number; got {value!r}")
-        if not math.isfinite(number):
-            # No setting takes NaN or infinity: a NaN rate or weight would train to NaN.
-            raise ConfigError(f"{key} must be a finite number; got {value!r}")
-        return number
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be text; got {value!r}")
-        return value
-    if value is None:
-        raise ConfigError(f"{key} may not be null")
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """Dataclasses to dicts and tuples to lists, recursively."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
