@@ -114,7 +114,7 @@ def test_the_normal_reader_reads_it(tmp_path):
 
 def test_overwrite_rules(tmp_path):
     root = write_synthetic_dataset(tmp_path / "syn", SMALL, progress=False)
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
         write_synthetic_dataset(root, SMALL, progress=False)
     write_synthetic_dataset(root, SMALL, seed=1, overwrite=True, progress=False)
     assert json.loads((root / MARKER).read_text())["seed"] == 1

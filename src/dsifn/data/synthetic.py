@@ -19,15 +19,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from dsifn._config import Config, settle
 from dsifn.errors import ConfigError, OutputExistsError
 from dsifn.progress import progress_bar
 
@@ -41,7 +41,7 @@ __all__ = [
     "write_synthetic_dataset",
 ]
 
-# File written at the dataset root; its presence is what allows --overwrite to replace a folder.
+# File written at the dataset root; only a folder holding it may be replaced (`overwrite`).
 MARKER = "synthetic.json"
 SPLITS = ("train", "val", "test")
 
@@ -65,7 +65,7 @@ _SEASON_SOIL = np.array([0.10, 0.10, 0.12], dtype=np.float32)
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(Config):
     """Sizes, object counts and nuisance strengths of the synthetic dataset."""
 
     size: int = 64  # side of every image in pixels
@@ -81,8 +81,11 @@ class SyntheticConfig:
     shift: int = 2  # T2 misregistration drawn from [-shift, shift] pixels on each axis
     noise: float = 0.02  # std of Gaussian sensor noise, in [0, 1] units, both dates
 
+    section: ClassVar[str] = "synthetic"
+
     def __post_init__(self) -> None:
         """Check ranges."""
+        settle(self)
         if self.size < 16:
             raise ConfigError(f"synthetic size must be at least 16 pixels; got {self.size}")
         if min(self.train, self.val, self.test) < 0:
@@ -100,18 +103,6 @@ class SyntheticConfig:
             raise ConfigError("synthetic illumination must be in [0, 1), season and noise >= 0")
         if not 0 <= self.shift < self.size // 4:
             raise ConfigError(f"synthetic shift must be in [0, {self.size // 4})")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dictionary of this configuration."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> SyntheticConfig:
-        """Rebuild from :meth:`to_dict`'s output (lists become tuples)."""
-        plain: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
-        }
-        return cls(**plain)
 
 
 @dataclass(frozen=True)
@@ -172,43 +163,95 @@ def generate_pair(config: SyntheticConfig, seed: int | tuple[int, ...]) -> Synth
     Returns:
         The pair, its (H, W) label and the list of drawn objects.
     """
+    # The steps draw from one generator in a fixed order: changing the order changes the data.
     rng = np.random.default_rng(seed)
     size, margin = config.size, config.shift
-    side = size + 2 * margin
+    scene = _Scene.empty(size + 2 * margin)
+    occupied = _draw_roads(rng, config, scene)
+    _draw_buildings(rng, config, scene, occupied)
+    canvases = _paint(rng, config, scene)
+    t1, t2, shift, gain = _observe(rng, config, canvases)
+    inner = slice(margin, margin + size)
+    label = (scene.ids[0] != scene.ids[1])[inner, inner]
+    return SyntheticPair(
+        t1=_to_uint8(t1),
+        t2=_to_uint8(t2),
+        label=label.astype(np.uint8),
+        objects=tuple(_in_image(o, margin, size) for o in scene.objects),
+        shift=shift,
+        gain=gain,
+    )
 
-    # Which object covers each canvas pixel at each date (0 ground, 1 road, 2+k building k).
-    ids = [np.zeros((side, side), np.int32), np.zeros((side, side), np.int32)]
-    objects: list[SceneObject] = []
 
-    def presence() -> tuple[bool, bool]:
-        if rng.random() < config.change_probability:
-            appears = bool(rng.random() < 0.5)
-            return (not appears, appears)
-        return (True, True)
+@dataclass
+class _Scene:
+    """What a pair shows, on the canvas (the image plus the misregistration margin)."""
 
+    ids: tuple[NDArray[np.int32], NDArray[np.int32]]  # per date: 0 ground, 1 road, 2+k building k
+    objects: list[SceneObject]  # everything drawn, canvas coordinates
+    buildings: list[tuple[int, int, int, int]]  # box of building k
+    roofs: list[NDArray[np.float32]]  # (3,) roof colour of building k
+
+    @classmethod
+    def empty(cls, side: int) -> _Scene:
+        """Bare ground on a (side, side) canvas."""
+        ids = (np.zeros((side, side), np.int32), np.zeros((side, side), np.int32))
+        return cls(ids, [], [], [])
+
+    @property
+    def side(self) -> int:
+        """Side of the canvas in pixels."""
+        return int(self.ids[0].shape[0])
+
+    def add(self, kind: str, box: tuple[int, int, int, int], dates: tuple[bool, bool]) -> None:
+        """Cover ``box`` at the dates the object exists with its id (1 road, 2+k building)."""
+        value = 1 if kind == "road" else 2 + len(self.buildings)
+        top, left, bottom, right = box
+        for date, present in enumerate(dates):
+            if present:
+                self.ids[date][top:bottom, left:right] = value
+        self.objects.append(SceneObject(kind, box, *dates))
+
+
+def _presence(rng: np.random.Generator, config: SyntheticConfig) -> tuple[bool, bool]:
+    """Whether an object exists at (T1, T2): at one date only with ``change_probability``."""
+    if rng.random() < config.change_probability:
+        appears = bool(rng.random() < 0.5)
+        return (not appears, appears)
+    return (True, True)
+
+
+def _draw_roads(
+    rng: np.random.Generator, config: SyntheticConfig, scene: _Scene
+) -> NDArray[np.bool_]:
+    """Straight roads across the whole canvas; returns the pixels they cover at either date."""
+    side = scene.side
     road_mask = np.zeros((side, side), bool)
     for _ in range(int(rng.integers(config.roads[0], config.roads[1] + 1))):
-        width = int(rng.integers(3, max(4, size // 12) + 1))
+        width = int(rng.integers(3, max(4, config.size // 12) + 1))
         start = int(rng.integers(0, side - width))
-        in_t1, in_t2 = presence()
+        dates = _presence(rng, config)
         if rng.random() < 0.5:
             box = (start, 0, start + width, side)
         else:
             box = (0, start, side, start + width)
-        top, left, bottom, right = box
-        for date, present in enumerate((in_t1, in_t2)):
-            if present:
-                ids[date][top:bottom, left:right] = 1
-        road_mask[top:bottom, left:right] = True
-        objects.append(SceneObject("road", box, in_t1, in_t2))
+        scene.add("road", box, dates)
+        road_mask[box[0] : box[2], box[1] : box[3]] = True
+    return road_mask
 
-    occupied = road_mask.copy()
-    building_boxes: list[tuple[int, int, int, int]] = []
-    roof_colours: list[NDArray[np.float32]] = []
-    low, high = (max(3, round(f * size)) for f in config.building_size)
+
+def _draw_buildings(
+    rng: np.random.Generator,
+    config: SyntheticConfig,
+    scene: _Scene,
+    occupied: NDArray[np.bool_],
+) -> None:
+    """Rectangular buildings that touch neither each other nor a road, with roof colours."""
+    side = scene.side
+    low, high = (max(3, round(f * config.size)) for f in config.building_size)
     wanted = int(rng.integers(config.buildings[0], config.buildings[1] + 1))
-    for _ in range(wanted * 20):  # rejection sampling: buildings never touch each other or roads
-        if len(building_boxes) == wanted:
+    for _ in range(wanted * 20):  # rejection sampling
+        if len(scene.buildings) == wanted:
             break
         height, width = (int(v) for v in rng.integers(low, high + 1, size=2))
         top = int(rng.integers(0, side - height))
@@ -217,43 +260,64 @@ def generate_pair(config: SyntheticConfig, seed: int | tuple[int, ...]) -> Synth
         if not _free(occupied, box, margin=3):
             continue
         occupied[top : top + height, left : left + width] = True
-        in_t1, in_t2 = presence()
-        for date, present in enumerate((in_t1, in_t2)):
-            if present:
-                ids[date][top : top + height, left : left + width] = 2 + len(building_boxes)
-        building_boxes.append(box)
-        objects.append(SceneObject("building", box, in_t1, in_t2))
+        scene.add("building", box, _presence(rng, config))
+        scene.buildings.append(box)
         tint = rng.uniform(-0.06, 0.06, size=3).astype(np.float32)
-        roof_colours.append(np.clip(_ROOFS[rng.integers(len(_ROOFS))] + tint, 0, 1))
+        scene.roofs.append(np.clip(_ROOFS[rng.integers(len(_ROOFS))] + tint, 0, 1))
 
+
+def _paint(
+    rng: np.random.Generator, config: SyntheticConfig, scene: _Scene
+) -> list[NDArray[np.floating[Any]]]:
+    """The two dates' (side, side, 3) canvases: textured ground, season shift, roads, roofs."""
+    side, size = scene.side, config.size
     # Ground: vegetation and soil mixed by a smooth field, with fine texture.
     mix = _smooth_field(rng, side, cells=max(2, size // 16))[..., None]
     texture = (_smooth_field(rng, side, cells=max(4, size // 3)) - 0.5)[..., None] * 0.12
     season = float(rng.uniform(0.3, 1.0)) * config.season
-    shadow = np.array(rng.integers(1, 4, size=2))  # sun direction: shadow offset (rows, cols)
-
+    rows, cols = (int(v) for v in rng.integers(1, 4, size=2))  # sun direction: shadow offset
     canvases = []
     for date in (0, 1):
         vegetation = _VEGETATION + (season * _SEASON_VEGETATION if date else 0.0)
         soil = _SOIL + (season * _SEASON_SOIL if date else 0.0)
         canvas = mix * vegetation + (1 - mix) * soil + texture
-        canvas[ids[date] == 1] = _ROAD
-        for k, (top, left, bottom, right) in enumerate(building_boxes):
-            if not (ids[date][top:bottom, left:right] == 2 + k).any():
-                continue
-            # The shadow falls on whatever is beside the building, never on the roof itself.
-            s_top, s_left = top + int(shadow[0]), left + int(shadow[1])
-            canvas[s_top : bottom + int(shadow[0]), s_left : right + int(shadow[1])] *= 0.55
-            canvas[top:bottom, left:right] = roof_colours[k]
-            # A ridge line makes the roofs less uniform than flat paint.
-            if bottom - top >= right - left:
-                mid = (left + right) // 2
-                canvas[top:bottom, mid : mid + 1] *= 0.85
-            else:
-                mid = (top + bottom) // 2
-                canvas[mid : mid + 1, left:right] *= 0.85
+        canvas[scene.ids[date] == 1] = _ROAD
+        for k, (top, left, bottom, right) in enumerate(scene.buildings):
+            if (scene.ids[date][top:bottom, left:right] == 2 + k).any():
+                _paint_building(canvas, (top, left, bottom, right), scene.roofs[k], (rows, cols))
         canvases.append(canvas)
+    return canvases
 
+
+def _paint_building(
+    canvas: NDArray[np.floating[Any]],
+    box: tuple[int, int, int, int],
+    roof: NDArray[np.float32],
+    shadow: tuple[int, int],
+) -> None:
+    """A roof with a ridge line, and its shadow cast by ``shadow`` (rows, columns)."""
+    top, left, bottom, right = box
+    # The shadow falls on whatever is beside the building, never on the roof itself.
+    canvas[top + shadow[0] : bottom + shadow[0], left + shadow[1] : right + shadow[1]] *= 0.55
+    canvas[top:bottom, left:right] = roof
+    # A ridge line makes the roofs less uniform than flat paint.
+    if bottom - top >= right - left:
+        mid = (left + right) // 2
+        canvas[top:bottom, mid : mid + 1] *= 0.85
+    else:
+        mid = (top + bottom) // 2
+        canvas[mid : mid + 1, left:right] *= 0.85
+
+
+def _observe(
+    rng: np.random.Generator, config: SyntheticConfig, canvases: list[NDArray[np.floating[Any]]]
+) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]], tuple[int, int], float]:
+    """Cut T1 and a misregistered T2 from the canvases; T2's illumination; sensor noise.
+
+    Returns:
+        T1, T2 (float images, not yet clipped), the (rows, columns) shift and T2's gain.
+    """
+    size, margin = config.size, config.shift
     dy, dx = (int(v) for v in rng.integers(-margin, margin + 1, size=2))
     t1 = canvases[0][margin : margin + size, margin : margin + size]
     t2 = canvases[1][margin + dy : margin + dy + size, margin + dx : margin + dx + size]
@@ -261,20 +325,14 @@ def generate_pair(config: SyntheticConfig, seed: int | tuple[int, ...]) -> Synth
     t2 = t2 * gain + float(rng.uniform(-0.03, 0.03))
     t1 = t1 + rng.normal(0.0, config.noise, t1.shape)
     t2 = t2 + rng.normal(0.0, config.noise, t2.shape)
-    label = ids[0] != ids[1]
+    return t1, t2, (dy, dx), gain
 
-    def window(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-        top, left, bottom, right = (v - margin for v in box)
-        return (max(top, 0), max(left, 0), min(bottom, size), min(right, size))
 
-    return SyntheticPair(
-        t1=_to_uint8(t1),
-        t2=_to_uint8(t2),
-        label=label[margin : margin + size, margin : margin + size].astype(np.uint8),
-        objects=tuple(dataclasses.replace(o, box=window(o.box)) for o in objects),
-        shift=(dy, dx),
-        gain=gain,
-    )
+def _in_image(drawn: SceneObject, margin: int, size: int) -> SceneObject:
+    """``drawn`` with its box moved from canvas to T1 coordinates and clipped to the image."""
+    top, left, bottom, right = (v - margin for v in drawn.box)
+    box = (max(top, 0), max(left, 0), min(bottom, size), min(right, size))
+    return dataclasses.replace(drawn, box=box)
 
 
 def _to_uint8(image: NDArray[np.floating[Any]]) -> NDArray[np.uint8]:
@@ -315,7 +373,7 @@ def write_synthetic_dataset(
     final = Path(root)
     if final.exists():
         if not overwrite:
-            raise OutputExistsError(f"{final} exists; pass --overwrite to replace it")
+            raise OutputExistsError(f"{final} exists; pass `overwrite=True` to replace it")
         if not (final / MARKER).is_file():
             raise OutputExistsError(
                 f"{final} exists and is not a synthetic dataset written by dsifn; not replacing it"
