@@ -78,6 +78,28 @@ def _training_validation(found: DetectedLayout, meta: Mapping[str, Any]) -> Dete
     return found.with_validation(data.get("val_cities"), data.get("val_fraction"))
 
 
+def _checked_layout(
+    checkpoint: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    split: str,
+    layout: str | DetectedLayout,
+    threshold: float | None,
+    tune: bool,
+    runtime: str,
+) -> DetectedLayout:
+    """The dataset's layout, with the splits asked for; problems found before the model is read."""
+    if tune and threshold is not None:
+        raise InputError("give either a threshold or tune it, not both")
+    if tune and runtime_for(checkpoint, runtime) != "torch":
+        raise InputError("a tuned threshold is stored in a dsifn checkpoint; tune before export")
+    # Data problems are found before the (slower) model is read.
+    found = layout if isinstance(layout, DetectedLayout) else detect_layout(str(root), layout)
+    found.split(split)
+    if tune:
+        found.split("val")
+    return found
+
+
 @dataclass(frozen=True)
 class CheckpointEvaluation:
     """What :func:`evaluate_checkpoint` found."""
@@ -129,15 +151,7 @@ def evaluate_checkpoint(
     Returns:
         The scores, the split's size and the tuned threshold, if any.
     """
-    if tune and threshold is not None:
-        raise InputError("give either a threshold or tune it, not both")
-    if tune and runtime_for(checkpoint, runtime) != "torch":
-        raise InputError("a tuned threshold is stored in a dsifn checkpoint; tune before export")
-    # Data problems are found before the (slower) model is read.
-    found = layout if isinstance(layout, DetectedLayout) else detect_layout(str(root), layout)
-    found.split(split)
-    if tune:
-        found.split("val")
+    found = _checked_layout(checkpoint, root, split, layout, threshold, tune, runtime)
     runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision)
     found = _training_validation(found, runner.meta)
     contract = runner.contract.resolve(str(checkpoint), threshold=threshold)
