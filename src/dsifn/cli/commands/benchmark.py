@@ -6,7 +6,7 @@ import argparse
 
 from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
 
-# dsifn.benchmark.Mode's values, repeated here so that building the parser does not import torch.
+# dsifn.benchmark.config.Mode's values, repeated here: building the parser must not import torch.
 MODES = ("train", "infer", "scene", "all")
 NAME = "benchmark"
 HELP = "time training steps, inference and scene prediction: eager fp32 baseline vs the fast path"
