@@ -78,7 +78,7 @@ def test_every_module_is_used_in_forward() -> None:
     assert unused == []
 
 
-def test_backward_reaches_the_decoder_but_not_the_frozen_trunk() -> None:
+def test_backward_reaches_the_decoder_but_not_the_frozen_encoder() -> None:
     model = DSIFN().train()
     out = model(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
     sum(o.mean() for o in out).backward()
@@ -88,9 +88,9 @@ def test_backward_reaches_the_decoder_but_not_the_frozen_trunk() -> None:
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
-def test_frozen_trunk_is_unchanged_after_optimizer_steps(optimizer: str) -> None:
+def test_frozen_encoder_is_unchanged_after_optimizer_steps(optimizer: str) -> None:
     model = DSIFN().train()
-    trunk = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     decoder = {k: v.clone() for k, v in model.stages.state_dict().items()}
     opt: torch.optim.Optimizer
     if optimizer == "adam":
@@ -102,12 +102,12 @@ def test_frozen_trunk_is_unchanged_after_optimizer_steps(optimizer: str) -> None
         out = model(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
         sum(o.mean() for o in out).backward()
         opt.step()
-    assert all(torch.equal(trunk[k], v) for k, v in model.encoder.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
     assert any(not torch.equal(decoder[k], v) for k, v in model.stages.state_dict().items())
-    assert not model.encoder.training  # a frozen trunk stays in eval mode under model.train()
+    assert not model.encoder.training  # a frozen encoder stays in eval mode under model.train()
 
 
-def test_trainable_trunk_gets_gradients() -> None:
+def test_trainable_encoder_gets_gradients() -> None:
     model = DSIFN(freeze_encoder=False).train()
     assert model.encoder.training
     out = model(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
@@ -115,7 +115,7 @@ def test_trainable_trunk_gets_gradients() -> None:
     assert all(p.grad is not None for p in model.encoder.parameters())
 
 
-def test_separate_trunks_see_their_own_date() -> None:
+def test_separate_encoders_see_their_own_date() -> None:
     model = DSIFN(shared_encoder=False).eval()
     with torch.no_grad():
         for p in model.encoder_t2.parameters():  # type: ignore[union-attr]

@@ -86,27 +86,27 @@ def record_for(path, name="generated"):
     )
 
 
-def assert_trunk_holds(encoder, state, first_weight=None):
+def assert_encoder_holds(encoder, state, first_weight=None):
     for i in CONVS:
         expected = state[f"features.{i}.weight"] if i or first_weight is None else first_weight
         assert torch.equal(encoder.features[i].weight, expected), i
         assert torch.equal(encoder.features[i].bias, state[f"features.{i}.bias"]), i
 
 
-def test_file_path_loads_into_shared_trunk(vgg_file):
+def test_file_path_loads_into_shared_encoder(vgg_file):
     path, state = vgg_file
     model = DSIFN(encoder_weights=str(path))
     assert model.config.encoder_weights == str(path)
-    assert_trunk_holds(model.encoder, state)
+    assert_encoder_holds(model.encoder, state)
 
 
-def test_file_path_loads_into_both_separate_trunks(vgg_file):
+def test_file_path_loads_into_both_separate_encoders(vgg_file):
     path, state = vgg_file
     model = DSIFN(encoder_weights=str(path), shared_encoder=False)
     assert model.encoder_t2 is not None
-    assert_trunk_holds(model.encoder, state)
-    assert_trunk_holds(model.encoder_t2, state)
-    # Two trunks, not one trunk under two names.
+    assert_encoder_holds(model.encoder, state)
+    assert_encoder_holds(model.encoder_t2, state)
+    # Two encoders, not one encoder under two names.
     assert model.encoder.features[0].weight is not model.encoder_t2.features[0].weight
 
 
@@ -164,7 +164,7 @@ def test_imagenet_routes_to_torchvision_record(vgg_file, hub_dir, monkeypatch):
     assert calls == [(VGG16_IMAGENET1K_V1.url, VGG16_IMAGENET1K_V1.sha256_prefix)]
     assert VGG16_IMAGENET1K_V1.url.endswith("vgg16-397923af.pth")
     assert (hub_dir / "vgg16-397923af.pth").is_file()
-    assert_trunk_holds(model.encoder, state)
+    assert_encoder_holds(model.encoder, state)
     assert model.config.input_normalization == IMAGENET_RGB
     # Now cached: the cached file's hash is checked, and this generated one is not the real one.
     with pytest.raises(WeightsError, match="397923af"):
@@ -221,7 +221,7 @@ def test_model_adapts_first_conv(vgg_file, bands):
     model = DSIFN(in_channels=bands, encoder_weights=str(path))
     w = state["features.0.weight"]
     expected = w.sum(dim=1, keepdim=True) if bands == 1 else w[:, [0, 1, 2, 0]] * (3 / bands)
-    assert_trunk_holds(model.encoder, state, first_weight=expected)
+    assert_encoder_holds(model.encoder, state, first_weight=expected)
     assert model.config.input_normalization.bands == bands
 
 

@@ -1,4 +1,4 @@
-"""Networks: DSIFN and its VGG16 trunk."""
+"""Networks: DSIFN and its VGG16 encoder."""
 
 from dsifn.models.dsifn import DSIFN, DSIFNConfig, DSIFNOutput
 from dsifn.models.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization

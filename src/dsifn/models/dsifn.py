@@ -4,10 +4,11 @@ Zhang, Yue, Tapete, Jiang, Shangguan, Huang & Liu, "A deeply supervised image fu
 change detection in high resolution bi-temporal remote sensing images", ISPRS Journal of
 Photogrammetry and Remote Sensing 166:183-200, 2020.
 
-A VGG16 trunk (DFEN) extracts five feature maps from each date; a decoder (DDN) of five stages
-goes from stride 16 back to stride 1, each stage fusing the two dates' features with the decoder
-state through channel and spatial attention and emitting a one-channel change map (deep
-supervision). The model returns logits; sigmoid and threshold belong to prediction.
+A VGG16 encoder (the paper's DFEN; :class:`~dsifn.models.vgg.VGG16Encoder`) extracts five
+feature maps from each date; a decoder (the paper's DDN) of five stages goes from stride 16
+back to stride 1, each stage fusing the two dates' features with the decoder state through
+channel and spatial attention and emitting a one-channel change map (deep supervision). The
+model returns logits; sigmoid and threshold belong to prediction.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ PReLUMode = Literal["layer", "channel", "element"]
 # A channel attention's pooled input: per-channel mean and max, each (C,) or (B, C).
 Descriptors = tuple[Tensor, Tensor]
 
-# Input sides must be multiples of this: the trunk halves the resolution four times.
+# Input sides must be multiples of this: the encoder halves the resolution four times.
 SIZE_MULTIPLE = 16
 
 
@@ -58,8 +59,8 @@ class DSIFNConfig(Config):
     """
 
     in_channels: int = 3  # bands of each date's image
-    shared_encoder: bool = True  # one VGG16 trunk for both dates (paper, Keras file)
-    freeze_encoder: bool = True  # trunk gets no gradient and stays in eval mode
+    shared_encoder: bool = True  # one VGG16 encoder for both dates (paper, Keras file)
+    freeze_encoder: bool = True  # encoder gets no gradient and stays in eval mode
     dropout: float = 0.6  # probability of every decoder Dropout
     stage1_channel_attention: bool = False  # the official code leaves it off
     encoder_weights: str | None = None  # None, "imagenet" or a torchvision-format VGG16 file
@@ -395,11 +396,11 @@ class DSIFN(nn.Module):
 
     @property
     def encoders(self) -> list[VGG16Encoder]:
-        """The trunk(s): one when shared, else T1's then T2's."""
+        """The encoder(s): one when shared, else T1's then T2's."""
         return [self.encoder] if self.encoder_t2 is None else [self.encoder, self.encoder_t2]
 
     def load_encoder_weights(self, source: str) -> None:
-        """Load torchvision-format VGG16 weights into the trunk(s).
+        """Load torchvision-format VGG16 weights into the encoder(s).
 
         Args:
             source: ``"imagenet"`` or a path to a torchvision ``vgg16`` state dict.
@@ -409,7 +410,7 @@ class DSIFN(nn.Module):
             encoder.load_state_dict(state)
 
     def train(self, mode: bool = True) -> DSIFN:
-        """Set training mode; a frozen trunk always stays in eval mode."""
+        """Set training mode; a frozen encoder always stays in eval mode."""
         super().train(mode)
         if self.config.freeze_encoder:
             for encoder in self.encoders:
@@ -530,7 +531,7 @@ class DSIFN(nn.Module):
         raise AssertionError("unreachable")
 
     def _features(self, t1: Tensor, t2: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        # Checked, padded to multiples of 16 by reflection, through the trunk(s).
+        # Checked, padded to multiples of 16 by reflection, through the encoder(s).
         self._check_inputs(t1, t2)
         height, width = t1.shape[-2:]
         pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
@@ -538,7 +539,7 @@ class DSIFN(nn.Module):
             t1 = F.pad(t1, (0, pad_w, 0, pad_h), mode="reflect")
             t2 = F.pad(t2, (0, pad_w, 0, pad_h), mode="reflect")
         if self.encoder_t2 is None:
-            # One trunk pass over both dates: halves the kernel launches, same result.
+            # One encoder pass over both dates: halves the kernel launches, same result.
             both = self.encoder(torch.cat([t1, t2], dim=0))
             return [f[: t1.shape[0]] for f in both], [f[t1.shape[0] :] for f in both]
         return self.encoder(t1), self.encoder_t2(t2)

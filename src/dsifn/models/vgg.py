@@ -1,7 +1,7 @@
-"""The VGG16 convolutional trunk used as DSIFN's feature extractor (DFEN), and its weights.
+"""The VGG16 convolutional encoder that extracts DSIFN's features, and its weights.
 
 Simonyan & Zisserman, "Very deep convolutional networks for large-scale image recognition",
-ICLR 2015, configuration "D". The trunk stops at the ReLU after conv5_3: DSIFN does not use the
+ICLR 2015, configuration "D". The encoder stops at the ReLU after conv5_3: DSIFN does not use the
 last max-pool. Module indices match torchvision's ``vgg16().features`` so torchvision state
 dicts load by key.
 """
@@ -62,7 +62,7 @@ VGG16_IMAGENET1K_V1 = WeightsRecord(
 
 
 class VGG16Encoder(nn.Module):
-    """VGG16 trunk returning the five feature maps taken just before each max-pool.
+    """VGG16 encoder returning the five feature maps taken just before each max-pool.
 
     Attributes:
         features: ``nn.Sequential`` with torchvision's module indices (0..29).
@@ -72,7 +72,7 @@ class VGG16Encoder(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3) -> None:
-        """Build the trunk.
+        """Build the encoder.
 
         Args:
             in_channels: Bands of the input image.
@@ -92,7 +92,7 @@ class VGG16Encoder(nn.Module):
                 channels = item
         self.features = nn.Sequential(*layers)
         self.in_channels = in_channels
-        # A tap is the output of the module just before each max-pool, plus the trunk's end.
+        # A tap is the output of the module just before each max-pool, plus the encoder's end.
         taps = [i - 1 for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)]
         self.tap_indices: tuple[int, ...] = (*taps, len(layers) - 1)
         widths: list[int] = []
@@ -167,7 +167,7 @@ def torchvision_to_encoder(
     missing = [k for k in reference if k not in state_dict]
     if missing:
         raise WeightsError(
-            f"not a VGG16 state dict: {len(missing)} trunk keys missing, e.g. {missing[0]!r}"
+            f"not a VGG16 state dict: {len(missing)} encoder keys missing, e.g. {missing[0]!r}"
         )
     for key, target in reference.items():
         value = state_dict[key]
