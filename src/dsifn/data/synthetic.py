@@ -44,6 +44,7 @@ __all__ = [
 # File written at the dataset root; only a folder holding it may be replaced (`overwrite`).
 MARKER = "synthetic.json"
 SPLITS = ("train", "val", "test")
+_FOLDERS = ("A", "B", "label")  # T1, T2 and the label of each split, as LEVIR-CD names them
 
 # Roof colours (RGB in [0, 1]): red tiles, grey concrete, white, blue sheet metal, brown.
 _ROOFS = np.array(
@@ -371,29 +372,17 @@ def write_synthetic_dataset(
     """
     config = config or SyntheticConfig()
     final = Path(root)
-    if final.exists():
-        if not overwrite:
-            raise OutputExistsError(f"{final} exists; pass `overwrite=True` to replace it")
-        if not (final / MARKER).is_file():
-            raise OutputExistsError(
-                f"{final} exists and is not a synthetic dataset written by dsifn; not replacing it"
-            )
+    _check_replaceable(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         counts = {"train": config.train, "val": config.val, "test": config.test}
-        total = sum(counts.values())
-        with progress_bar(total, "synthetic data", "pair", enabled=progress) as bar:
+        with progress_bar(sum(counts.values()), "synthetic data", "pair", enabled=progress) as bar:
             for split_index, split in enumerate(SPLITS):
-                folders = [tmp / split / name for name in ("A", "B", "label")]
-                for folder in folders:
-                    folder.mkdir(parents=True)
+                for folder in _FOLDERS:  # made for an empty split too
+                    (tmp / split / folder).mkdir(parents=True)
                 for i in range(counts[split]):
-                    pair = generate_pair(config, (seed, split_index, i))
-                    name = f"{i:04d}.png"
-                    Image.fromarray(pair.t1).save(folders[0] / name)
-                    Image.fromarray(pair.t2).save(folders[1] / name)
-                    Image.fromarray(pair.label * np.uint8(255)).save(folders[2] / name)
+                    _write_pair(tmp / split, i, generate_pair(config, (seed, split_index, i)))
                     bar.update()
         info = {"generator": "dsifn.data.synthetic", "seed": seed, "config": config.to_dict()}
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
@@ -404,3 +393,22 @@ def write_synthetic_dataset(
         if tmp.exists():
             shutil.rmtree(tmp)
     return final
+
+
+def _check_replaceable(final: Path, overwrite: bool) -> None:
+    """Refuse an existing ``final`` unless overwriting a dataset this module wrote."""
+    if final.exists():
+        if not overwrite:
+            raise OutputExistsError(f"{final} exists; pass `overwrite=True` to replace it")
+        if not (final / MARKER).is_file():
+            raise OutputExistsError(
+                f"{final} exists and is not a synthetic dataset written by dsifn; not replacing it"
+            )
+
+
+def _write_pair(split: Path, index: int, pair: SyntheticPair) -> None:
+    """Pair ``index`` as ``split/{A,B,label}/NNNN.png``, the label as 0/255."""
+    name = f"{index:04d}.png"
+    images = (pair.t1, pair.t2, pair.label * np.uint8(255))
+    for folder, image in zip(_FOLDERS, images, strict=True):
+        Image.fromarray(image).save(split / folder / name)

@@ -217,6 +217,15 @@ def decoder_widths(encoder_channels: Sequence[int]) -> list[tuple[int, ...]]:
     return widths
 
 
+def _prelu(mode: PReLUMode, channels: int, spatial_size: int | None) -> nn.Module:
+    """A PReLU with one slope per layer, per channel, or per element of (C, side, side)."""
+    if mode == "element":
+        if spatial_size is None:
+            raise ConfigError("per-element PReLU needs a fixed input size")
+        return ElementwisePReLU((channels, spatial_size, spatial_size))
+    return nn.PReLU(channels if mode == "channel" else 1)
+
+
 class DecoderStage(nn.Module):
     """One DDN stage: [up] -> concat -> [channel attention] -> conv blocks -> SA -> [BN].
 
@@ -266,16 +275,10 @@ class DecoderStage(nn.Module):
         blocks: list[nn.Module] = []
         channels = in_channels
         for width in widths:
-            if prelu == "element":
-                if spatial_size is None:
-                    raise ConfigError("per-element PReLU needs a fixed input size")
-                act: nn.Module = ElementwisePReLU((width, spatial_size, spatial_size))
-            else:
-                act = nn.PReLU(width if prelu == "channel" else 1)
             blocks.append(
                 nn.Sequential(
                     nn.Conv2d(channels, width, kernel_size=3, padding=1),
-                    act,
+                    _prelu(prelu, width, spatial_size),
                     nn.BatchNorm2d(width, eps=bn_eps, momentum=bn_momentum),
                     nn.Dropout(dropout),
                 )
