@@ -4,11 +4,12 @@ import shutil
 
 import numpy as np
 import pytest
-from fakedata import FOLDERS, build_layout, write_image
 from PIL import Image
 
 from dsifn.data import DataConfig, check_splits, compute_band_stats
 from dsifn.errors import DataError
+from fixtures.datasets import FOLDERS, build_layout
+from fixtures.rasters import write_image
 
 
 def data(root, **options):

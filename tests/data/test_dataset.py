@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fakedata import build_layout
 from torch.utils.data import DataLoader
 
 from dsifn.data import AugmentConfig, ChangeDetectionDataset, DataConfig
+from fixtures.datasets import build_layout
 
 AUGMENT = AugmentConfig(scale=(0.8, 1.25), brightness=0.2, contrast=0.2, hue=0.05, noise=0.02)
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fakedata import FOLDERS, build_layout, write_split
 
 from dsifn.data import ChangeDetectionDataset, DataConfig, detect_layout
 from dsifn.data.layouts import pair_names
 from dsifn.errors import ConfigError, DataError
+from fixtures.datasets import FOLDERS, build_layout, write_split
 
 TITLES = {
     "dsifn": "DSIFN-CD layout (t1/t2/mask)",

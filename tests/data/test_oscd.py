@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fakedata import OSCD_IMAGES, oscd_band_value, write_oscd, write_oscd_city
 
 from dsifn.cli.main import main
 from dsifn.data import OSCD_BANDS, ChangeDetectionDataset, DataConfig, detect_layout
@@ -14,6 +13,7 @@ from dsifn.data.dataset import load_pair, resolve_layout
 from dsifn.data.layouts import pick_fraction
 from dsifn.data.readers import decode_mask, read_mask
 from dsifn.errors import ConfigError
+from fixtures.datasets import OSCD_IMAGES, oscd_band_value, write_oscd, write_oscd_city
 
 TRAIN = ["abudhabi", "beihai", "cupertino", "hongkong", "mumbai"]
 

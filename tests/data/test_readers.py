@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-from fakedata import FOLDERS, build_layout, encode_mask, write_image, write_split
 from PIL import Image
 
 from dsifn.data import ChangeDetectionDataset, DataConfig
@@ -12,6 +11,8 @@ from dsifn.data.readers import decode_mask, read_mask
 from dsifn.errors import ConfigError, DataError, InputError
 from dsifn.io.images import decode_pillow, open_image, parse_bands
 from dsifn.scaling import ScalingRule
+from fixtures.datasets import FOLDERS, build_layout, encode_mask, write_split
+from fixtures.rasters import write_image
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from dsifn.training.config import load_config
 
 # The OSCD writer lives beside the data tests, which make the same tree.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from fakedata import write_oscd
+from fixtures.datasets import write_oscd
 
 TINY = [
     "model.encoder_weights=null",

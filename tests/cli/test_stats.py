@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import yaml
-from fakedata import FOLDERS, build_layout, write_image
 
 from dsifn.cli.main import main
+from fixtures.datasets import FOLDERS, build_layout
+from fixtures.rasters import write_image
 
 
 def run(capsys, *argv):
