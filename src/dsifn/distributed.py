@@ -25,9 +25,11 @@ __all__ = [
     "EpochSampler",
     "ShardSampler",
     "agree",
+    "agree_gather",
     "all_reduce_sum",
     "broadcast_buffers",
     "gather_objects",
+    "process_device",
     "setup_distributed",
 ]
 
@@ -151,6 +153,58 @@ def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def agree_gather(ctx: DistContext, value: Any, error: BaseException | None = None) -> list[Any]:
+    """Every process's ``value`` in rank order, unless one failed: then every process stops.
+
+    Like :func:`agree`, but the processes that did not fail stop with the failed one's message
+    (the first failed rank's), so whichever rank's output a user reads says what went wrong,
+    and each process's value travels with the agreement (a plan made by rank 0, the results
+    of a round of work).
+
+    Args:
+        ctx: The run's context.
+        value: What this process contributes (picklable); ignored when it failed.
+        error: This process's exception, or None when it succeeded.
+
+    Returns:
+        The values of every process, in rank order (this process's alone without torchrun).
+
+    Raises:
+        The exception of this process, or a :class:`DSIFNError` naming the failed rank and its
+        message on the processes that did not fail themselves.
+    """
+    if not ctx.distributed:
+        if error is not None:
+            raise error
+        return [value]
+    text = None if error is None else _error_text(error)
+    outcomes = gather_objects(ctx, (None if error is not None else value, text))
+    if error is not None:
+        raise error
+    for rank, (_, message) in enumerate(outcomes):
+        if message is not None:
+            raise DSIFNError(f"rank {rank} failed: {message}")
+    return [found for found, _ in outcomes]
+
+
+def _error_text(error: BaseException) -> str:
+    # One line: the message of one of our errors, else the exception's class and message.
+    text = str(error) if isinstance(error, DSIFNError) else f"{type(error).__name__}: {error}"
+    return " ".join(text.split()) or type(error).__name__
+
+
+def process_device(ctx: DistContext, device: torch.device) -> torch.device:
+    """The device this process computes on: its own GPU when several processes use CUDA.
+
+    A CUDA device without an index becomes ``cuda:LOCAL_RANK`` (modulo the GPUs present, so
+    that more processes than GPUs on a node share them); a device with an index, the CPU, or
+    a single process keep ``device``.
+    """
+    if not ctx.distributed or device.type != "cuda" or device.index is not None:
+        return device
+    return torch.device("cuda", ctx.local_rank % max(torch.cuda.device_count(), 1))
 
 
 class EpochSampler(Sampler[int]):

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
 from inference_fixtures import uint16_scene, write_geotiff
 
 from dsifn import DSIFN, save_checkpoint
-from dsifn.inference.scene import _remove_stale
+from dsifn.inference.staging import remove_stale as _remove_stale
 
 
 def _wait_for(condition, seconds):

@@ -240,49 +240,57 @@ def write_polygons(
         The number of polygons written.
     """
     driver = check_polygon_output(path)
-    import pyogrio.raw
-    import shapely
-
-    out = Path(path)
     import rasterio
 
+    out = Path(path)
     with rasterio.open(work) as src:
         crs = None if src.crs is None else src.crs.to_wkt()
-    fields = ["area", "mean_probability", "pixels"]
-    written = 0
+    found = iter_regions(work, threshold=threshold)
+    regions = (region for region in found if region.geometry.area >= min_area)
     with atomic_path(out, overwrite=overwrite) as partial:
         # GDAL picks format details from the extension: write under the real name first.
         with tempfile.TemporaryDirectory(dir=partial.parent, prefix=".dsifn-") as tmp:
             staged = Path(tmp) / out.name
-
-            def flush(batch: list[ChangePolygon], append: bool) -> None:
-                pyogrio.raw.write(
-                    staged,
-                    np.array([shapely.to_wkb(r.geometry) for r in batch], dtype=object),
-                    [
-                        np.array([r.geometry.area for r in batch], dtype=np.float64),
-                        np.array([r.mean_probability for r in batch], dtype=np.float64),
-                        np.array([r.pixels for r in batch], dtype=np.int64),
-                    ],
-                    fields,
-                    layer="changes",
-                    driver=driver,
-                    geometry_type="Polygon",
-                    crs=crs,
-                    append=append,
-                )
-
-            batch: list[ChangePolygon] = []
-            for region in iter_regions(work, threshold=threshold):
-                if region.geometry.area < min_area:
-                    continue
-                batch.append(region)
-                if len(batch) == WRITE_BATCH:
-                    flush(batch, append=written > 0)
-                    written += len(batch)
-                    batch = []
-            if batch or written == 0:  # the first write also creates an empty layer
-                flush(batch, append=written > 0)
-                written += len(batch)
+            written = _write_batches(regions, staged, driver, crs)
             os.replace(staged, partial)
     return written
+
+
+def _write_batches(regions: Iterable[ChangePolygon], path: Path, driver: str, crs: Any) -> int:
+    # Regions appended to the file :data:`WRITE_BATCH` at a time; returns how many.
+    written = 0
+    batch: list[ChangePolygon] = []
+    for region in regions:
+        batch.append(region)
+        if len(batch) == WRITE_BATCH:
+            _write_layer(path, batch, driver, crs, append=written > 0)
+            written += len(batch)
+            batch = []
+    if batch or written == 0:  # the first write also creates an empty layer
+        _write_layer(path, batch, driver, crs, append=written > 0)
+        written += len(batch)
+    return written
+
+
+def _write_layer(
+    path: Path, batch: list[ChangePolygon], driver: str, crs: Any, *, append: bool
+) -> None:
+    # One batch of regions into the layer "changes", with their area, mean and pixel count.
+    import pyogrio.raw
+    import shapely
+
+    pyogrio.raw.write(
+        path,
+        np.array([shapely.to_wkb(r.geometry) for r in batch], dtype=object),
+        [
+            np.array([r.geometry.area for r in batch], dtype=np.float64),
+            np.array([r.mean_probability for r in batch], dtype=np.float64),
+            np.array([r.pixels for r in batch], dtype=np.int64),
+        ],
+        ["area", "mean_probability", "pixels"],
+        layer="changes",
+        driver=driver,
+        geometry_type="Polygon",
+        crs=crs,
+        append=append,
+    )

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.pipeline import RowWriter, TileReader
+from dsifn.inference.runner import TileRunner
 from dsifn.inference.sources import SceneSource, read_scaled
 from dsifn.inference.tiling import apply_dihedral, axis_starts, dihedral_average, tta_transforms
 from dsifn.models.dsifn import SIZE_MULTIPLE, Descriptors
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_WINDOW",
     "AttentionRunner",
     "WindowGrid",
+    "as_attention_runner",
     "axis_windows",
     "run_scene_attention",
 ]
@@ -233,33 +235,69 @@ def run_scene_attention(
     """
     from dsifn.progress import progress_bar
 
-    if grid.margin - SIZE_MULTIPLE // 2 < runner.receptive_radius:
-        raise ConfigError(
-            f"window margin {grid.margin} is too narrow for the model's receptive radius "
-            f"{runner.receptive_radius}"
-        )
+    _check_margin(runner, grid)
     pooled: Pooled = {t: {} for t in tta_transforms(tta)}
-    stages = runner.attention_stages
+    passes = len(runner.attention_stages) + 1
 
     def read_tile(source: SceneSource, window: Window) -> np.ndarray:
         return read_window(source, grid, window[0][0], window[1][0], scaling)
 
     with (
         TileReader(t1, t2, read_tile, normalize, readers) as reader,
-        progress_bar(
-            len(grid) * (len(stages) + 1), "dsifn predict", "window", enabled=progress
-        ) as bar,
+        progress_bar(len(grid) * passes, "dsifn predict", "window", enabled=progress) as bar,
     ):
-        for number, stage in enumerate(stages, start=1):
-            bar.set_description(f"dsifn predict: attention {number}/{len(stages)}")
-            found = _stage_descriptors(runner, reader, grid, stage, pooled, batch_size, bar)
-            for t, descriptors in found.items():
-                pooled[t][stage] = descriptors
+        _pool_stages(runner, reader, grid, pooled, batch_size, bar)
         bar.set_description("dsifn predict: change map")
         with RowWriter(t1, t2, write_rows) as writer:
             for rows in _core_rows(runner, reader, grid, pooled, batch_size, bar):
                 writer.put([rows])
     return pooled
+
+
+def as_attention_runner(runner: TileRunner) -> AttentionRunner:
+    """``runner`` as a model whose channel attention can be fixed, or a clear refusal.
+
+    Raises:
+        ConfigError: If the runner cannot fix its attention descriptors, or takes one tile size
+            only (it has no whole-scene prediction to match).
+    """
+    if not isinstance(runner, AttentionRunner):
+        raise ConfigError(
+            "scene-wide attention needs a model that can fix its channel attention: use the "
+            "torch runtime with a dsifn checkpoint"
+        )
+    if runner.tile_size is not None:
+        raise ConfigError(
+            f"this model takes {runner.tile_size}x{runner.tile_size} tiles only, so it has no "
+            'whole-scene prediction to match: use attention="tile"'
+        )
+    return runner
+
+
+def _check_margin(runner: AttentionRunner, grid: WindowGrid) -> None:
+    if grid.margin - SIZE_MULTIPLE // 2 < runner.receptive_radius:
+        raise ConfigError(
+            f"window margin {grid.margin} is too narrow for the model's receptive radius "
+            f"{runner.receptive_radius}"
+        )
+
+
+def _pool_stages(
+    runner: AttentionRunner,
+    reader: TileReader[Window],
+    grid: WindowGrid,
+    pooled: Pooled,
+    batch_size: int,
+    bar: Any,
+) -> None:
+    # One pass per attention stage, coarsest first, each with the earlier stages' descriptors
+    # fixed: fills ``pooled`` stage by stage.
+    stages = runner.attention_stages
+    for number, stage in enumerate(stages, start=1):
+        bar.set_description(f"dsifn predict: attention {number}/{len(stages)}")
+        found = _stage_descriptors(runner, reader, grid, stage, pooled, batch_size, bar)
+        for t, descriptors in found.items():
+            pooled[t][stage] = descriptors
 
 
 def _stage_descriptors(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
+from dsifn.inference.runner import Runtime
 
 NAME = "predict"
 HELP = "predict the change map of a pair of scenes (GeoTIFF or PNG/JPEG), tile by tile"
@@ -19,9 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
         default="auto",
-        choices=("auto", "torch", "onnxruntime"),
-        help="how to run the model [auto: onnxruntime for .onnx files, else torch]",
+        choices=get_args(Runtime),
+        help="how to run the model [auto: onnxruntime for .onnx, openvino for .xml, else torch]",
     )
+    _add_io_options(parser)
+    _add_map_options(parser)
+    _add_band_options(parser)
+    _add_tiling_options(parser)
+    add_device_options(parser)
+    add_overwrite_option(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_io_options(parser: argparse.ArgumentParser) -> None:
+    """Inputs (one pair or two folders) and outputs."""
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument(
         "--before",
@@ -42,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="drop polygons smaller than this, in CRS units squared (m² in UTM) [0]",
     )
     io.add_argument("--quicklook", help="also write a before | after | change PNG")
+
+
+def _add_map_options(parser: argparse.ArgumentParser) -> None:
+    """How the change map is written."""
     out = parser.add_argument_group("change map")
     out.add_argument(
         "--mode",
@@ -61,6 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="change where probability > threshold [the model's recorded one, else 0.5]",
     )
     out.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF")
+
+
+def _add_band_options(parser: argparse.ArgumentParser) -> None:
+    """How pixels become model input."""
     data = parser.add_argument_group(
         "input bands and values (each defaults to what the model recorded in training)"
     )
@@ -80,6 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--align", action="store_true", help="resample T2 onto T1's grid instead of refusing"
     )
+
+
+def _add_tiling_options(parser: argparse.ArgumentParser) -> None:
+    """How the scene is cut into tiles."""
     tiles = parser.add_argument_group("tiling")
     tiles.add_argument(
         "--tile-size",
@@ -101,9 +127,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "equals the network run on the scene in one piece (about 5 passes, 1024-px tiles "
         "with 288-px margins) [tile]",
     )
-    add_device_options(parser)
-    add_overwrite_option(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _numbers(text: str | None, name: str, kind: type) -> tuple[Any, ...] | None:
@@ -117,33 +140,15 @@ def _numbers(text: str | None, name: str, kind: type) -> tuple[Any, ...] | None:
         raise ConfigError(f"{name} takes comma-separated numbers; got {text!r}") from exc
 
 
-def _pairs(before_dir: Path, after_dir: Path) -> tuple[list[str], list[str], list[str]]:
-    from dsifn.errors import InputError
-    from dsifn.io.images import IMAGE_SUFFIXES
-
-    for folder in (before_dir, after_dir):
-        if not folder.is_dir():
-            raise InputError(f"{folder} is not a folder")
-
-    def names(folder: Path) -> set[str]:
-        return {p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-
-    first, second = names(before_dir), names(after_dir)
-    return sorted(first & second), sorted(first - second), sorted(second - first)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Check every output, load the model once, predict each pair."""
-    from dsifn.errors import ConfigError, InputError
-    from dsifn.inference.runner import load_runner
-    from dsifn.inference.scene import SceneOptions, predict_scene
-    from dsifn.io.atomic import check_output_path
-    from dsifn.io.images import PILLOW_SUFFIXES, parse_bands
+def _scene_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Fields of :class:`~dsifn.inference.scene.SceneOptions` from the command line, checked."""
+    from dsifn.errors import ConfigError
+    from dsifn.inference.scene import SceneOptions
+    from dsifn.io.images import parse_bands
 
     stretch = _numbers(args.stretch, "--stretch", float)
     if stretch is not None and len(stretch) != 2:
         raise ConfigError(f"--stretch takes LOW,HIGH; got {args.stretch!r}")
-    bands = None if args.bands is None else parse_bands(args.bands, "--bands")
     options: dict[str, Any] = {
         "tile_size": args.tile_size,
         "overlap": args.overlap,
@@ -154,76 +159,154 @@ def run(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
         "threshold": args.threshold,
         "cog": args.cog,
-        "bands": bands,
+        "bands": None if args.bands is None else parse_bands(args.bands, "--bands"),
         "scale": args.scale,
         "stretch": stretch,
         "align": args.align,
         "min_area": args.min_area,
         "overwrite": args.overwrite,
         "progress": not args.quiet,
+        "runtime": args.runtime,
+        "device": args.device,
+        "precision": args.precision,
     }
     SceneOptions(**options)  # refuse bad values before loading anything
+    return options
 
-    jobs: list[tuple[Any, Any, Path]] = []
+
+def _one_pair(args: argparse.Namespace) -> bool:
+    """Whether the command names one pair (--before ...) rather than two folders."""
+    from dsifn.errors import InputError
+
     single = args.before is not None or args.after is not None or args.out is not None
     folders = args.before_dir is not None or args.after_dir is not None or args.out_dir is not None
     if single == folders:
         raise InputError(
             "give either --before, --after and --out, or --before-dir, --after-dir and --out-dir"
         )
-    if single:
-        if args.before is None or args.after is None or args.out is None:
-            raise InputError("--before, --after and --out are all needed")
-        jobs.append((args.before, args.after, Path(args.out)))
-        options["polygons"] = args.polygons
-        options["quicklook"] = args.quicklook
-    else:
-        if args.before_dir is None or args.after_dir is None or args.out_dir is None:
-            raise InputError("--before-dir, --after-dir and --out-dir are all needed")
-        if args.polygons or args.quicklook:
-            raise InputError("--polygons and --quicklook name one file: use them with --before")
-        before_dir, after_dir, out_dir = (
-            Path(args.before_dir),
-            Path(args.after_dir),
-            Path(args.out_dir),
+    if single and (args.before is None or args.after is None or args.out is None):
+        raise InputError("--before, --after and --out are all needed")
+    if folders and (args.before_dir is None or args.after_dir is None or args.out_dir is None):
+        raise InputError("--before-dir, --after-dir and --out-dir are all needed")
+    if folders and (args.polygons or args.quicklook):
+        raise InputError("--polygons and --quicklook name one file: use them with --before")
+    if single and _world_size() > 1:
+        raise InputError(
+            "torchrun shares the pairs of --before-dir and --after-dir among its processes; "
+            "predict one pair (--before) in one process"
         )
-        matched, only_before, only_after = _pairs(before_dir, after_dir)
-        if only_before:
-            print(
-                f"dsifn predict: no T2 match in {after_dir} for: {', '.join(only_before)}",
-                file=sys.stderr,
-            )
-        if only_after:
-            print(
-                f"dsifn predict: no T1 match in {before_dir} for: {', '.join(only_after)}",
-                file=sys.stderr,
-            )
-        if not matched:
-            raise InputError(f"no file names in {before_dir} match names in {after_dir}")
-        for name in matched:
-            plain = Path(name).suffix.lower() in PILLOW_SUFFIXES
-            out = out_dir / (Path(name).stem + (".png" if plain else ".tif"))
-            jobs.append((before_dir / name, after_dir / name, out))
-    for *_, out in jobs:
-        check_output_path(out, overwrite=args.overwrite)
-    for extra in (args.polygons, args.quicklook):
-        if single and extra is not None:
-            check_output_path(extra, overwrite=args.overwrite)
-    if single and args.polygons is not None:
-        from dsifn.inference.polygons import check_polygon_output
+    return single
 
-        check_polygon_output(args.polygons)
 
-    runner = load_runner(
-        args.checkpoint, runtime=args.runtime, device=args.device, precision=args.precision
+def _world_size() -> int:
+    import os
+
+    text = os.environ.get("WORLD_SIZE", "")
+    return int(text) if text.isdigit() else 1
+
+
+def _line(result: Any) -> str:
+    """What ``dsifn predict`` prints for a pair it wrote."""
+    tiles = f"{result.tiles} tile" + ("" if result.tiles == 1 else "s")
+    line = f"wrote {result.output} ({tiles}, threshold {result.threshold:g})"
+    if result.polygons is not None:
+        line += f"; {result.polygon_count} polygons in {result.polygons}"
+    if result.quicklook is not None:
+        line += f"; quicklook {result.quicklook}"
+    return line
+
+
+def _unmatched(pairs: Any) -> None:
+    """Name the files of either folder that have no partner in the other."""
+    if pairs.only_before:
+        print(
+            f"dsifn predict: no T2 match in {pairs.after_dir} for: {', '.join(pairs.only_before)}",
+            file=sys.stderr,
+        )
+    if pairs.only_after:
+        print(
+            f"dsifn predict: no T1 match in {pairs.before_dir} for: {', '.join(pairs.only_after)}",
+            file=sys.stderr,
+        )
+
+
+def _predict_pair(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    from dsifn.inference.scene import predict_scene
+
+    result = predict_scene(
+        args.checkpoint,
+        args.before,
+        args.after,
+        Path(args.out),
+        polygons=args.polygons,
+        quicklook=args.quicklook,
+        **options,
     )
-    for before, after, out in jobs:
-        result = predict_scene(runner, before, after, out, **options)
-        tiles = f"{result.tiles} tile" + ("" if result.tiles == 1 else "s")
-        line = f"wrote {result.output} ({tiles}, threshold {result.threshold:g})"
-        if result.polygons is not None:
-            line += f"; {result.polygon_count} polygons in {result.polygons}"
-        if result.quicklook is not None:
-            line += f"; quicklook {result.quicklook}"
-        print(line)
+    print(_line(result))
+
+
+def _predict_folders(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    from dsifn.inference.folders import predict_folders
+
+    done = predict_folders(
+        args.checkpoint,
+        Path(args.before_dir),
+        Path(args.after_dir),
+        Path(args.out_dir),
+        on_pairs=_unmatched,
+        on_result=lambda result: print(_line(result)),
+        **options,
+    )
+    if done.world_size > 1 and done.rank == 0:
+        pairs = len(done.results)
+        print(
+            f"predicted {pairs} pair{'' if pairs == 1 else 's'} on {done.world_size} processes "
+            f"({done.tiles} tiles)"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every output, load the model once, predict each pair."""
+    from dsifn.errors import DSIFNError
+
+    try:
+        options = _scene_options(args)
+        if _one_pair(args):
+            _predict_pair(args, options)
+        else:
+            _predict_folders(args, options)
+    except DSIFNError as exc:  # the library names its parameters; say the flags instead
+        exc.args = (_with_flags(str(exc), vars(args)),)
+        raise
     return 0
+
+
+# A library parameter in a message, as ``name=value``: True, a quoted string, a tuple or a word.
+_PARAMETER = re.compile(
+    r"\b(?P<name>[a-z][a-z_]*)=(?P<value>True|\"[^\"]*\"|'[^']*'|\([^)]*\)|[\w.+-]+)"
+)
+
+
+def _with_flags(text: str, names: Iterable[str]) -> str:
+    """``text`` with each ``parameter=value`` of this command's options written as its flag.
+
+    ``align=True`` becomes ``--align``, ``attention="tile"`` ``--attention tile`` and
+    ``bands=(4, 3, 2)`` ``--bands 4,3,2``; the flag of a parameter ``x_y`` is ``--x-y``, as
+    argparse derives the one from the other. A flag the text already names is left alone.
+    """
+    known = set(names)
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match["name"], match["value"]
+        option = "--" + name.replace("_", "-")
+        if name not in known or option in text:
+            return match[0]
+        if value == "True":
+            return option
+        if value[0] in "\"'":
+            value = value[1:-1]
+        elif value[0] == "(":
+            value = ",".join(v.strip().strip("\"'") for v in value[1:-1].split(",") if v.strip())
+        return f"{option} {value}"
+
+    return _PARAMETER.sub(flag, text)

@@ -1,0 +1,101 @@
+"""What a scene prediction is asked to do (:class:`SceneOptions`) and what it wrote.
+
+:func:`dsifn.inference.scene.predict_scene` takes the fields of :class:`SceneOptions` as keyword
+arguments and returns a :class:`SceneResult`; both are re-exported by
+:mod:`dsifn.inference.scene`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from dsifn._validation import check_choice
+from dsifn.contract import check_threshold
+from dsifn.errors import ConfigError
+from dsifn.scaling import ScalingRule
+
+__all__ = [
+    "AttentionMode",
+    "OutputDtype",
+    "OutputMode",
+    "PathLike",
+    "SceneOptions",
+    "SceneResult",
+]
+
+OutputMode = Literal["probability", "mask", "both"]
+AttentionMode = Literal["tile", "scene"]
+OutputDtype = Literal["float32", "uint8"]
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    """How :func:`~dsifn.inference.scene.predict_scene` tiles, scales and writes.
+
+    Defaults suit a CPU.
+    """
+
+    # None: the model's fixed size, else the tile size it trained on, else 512 (scene
+    # attention: 1024).
+    tile_size: int | None = None
+    overlap: int | None = None  # pixels shared by neighbouring tiles; None: tile_size // 8
+    batch_size: int = 1  # tiles per forward pass (1 keeps DSIFN on a CPU under 2 GiB)
+    tta: bool = False  # average the 8 flips/rotations of each tile
+    # Channel attention's descriptors: pooled over each tile ("tile", fast), or over the whole
+    # scene ("scene": equals the network run on the whole scene; one more pass per attention
+    # stage, windows with 288-pixel margins; see dsifn.inference.scene_attention).
+    attention: AttentionMode = "tile"
+    mode: OutputMode = "probability"  # bands written: probability, binary mask, or both
+    dtype: OutputDtype = "float32"  # probability as float32, or uint8 round(p * 254)
+    threshold: float | None = None  # decision threshold; None: the model's recorded one
+    cog: bool = False  # write a Cloud-Optimized GeoTIFF (with overviews)
+    # How pixels become input; None: as the model's input contract records (dsifn.contract).
+    bands: tuple[int, ...] | tuple[str, ...] | None = None  # numbers, or names (B04...)
+    scale: float | None = None  # fixed divisor of raw values (10000 for Sentinel-2 L1C)
+    stretch: tuple[float, float] | None = None  # per-band percentile stretch from both dates
+    align: bool = False  # resample T2 onto T1's grid instead of refusing a mismatch
+    polygons: PathLike | None = None  # also write changed regions (.gpkg or .geojson)
+    min_area: float = 0.0  # drop polygons smaller than this (CRS units squared)
+    quicklook: PathLike | None = None  # also write a before | after | change PNG
+    overwrite: bool = False  # replace existing outputs
+    progress: bool = True  # show a progress bar over tiles
+    runtime: str = "auto"  # for a model given as a path: "auto" (by file), "torch", "onnxruntime"
+    device: str = "auto"  # for a model given as a path
+    precision: str = "auto"  # for a model given as a path (torch runtime)
+
+    def __post_init__(self) -> None:
+        """Check values users can get wrong."""
+        check_choice("mode", self.mode, get_args(OutputMode))
+        check_choice("dtype", self.dtype, get_args(OutputDtype))
+        check_choice("attention", self.attention, get_args(AttentionMode))
+        if self.attention == "scene" and self.overlap is not None:
+            raise ConfigError(
+                "with scene-wide attention the overlap follows from the model's receptive "
+                f"field, so it cannot be set (overlap={self.overlap})"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1; got {self.batch_size}")
+        if self.threshold is not None:
+            check_threshold(self.threshold)
+        ScalingRule.of(self.scale, self.stretch)  # refuses values that make no sense
+        if self.min_area < 0:
+            raise ConfigError(f"min area must not be negative; got {self.min_area}")
+        if self.overlap is not None and self.overlap < 0:
+            raise ConfigError(f"overlap must not be negative; got {self.overlap}")
+
+
+@dataclass(frozen=True)
+class SceneResult:
+    """What :func:`~dsifn.inference.scene.predict_scene` wrote."""
+
+    output: Path  # the change map
+    polygons: Path | None  # the polygon file, if asked for
+    quicklook: Path | None  # the quicklook PNG, if asked for
+    polygon_count: int | None  # polygons written
+    tiles: int  # tiles predicted (before test-time augmentation)
+    threshold: float  # decision threshold used
+    tags: dict[str, str]  # metadata recorded in the output
