@@ -35,6 +35,9 @@ _UNIONS = (Union, types.UnionType)
 class Config:
     """Base of dsifn's config dataclasses: a checked round trip through plain dictionaries.
 
+    A config with tuple or nested-config fields calls :func:`settle` first in its
+    ``__post_init__``, so that it takes lists and dicts from Python callers too.
+
     Attributes:
         section: The config's key in error messages (``data`` for ``data.bands``).
     """
@@ -186,15 +189,16 @@ def _union(value: Any, arms: tuple[Any, ...], key: str) -> Any:
         if type(None) in arms:
             return None
         raise ConfigError(f"{key} may not be null")
-    errors = []
+    errors: dict[str, None] = {}  # each reason once, in the order of the arms
     for arm in arms:
         if arm is type(None):
             continue
         try:
             return coerce(value, arm, key)
         except ConfigError as exc:
-            errors.append(str(exc))
-    raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {'; '.join(errors)}")
+            errors[str(exc)] = None
+    reasons = list(errors)
+    raise ConfigError(reasons[0] if len(reasons) == 1 else f"{key}: {'; '.join(reasons)}")
 
 
 def _items(value: Any, key: str) -> list[Any] | tuple[Any, ...]:
