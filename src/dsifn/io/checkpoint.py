@@ -14,9 +14,6 @@ decision threshold, training configuration and history, where converted weights 
 from __future__ import annotations
 
 import os
-import pickle
-import re
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from dsifn._version import __version__
 from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import CheckpointError, ConfigError
 from dsifn.io.atomic import atomic_path, check_input_file
+from dsifn.io.plain import MAKE_CHECKPOINT, load_plain
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
 
 __all__ = [
@@ -43,9 +41,6 @@ __all__ = [
 
 FORMAT = "dsifn"
 FORMAT_VERSION = 1
-
-# How a good checkpoint is made, for the messages that refuse a file.
-_MAKE_ONE = "write one with dsifn.save_checkpoint(path, model), dsifn train or dsifn convert"
 
 
 def save_checkpoint(
@@ -107,7 +102,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = check_input_file(path, "checkpoint", CheckpointError)
     payload = load_plain(file)
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
-        hint = f"; {_MAKE_ONE}"
+        hint = f"; {MAKE_CHECKPOINT}"
         if isinstance(payload, Mapping) and any(str(k).startswith("t1_base.") for k in payload):
             hint = " (it looks like an official DSIFN state dict: use dsifn.load_official_pytorch)"
         elif not isinstance(payload, Mapping):
@@ -134,67 +129,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if meta.get("threshold") is not None:
         _check_threshold(meta["threshold"], str(file))
     return dict(payload)
-
-
-def load_plain(path: str | os.PathLike[str]) -> Any:
-    """``torch.load`` a file with ``weights_only=True``, refusing it in dsifn's words.
-
-    Torch's own refusal runs to a thousand characters and advises ``weights_only=False``,
-    which for a file of pickled objects is exactly the unsafe step; dsifn never takes it.
-
-    Args:
-        path: A file written by ``torch.save``.
-
-    Returns:
-        What the file holds (tensors, numbers, text, lists and dictionaries only).
-
-    Raises:
-        CheckpointError: Saying what the file is not and how to write a good one.
-    """
-    file = Path(path)
-    try:
-        size = file.stat().st_size
-    except OSError as exc:
-        raise CheckpointError(f"{file} cannot be read: {exc.strerror or exc}") from exc
-    if size == 0:
-        raise CheckpointError(
-            f"{file} is not a dsifn checkpoint: it is empty (0 bytes, perhaps an interrupted "
-            f"copy); {_MAKE_ONE}"
-        )
-    try:
-        with warnings.catch_warnings():
-            # Torch warns about pickle protocols on its way to refusing a file; the refusal
-            # below says what matters.
-            warnings.simplefilter("ignore")
-            return torch.load(file, map_location="cpu", weights_only=True)
-    except PermissionError as exc:
-        raise CheckpointError(f"{file} cannot be read: permission denied") from exc
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found is None and not _head(file).startswith(b"\x80"):  # no pickle protocol mark
-            raise CheckpointError(
-                f"{file} is not a dsifn checkpoint: it is not a file written by torch.save; "
-                f"{_MAKE_ONE}"
-            ) from exc
-        what = f" ({found.group(1)})" if found else ""
-        raise CheckpointError(
-            f"{file} is not a dsifn checkpoint: it holds pickled Python objects{what}, which "
-            "dsifn never loads (loading them can run any code); where it was made, save "
-            "model.state_dict() instead of objects, or write the DSIFN with "
-            "dsifn.save_checkpoint(path, model)"
-        ) from exc
-    except Exception as exc:  # zip, pickle-stream and torch format errors alike
-        why = (
-            "it is a damaged or truncated torch.save file"
-            if _head(file).startswith(b"PK\x03\x04")  # torch.save writes a zip archive
-            else "it is not a file written by torch.save"
-        )
-        raise CheckpointError(f"{file} is not a dsifn checkpoint: {why}; {_MAKE_ONE}") from exc
-
-
-def _head(file: Path) -> bytes:
-    with file.open("rb") as handle:
-        return handle.read(4)
 
 
 def _short(value: Any) -> str:

@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from dsifn.errors import WeightsError
+from dsifn.errors import CheckpointError, WeightsError
+from dsifn.io.atomic import check_input_file
+from dsifn.io.plain import load_plain
 from dsifn.models.normalization import IMAGENET_RGB, Normalization
 
 __all__ = [
@@ -256,8 +258,6 @@ def fetch_encoder_weights(source: str | os.PathLike[str] | WeightsRecord) -> Pat
         return fetch_weights(source)
     if source == VGG16_IMAGENET1K_V1.name:
         return fetch_weights(VGG16_IMAGENET1K_V1)
-    from dsifn.io.atomic import check_input_file
-
     return check_input_file(source, "encoder weights file", WeightsError)
 
 
@@ -274,10 +274,6 @@ def load_vgg16_state_dict(source: str | os.PathLike[str] | WeightsRecord) -> dic
     Raises:
         WeightsError: If the file is missing, unreadable or not a state dict.
     """
-    # Imported here: dsifn.io.checkpoint imports the model, which imports this module.
-    from dsifn.errors import CheckpointError
-    from dsifn.io.checkpoint import load_plain
-
     path = fetch_encoder_weights(source)
     try:
         state = load_plain(path)  # refuses junk and pickled objects in one line of ours
