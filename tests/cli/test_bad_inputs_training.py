@@ -6,7 +6,6 @@ Each refusal here used to come after ``run/config.yaml`` was written, so the ret
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,7 @@ from PIL import Image
 
 from dsifn import load_checkpoint
 from dsifn.cli.main import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from train_fixtures import write_levir
+from fixtures.datasets import write_levir
 
 TINY = [
     "model.encoder_weights=null",

@@ -25,35 +25,17 @@ from dsifn.evaluation.scoring import (
     score_batches,
 )
 from dsifn.metrics import ThresholdSweep
+from fixtures.datasets import write_levir
 
 SIZE = 32
 PAIRS = {"train": 1, "val": 2, "test": 2}
 
 
-def write_levir(root: Path, bands: int = 3, seed: int = 0) -> Path:
-    """A LEVIR-CD style folder: T2 = T1 with a bright square where the label says change."""
-    rng = np.random.default_rng(seed)
-    for split, count in PAIRS.items():
-        for folder in ("A", "B", "label"):
-            (root / split / folder).mkdir(parents=True)
-        for i in range(count):
-            t1 = rng.integers(0, 200, (SIZE, SIZE, bands), dtype=np.uint8)
-            t2 = t1.copy()
-            label = np.zeros((SIZE, SIZE), np.uint8)
-            top, left = rng.integers(0, SIZE - 10, size=2)
-            label[top : top + 10, left : left + 10] = 255
-            t2[label > 0] = 250
-            mode = "RGB" if bands == 3 else "RGBA"
-            Image.fromarray(t1, mode).save(root / split / "A" / f"p{i}.png")
-            Image.fromarray(t2, mode).save(root / split / "B" / f"p{i}.png")
-            Image.fromarray(label).save(root / split / "label" / f"p{i}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("eval")
-    data = write_levir(base / "levir")
+    counts = (PAIRS["train"], PAIRS["val"], PAIRS["test"])
+    data = write_levir(base / "levir", size=SIZE, counts=counts, noise=0)
     torch.manual_seed(0)
     model = DSIFN(encoder_weights=None, dropout=0.0).eval()
     # An untrained net predicts nearly the same logit everywhere: stretch its finest head so
@@ -161,7 +143,7 @@ def test_report_masks_and_error_maps(full_run, workspace):
     out = full_run["out"]
     page = (out / "report.html").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
-    for (prob, ref), name in zip(full_run["probs"], ("p0", "p1"), strict=True):
+    for (prob, ref), name in zip(full_run["probs"], ("test_0", "test_1"), strict=True):
         mask = np.asarray(Image.open(out / "masks" / f"{name}.png"))
         np.testing.assert_array_equal(mask, np.where(prob > 0.45, 255, 0))
         errors = np.asarray(Image.open(out / "errors" / f"{name}.png"))
@@ -171,8 +153,8 @@ def test_report_masks_and_error_maps(full_run, workspace):
             assert (out / picture).is_file()
             assert f'src="{picture}"' in page
         assert f'src="errors/{name}.png"' in page and f'src="masks/{name}.png"' in page
-    before = np.asarray(Image.open(out / "report" / "p0_before.png"))
-    t1 = np.asarray(Image.open(workspace["data"] / "test" / "A" / "p0.png"))
+    before = np.asarray(Image.open(out / "report" / "test_0_before.png"))
+    t1 = np.asarray(Image.open(workspace["data"] / "test" / "A" / "test_0.png"))
     np.testing.assert_array_equal(before, t1)
     # Rows sorted from the worst F1 to the best.
     by_f1 = sorted(
@@ -287,10 +269,10 @@ def test_evaluate_api_per_image_counts_add_up(workspace):
         per_image=True, on_prediction=seen.append,
     )  # fmt: skip
     assert result.threshold == 0.5 and result.images == 2
-    assert [r.name for r in result.per_image] == ["p0", "p1"]
+    assert [r.name for r in result.per_image] == ["test_0", "test_1"]
     for key in ("tp", "fp", "fn", "tn"):
         assert sum(getattr(r, key) for r in result.per_image) == getattr(result, key)
-    assert [p.name for p in seen] == ["p0", "p1"]
+    assert [p.name for p in seen] == ["test_0", "test_1"]
     first = seen[0]
     assert first.probability.shape == (1, SIZE, SIZE)
     assert torch.equal(first.prediction, first.probability > 0.5)

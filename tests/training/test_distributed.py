@@ -9,9 +9,10 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
-from train_fixtures import tiny_config, write_levir
 
 from dsifn.distributed import EpochSampler, ShardSampler, setup_distributed
+from fixtures.datasets import write_levir
+from fixtures.training import tiny_config
 
 
 def test_epoch_sampler_shards_cover_the_permutation_and_depend_on_seed_and_epoch():
@@ -151,6 +152,6 @@ def test_an_error_on_rank0_stops_every_rank_instead_of_hanging(tmp_path):
             if process.is_alive():
                 process.kill()
     messages = [(out / f"rank{r}.txt").read_text() for r in range(2)]
-    assert messages[0].startswith("OutputExistsError") and "--overwrite" in messages[0]
+    assert messages[0].startswith("OutputExistsError") and "`overwrite=True`" in messages[0]
     assert messages[1].startswith("DSIFNError: another training process failed")
     assert sorted(p.name for p in run_dir.iterdir()) == ["keep.txt"]

@@ -8,13 +8,14 @@ import math
 import pytest
 import torch
 from PIL import Image
-from train_fixtures import tiny_config, write_levir
 
 from dsifn import load_checkpoint
 from dsifn.errors import CheckpointError, ConfigError, DataError, DSIFNError, OutputExistsError
 from dsifn.io.checkpoint import read_checkpoint
 from dsifn.models import DSIFN
 from dsifn.training.engine import train
+from fixtures.datasets import write_levir
+from fixtures.training import tiny_config
 
 
 class Interrupted(Exception):
@@ -110,7 +111,7 @@ def test_existing_run_is_not_reused_without_overwrite(tmp_path, levir):
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="`overwrite=True`"):
         train(tiny_config(levir), run, progress=False)
     assert (run / "notes.txt").read_text() == "mine"
     with pytest.raises(CheckpointError, match="nothing to resume"):

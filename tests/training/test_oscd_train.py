@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from dsifn import load_checkpoint
@@ -12,7 +9,6 @@ from dsifn.cli.main import main
 from dsifn.training.config import load_config
 
 # The OSCD writer lives beside the data tests, which make the same tree.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from fixtures.datasets import write_oscd
 
 TINY = [

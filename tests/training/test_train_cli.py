@@ -6,11 +6,11 @@ import json
 
 import pytest
 from PIL import Image
-from train_fixtures import write_levir
 
 from dsifn import load_checkpoint
 from dsifn.cli.main import main
 from dsifn.training.config import load_config
+from fixtures.datasets import write_levir
 
 TINY = [
     "model.encoder_weights=null",
