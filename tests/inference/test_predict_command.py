@@ -155,4 +155,32 @@ def test_keras_variant_refuses_another_tile_size(tmp_path, pair, capsys):
     argv = ["predict", "--checkpoint", str(path), "--before", str(pair[0]), "--after"]
     argv += [str(pair[1]), "--out", str(tmp_path / "o.tif"), "--tile-size", "64"]
     assert main(argv) == 2
-    assert "32x32 tiles only" in _error_line(capsys)
+    line = _error_line(capsys)
+    assert "32x32 tiles only" in line and "--tile-size 64 is not possible" in line
+
+
+def test_library_errors_are_told_with_the_commands_flags(checkpoint, pair, tmp_path, capsys):
+    # The library names its parameters (bands=(4, 3, 2), mode="mask"); the CLI says the flags.
+    four = write_geotiff(tmp_path / "four.tif", uint16_scene(4, 80, 96, bands=4))
+    pngs = []
+    for name in ("t1.png", "t2.png"):
+        Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / name)
+        pngs.append(str(tmp_path / name))
+    cases = [
+        ([str(four)], [str(four)], "o.tif", [], "e.g. --bands 4,3,2"),
+        (pngs[:1], pngs[1:], "o.png", ["--mode", "both"], "use --mode probability or --mode mask"),
+        (
+            [str(pair[0])],
+            [str(pair[1])],
+            "o.tif",
+            ["--attention", "scene", "--overlap", "8"],
+            "cannot be set (--overlap 8)",
+        ),
+    ]
+    for before, after, out, extra, message in cases:
+        argv = ["predict", "--checkpoint", str(checkpoint), "--before", *before, "--after"]
+        argv += [*after, "--out", str(tmp_path / out), "--quiet", *extra]
+        assert main(argv) == 2
+        line = _error_line(capsys)
+        assert message in line and "=" not in line, line
+        assert not (tmp_path / out).exists()
