@@ -15,11 +15,11 @@ import pytest
 import rasterio
 import torch
 from PIL import Image
-from rasterio.transform import from_origin
 
 from dsifn import load_checkpoint
 from dsifn.cli.main import main
 from dsifn.contract import CONTRACT_KEY, InputContract, is_change
+from fixtures.rasters import write_geotiff
 
 SIZE = 48
 # Compared with fp32 arithmetic: `auto` takes bf16 on CPUs that have it.
@@ -41,20 +41,6 @@ TINY = [
 ]
 
 
-def _write_tif(path, data):
-    profile = {
-        "driver": "GTiff",
-        "width": data.shape[-1],
-        "height": data.shape[-2],
-        "count": data.shape[0],
-        "dtype": data.dtype.name,
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000.0, 4600000.0, 10.0, 10.0),
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A LEVIR-layout folder of 4-band uint16 GeoTIFFs and a model trained on it."""
@@ -69,8 +55,8 @@ def trained(tmp_path_factory):
             t2[:, 10:30, 12:34] = 9000
             label = np.zeros((SIZE, SIZE), np.uint8)
             label[10:30, 12:34] = 255
-            _write_tif(root / split / "A" / f"p{i}.tif", t1)
-            _write_tif(root / split / "B" / f"p{i}.tif", t2)
+            write_geotiff(root / split / "A" / f"p{i}.tif", t1, nodata=None)
+            write_geotiff(root / split / "B" / f"p{i}.tif", t2, nodata=None)
             Image.fromarray(label).save(root / split / "label" / f"p{i}.png")
     run = root / "run"
     argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress", *TINY]

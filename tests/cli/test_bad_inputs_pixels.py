@@ -5,26 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 from dsifn import DSIFN, save_checkpoint
 from dsifn.cli.main import main
-
-
-def _write(path, data, **extra):
-    profile = {
-        "driver": "GTiff",
-        "width": data.shape[-1],
-        "height": data.shape[-2],
-        "count": data.shape[0],
-        "dtype": data.dtype.name,
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000.0, 4600000.0, 10.0, 10.0),
-        **extra,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
+from fixtures.rasters import write_geotiff
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +19,13 @@ def model(tmp_path_factory):
 
 def test_a_truncated_geotiff_is_named_in_one_line(model, tmp_path, capsys):
     rng = np.random.default_rng(0)
-    t1 = _write(tmp_path / "t1.tif", rng.integers(0, 255, (3, 256, 256), dtype=np.uint8))
-    t2 = _write(
+    t1 = write_geotiff(
+        tmp_path / "t1.tif", rng.integers(0, 255, (3, 256, 256), dtype=np.uint8), nodata=None
+    )
+    t2 = write_geotiff(
         tmp_path / "t2.tif",
         rng.integers(0, 255, (3, 256, 256), dtype=np.uint8),
+        nodata=None,
         tiled=True,
         blockxsize=64,
         blockysize=64,
@@ -60,8 +47,9 @@ def test_nan_pixels_of_a_float_scene_are_nodata_pixel_by_pixel(model, tmp_path, 
     t1 = rng.random((3, 40, 40), dtype=np.float32)
     t1[1, 5, 7] = np.nan  # one band of one pixel, no nodata tag anywhere
     t1[:, 30, 30] = np.nan
-    before = _write(tmp_path / "t1.tif", t1)
-    after = _write(tmp_path / "t2.tif", rng.random((3, 40, 40), dtype=np.float32))
+    before = write_geotiff(tmp_path / "t1.tif", t1, nodata=None)
+    t2 = rng.random((3, 40, 40), dtype=np.float32)
+    after = write_geotiff(tmp_path / "t2.tif", t2, nodata=None)
     out = tmp_path / "out.tif"
     argv = ["predict", "--checkpoint", str(model), "--before", str(before)]
     assert main([*argv, "--after", str(after), "--out", str(out), "--quiet"]) == 0
