@@ -184,3 +184,13 @@ def test_library_errors_are_told_with_the_commands_flags(checkpoint, pair, tmp_p
         line = _error_line(capsys)
         assert message in line and "=" not in line, line
         assert not (tmp_path / out).exists()
+
+
+def test_one_pair_is_refused_under_torchrun(checkpoint, pair, tmp_path, capsys, monkeypatch):
+    # Every process would write the same map: torchrun shares folders of pairs only.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    argv = ["predict", "--checkpoint", str(checkpoint), "--before", str(pair[0])]
+    argv += ["--after", str(pair[1]), "--out", str(tmp_path / "o.tif"), "--quiet"]
+    assert main(argv) == 2
+    assert "--before-dir" in _error_line(capsys)
+    assert not (tmp_path / "o.tif").exists()

@@ -7,10 +7,14 @@ import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
 from dsifn.inference.runner import Runtime
+
+if TYPE_CHECKING:
+    from dsifn.inference.folders import FolderPairs
+    from dsifn.inference.scene import SceneResult
 
 NAME = "predict"
 HELP = "predict the change map of a pair of scenes (GeoTIFF or PNG/JPEG), tile by tile"
@@ -205,7 +209,7 @@ def _world_size() -> int:
     return int(text) if text.isdigit() else 1
 
 
-def _line(result: Any) -> str:
+def _line(result: SceneResult) -> str:
     """What ``dsifn predict`` prints for a pair it wrote."""
     tiles = f"{result.tiles} tile" + ("" if result.tiles == 1 else "s")
     line = f"wrote {result.output} ({tiles}, threshold {result.threshold:g})"
@@ -216,7 +220,7 @@ def _line(result: Any) -> str:
     return line
 
 
-def _unmatched(pairs: Any) -> None:
+def _unmatched(pairs: FolderPairs) -> None:
     """Name the files of either folder that have no partner in the other."""
     if pairs.only_before:
         print(
@@ -258,10 +262,10 @@ def _predict_folders(args: argparse.Namespace, options: dict[str, Any]) -> None:
         **options,
     )
     if done.world_size > 1 and done.rank == 0:
-        pairs = len(done.results)
+        pairs, tiles = len(done.results), done.tiles
         print(
             f"predicted {pairs} pair{'' if pairs == 1 else 's'} on {done.world_size} processes "
-            f"({done.tiles} tiles)"
+            f"({tiles} tile{'' if tiles == 1 else 's'})"
         )
 
 
