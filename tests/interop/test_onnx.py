@@ -19,38 +19,12 @@ from dsifn.cli.main import main
 from dsifn.errors import InputError, WeightsError
 from dsifn.inference.runner import load_runner
 from dsifn.interop.onnx import METADATA_KEY, OUTPUT_NAMES, OnnxRunner, export_onnx
-from dsifn.io.checkpoint import save_checkpoint
 from dsifn.models import DSIFN
 
 
-def randomise(model):
-    """Weights that make the outputs depend clearly on the input (He-scaled, varied BN)."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif name.endswith(("running_mean", "bias")):
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
-            elif tensor.ndim <= 3:
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) * 0.5 + 0.5)
-            else:
-                fan_in = tensor[0].numel() if ".up." not in name else tensor.shape[0] * 4
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * (2 / fan_in) ** 0.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("onnx")
-    model = randomise(DSIFN(variant="pytorch"))
-    checkpoint = save_checkpoint(folder / "m.pt", model, meta={"threshold": 0.4})
-    onnx_path = folder / "model.onnx"
-    argv = ["export", "--checkpoint", str(checkpoint), "--format", "onnx", "-o", str(onnx_path)]
-    assert main(argv) == 0
-    return model, checkpoint, onnx_path
+def exported(checkpoint, onnx_file):
+    return (*checkpoint, onnx_file)
 
 
 def _torch_probabilities(model, t1, t2):
@@ -99,7 +73,7 @@ def test_metadata_and_runner_attributes(exported, tmp_path, capsys):
 
 
 @pytest.mark.slow  # a second full export: about 25 s of CPU
-def test_keras_variant_exports_at_its_fixed_size(tmp_path):
+def test_keras_variant_exports_at_its_fixed_size(tmp_path, randomise):
     model = randomise(DSIFN(variant="keras", input_size=32))
     path = export_onnx(model, tmp_path / "k.onnx", meta={"tile_size": 32}, check=False)
     runner = OnnxRunner(path, device="cpu")

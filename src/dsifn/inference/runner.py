@@ -1,11 +1,12 @@
 """Tile runners: the one interface through which prediction, evaluation and benchmarks run a model.
 
 Code that runs a model talks to it only through the :class:`TileRunner` protocol, so a PyTorch
-checkpoint (:class:`TorchRunner`) and an exported ONNX model (``dsifn.interop.onnx.OnnxRunner``,
-the ``onnx`` extra) are interchangeable. :func:`load_runner` is the one place where a model file
-becomes a runner: each runtime is an entry of :data:`RUNTIMES`, chosen by the file it is given
-(``.onnx``: onnxruntime; anything else: a dsifn checkpoint on torch) or by name. Every runner
-carries the model's :class:`~dsifn.contract.InputContract`.
+checkpoint (:class:`TorchRunner`), an exported ONNX model (``dsifn.interop.onnx.OnnxRunner``,
+the ``onnx`` extra) and an OpenVINO IR (``dsifn.interop.openvino.OpenVINORunner``, the
+``openvino`` extra), in fp32 or int8, are interchangeable. :func:`load_runner` is the one place
+where a model file becomes a runner: each runtime is an entry of :data:`RUNTIMES`, chosen by the
+file it is given (``.onnx``: onnxruntime; ``.xml``: openvino; anything else: a dsifn checkpoint
+on torch) or by name. Every runner carries the model's :class:`~dsifn.contract.InputContract`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dsifn.models.normalization import Normalization
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "MODEL_SUFFIXES",
     "RUNTIMES",
     "Runtime",
     "TileRunner",
@@ -36,7 +38,8 @@ __all__ = [
     "runtime_for",
 ]
 
-Runtime = Literal["auto", "torch", "onnxruntime"]
+# "auto" and the names of RUNTIMES (a test keeps the two equal).
+Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
 
 
 @runtime_checkable
@@ -199,13 +202,21 @@ def _onnx_runner(path: Path, device: str, precision: str) -> TileRunner:
     return runner
 
 
+def _openvino_runner(path: Path, device: str, precision: str) -> TileRunner:
+    from dsifn.interop.openvino import OpenVINORunner  # it says which extra is missing
+
+    runner: TileRunner = OpenVINORunner(path, device=device, precision=precision)
+    return runner
+
+
 # Each runtime: (path, device, precision) -> runner. The next runtime is one entry here.
 RUNTIMES: dict[str, Callable[[Path, str, str], TileRunner]] = {
     "torch": _torch_runner,
     "onnxruntime": _onnx_runner,
+    "openvino": _openvino_runner,
 }
 # Model files each runtime is chosen for by default (anything else: torch).
-_SUFFIXES = {".onnx": "onnxruntime"}
+MODEL_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino"}
 
 
 def runtime_for(path: str | os.PathLike[str], runtime: str = "auto") -> str:
@@ -213,7 +224,7 @@ def runtime_for(path: str | os.PathLike[str], runtime: str = "auto") -> str:
     check_choice("runtime", runtime, get_args(Runtime))
     if runtime != "auto":
         return runtime
-    return _SUFFIXES.get(Path(path).suffix.lower(), "torch")
+    return MODEL_SUFFIXES.get(Path(path).suffix.lower(), "torch")
 
 
 def load_runner(
@@ -226,10 +237,11 @@ def load_runner(
     """Load a model file as a :class:`TileRunner`.
 
     Args:
-        path: A dsifn checkpoint, or an exported ``.onnx`` model.
-        runtime: ``"auto"`` (by the file), ``"torch"`` or ``"onnxruntime"``.
+        path: A dsifn checkpoint, an exported ``.onnx`` model or an OpenVINO ``.xml``.
+        runtime: ``"auto"`` (by the file: :data:`MODEL_SUFFIXES`) or a name of :data:`RUNTIMES`.
         device: Where to run.
-        precision: Numeric precision (torch runtime; ONNX models run as exported).
+        precision: Numeric precision (torch; OpenVINO, for what int8 does not cover; ONNX
+            models run as exported).
 
     Returns:
         The runner.

@@ -1,9 +1,9 @@
-"""ONNX export of DSIFN and a tile runner on onnxruntime (the ``onnx`` extra).
+"""ONNX export of DSIFN, its int8 quantisation, and a tile runner on onnxruntime (``onnx`` extra).
 
-The exported graph (inputs ``t1``, ``t2``: normalised float32 (B, C, H, W)) returns the five
-change **probabilities** (sigmoid applied), finest first, named ``prob_stride1`` ...
-``prob_stride16``; each is (B, 1, H/s, W/s). Probabilities, not logits, because an ONNX model
-is for deployment and every consumer wants them.
+The exported graph (:mod:`dsifn.interop.exported`: inputs ``t1``, ``t2``, normalised float32
+(B, C, H, W)) returns the five change **probabilities** (sigmoid applied), finest first, named
+``prob_stride1`` ... ``prob_stride16``; each is (B, 1, H/s, W/s). Probabilities, not logits,
+because an ONNX model is for deployment and every consumer wants them.
 
 Batch size is dynamic. For the ``"pytorch"`` variant H and W are dynamic too but must be
 multiples of 16: the graph has no padding logic (the model's pad-to-16 step depends on the
@@ -11,17 +11,24 @@ input size, which would be fixed at export time). :class:`OnnxRunner` pads by re
 :class:`~dsifn.models.DSIFN` does and crops, so any size >= 16 works through it. The
 ``"keras"`` variant takes its fixed size only.
 
+``int8=True`` (or :func:`quantize_onnx` on an fp32 export) quantises the graph with
+onnxruntime's static QDQ quantisation on calibration tiles of a dataset
+(:mod:`dsifn.interop.quantize`), measures what it costs on held-out tiles and refuses a model
+that loses too much F1; nothing is written then.
+
 What is needed to use the file sits in its ``metadata_props`` under the key ``"dsifn"``, as
 JSON: the input contract (:mod:`dsifn.contract`: bands, scaling, nodata, normalisation, the
 tile size it trained on, threshold and rule), model configuration, fixed tile size, size
-multiple, output names and the checkpoint's metadata.
+multiple, output names, precision, the accuracy cost of int8 and the checkpoint's metadata.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,67 +37,42 @@ import torch
 from torch import Tensor, nn
 
 from dsifn._optional import require
-from dsifn._version import __version__
-from dsifn.contract import CONTRACT_KEY, InputContract
-from dsifn.errors import ConfigError, InputError, WeightsError
+from dsifn.errors import ConfigError, WeightsError
+from dsifn.interop.exported import (
+    INPUT_NAMES,
+    METADATA_KEY,
+    OUTPUT_NAMES,
+    ExportedRunner,
+    Probabilities,
+    check_against_torch,
+    contract_of,
+    export_metadata,
+    parse_metadata,
+    sample_pair,
+)
+from dsifn.interop.quantize import (
+    Calibration,
+    CalibrationSet,
+    check_cost,
+    measure_cost,
+    quantize_onnx_file,
+    read_calibration,
+)
 from dsifn.io.atomic import atomic_path, check_input_file, check_output_path
-from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE, DSIFNConfig
-from dsifn.models.normalization import Normalization
+from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE
 
-__all__ = ["INPUT_NAMES", "METADATA_KEY", "OUTPUT_NAMES", "OnnxRunner", "export_onnx"]
+__all__ = [
+    "INPUT_NAMES",
+    "METADATA_KEY",
+    "OUTPUT_NAMES",
+    "OnnxRunner",
+    "export_onnx",
+    "quantize_onnx",
+    "read_info",
+]
 
-INPUT_NAMES = ("t1", "t2")
-OUTPUT_NAMES = tuple(f"prob_stride{s}" for s in (1, 2, 4, 8, 16))
-METADATA_KEY = "dsifn"
 DEFAULT_OPSET = 18  # the lowest opset the dynamo exporter writes natively
-
-
-class _Probabilities(nn.Module):
-    """DSIFN with a sigmoid on each side output: what the ONNX graph computes."""
-
-    def __init__(self, model: DSIFN) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, t1: Tensor, t2: Tensor) -> tuple[Tensor, ...]:
-        return tuple(torch.sigmoid(o) for o in self.model(t1, t2))
-
-
-def onnx_metadata(model: DSIFN, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON-able description stored with an exported model.
-
-    Args:
-        model: The exported network.
-        meta: Checkpoint metadata (threshold, source...); defaults to ``model.checkpoint_meta``.
-
-    Returns:
-        A dictionary (see the module docstring).
-    """
-    cfg = model.config
-    recorded = dict(model.checkpoint_meta if meta is None else meta)
-    norm = cfg.input_normalization
-    contract = InputContract.from_meta(recorded, cfg)
-    return {
-        "format": "dsifn-onnx",
-        "format_version": 1,
-        "dsifn_version": __version__,
-        "model_config": cfg.to_dict(),
-        "normalization": {
-            "mean": list(norm.mean),
-            "std": list(norm.std),
-            "scale": norm.scale,
-            "reverse_bands": norm.reverse_bands,
-        },
-        "in_channels": cfg.in_channels,
-        "threshold": contract.threshold,
-        CONTRACT_KEY: contract.to_dict(),
-        "tile_size": cfg.input_size,
-        "size_multiple": SIZE_MULTIPLE,
-        "inputs": list(INPUT_NAMES),
-        "outputs": list(OUTPUT_NAMES),
-        "output_kind": "probabilities",
-        "meta": recorded,
-    }
+FORMAT = "dsifn-onnx"
 
 
 def _export_to(
@@ -143,6 +125,33 @@ def _export_to(
         return "torchscript"
 
 
+def _write_metadata(file: Path, info: dict[str, Any]) -> None:
+    """Store ``info`` as the file's ``dsifn`` metadata entry (replacing one there)."""
+    onnx = require("onnx", "onnx", "ONNX export")
+    graph = onnx.load(str(file))
+    kept = [p for p in graph.metadata_props if p.key != METADATA_KEY]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(info, default=str)
+    graph.producer_name = "dsifn"
+    onnx.save(graph, str(file))
+
+
+def _export_fp32(
+    net: Probabilities, info: dict[str, Any], file: Path, opset: int, check: bool
+) -> None:
+    """Write the fp32 graph of ``net`` with ``info``; compare it with PyTorch if ``check``."""
+    cfg = net.model.config
+    side = cfg.input_size or 2 * SIZE_MULTIPLE
+    sample = sample_pair(cfg.in_channels, side, side)
+    info["exporter"] = _export_to(net, sample, file, opset, fixed=cfg.input_size is not None)
+    _write_metadata(file, info)
+    if check:
+        runner = OnnxRunner(file, device="cpu")
+        check_against_torch(net, runner, cfg.input_size, cfg.in_channels, "ONNX graph")
+
+
 def export_onnx(
     model: DSIFN,
     path: str | os.PathLike[str],
@@ -151,8 +160,10 @@ def export_onnx(
     overwrite: bool = False,
     meta: dict[str, Any] | None = None,
     check: bool = True,
+    int8: bool = False,
+    calibration: Calibration | str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Export ``model`` to ONNX, atomically, with its metadata.
+    """Export ``model`` to ONNX, atomically, with its metadata; in int8 if asked.
 
     Args:
         model: The network; it is moved to the CPU in float32 and set to eval mode.
@@ -160,65 +171,103 @@ def export_onnx(
         opset: ONNX opset version.
         overwrite: Replace an existing file.
         meta: Metadata to record; defaults to ``model.checkpoint_meta``.
-        check: Run the written graph in onnxruntime at a size other than the export sample's
-            and compare it with PyTorch (max difference 1e-4) before the file is kept.
+        check: Run the fp32 graph in onnxruntime at a size other than the export sample's
+            and compare it with PyTorch (max difference 1e-4) before going on.
+        int8: Quantise the graph (static QDQ, per-channel weights) on calibration tiles.
+        calibration: Where the tiles come from (a :class:`~dsifn.interop.quantize.Calibration`
+            or a dataset folder, read with its defaults); needed by ``int8``.
 
     Returns:
         The path written.
 
     Raises:
         OutputExistsError: If ``path`` exists and ``overwrite`` is false.
-        WeightsError: If export fails or the exported graph disagrees with PyTorch.
+        WeightsError: If export fails, the graph disagrees with PyTorch, or the int8 model
+            loses more F1 than ``calibration.max_f1_drop`` (nothing is written then).
+        DataError: If the calibration data cannot be read.
     """
-    onnx = require("onnx", "onnx", "ONNX export")
-
+    require("onnx", "onnx", "ONNX export")
     if opset < DEFAULT_OPSET:
         raise ConfigError(f"opset must be at least {DEFAULT_OPSET}; got {opset}")
     check_output_path(path, overwrite=overwrite)
+    if check or int8:
+        require("onnxruntime", "onnx", "running the exported ONNX graph")
     cfg = model.config
-    net = _Probabilities(model.cpu().float().eval())
-    side = cfg.input_size or 2 * SIZE_MULTIPLE
-    generator = torch.Generator().manual_seed(0)
-    sample = tuple(torch.randn(2, cfg.in_channels, side, side, generator=generator) for _ in "ab")
-    info = onnx_metadata(model, meta)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        info["exporter"] = _export_to(
-            net, (sample[0], sample[1]), tmp, opset, fixed=cfg.input_size is not None
+    info = export_metadata(model, meta, kind=FORMAT)
+    tiles = None
+    if int8:  # the data is read (and refused) before the slow export
+        tiles = read_calibration(
+            contract_of(info), Calibration.of(calibration), fixed_size=cfg.input_size
         )
-        graph = onnx.load(str(tmp))
-        entry = graph.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(info, default=str)
-        graph.producer_name = "dsifn"
-        onnx.save(graph, str(tmp))
-        if check:
-            _check_against_torch(net, tmp, cfg.input_size, cfg.in_channels)
+    net = Probabilities(model.cpu().float().eval())
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        if tiles is None:
+            _export_fp32(net, info, tmp, opset, check)
+        else:
+            with tempfile.TemporaryDirectory(prefix=".dsifn-fp32-", dir=tmp.parent) as work:
+                fp32 = Path(work) / "fp32.onnx"
+                _export_fp32(net, info, fp32, opset, check)
+                _quantize_into(fp32, tmp, tiles)
     return Path(path)
 
 
-def _check_against_torch(net: nn.Module, file: Path, size: int | None, bands: int) -> None:
-    runner = OnnxRunner(file, device="cpu")
-    height, width = (size, size) if size else (3 * SIZE_MULTIPLE, 2 * SIZE_MULTIPLE)
-    generator = torch.Generator().manual_seed(1)
-    t1, t2 = (torch.randn(1, bands, height, width, generator=generator) for _ in "ab")
-    with torch.no_grad():
-        expected = net(t1, t2)[0].numpy()
-    got = runner(t1.numpy(), t2.numpy())
-    gap = float(np.abs(got - expected).max())
-    if not gap <= 1e-4:
-        raise WeightsError(f"the exported ONNX graph differs from PyTorch by {gap:.2e}")
+def _quantize_into(fp32: Path, target: Path, tiles: CalibrationSet) -> None:
+    """Quantise ``fp32`` into ``target``, measure, refuse or record the cost."""
+    quantize_onnx_file(fp32, target, tiles.inputs)
+    reference = OnnxRunner(fp32, device="cpu")
+    cost = measure_cost(OnnxRunner(target, device="cpu"), reference, tiles, "onnxruntime-qdq")
+    check_cost(cost)
+    _write_metadata(target, {**reference.info, "precision": "int8", "quantization": cost.to_dict()})
 
 
-def _read_metadata(session: Any, path: Path) -> dict[str, Any]:
-    custom = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in custom:
-        raise WeightsError(f"{path} was not exported by dsifn (no {METADATA_KEY!r} metadata)")
+def quantize_onnx(
+    source: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    calibration: Calibration | str | os.PathLike[str],
+    overwrite: bool = False,
+) -> Path:
+    """Quantise an fp32 ONNX export of dsifn to int8, as ``export_onnx(int8=True)`` does.
+
+    Args:
+        source: An fp32 ``.onnx`` written by :func:`export_onnx`.
+        path: The int8 ``.onnx`` to write.
+        calibration: Where the calibration tiles come from (or a dataset folder).
+        overwrite: Replace an existing file.
+
+    Returns:
+        The path written.
+
+    Raises:
+        WeightsError: If ``source`` is not an fp32 dsifn export, or the int8 model loses
+            more F1 than allowed (nothing is written then).
+    """
+    check_output_path(path, overwrite=overwrite)
+    reference = OnnxRunner(source, device="cpu")
+    if reference.precision != "fp32":
+        raise WeightsError(f"{source} is already {reference.precision}; quantise an fp32 export")
+    tiles = read_calibration(
+        reference.contract, Calibration.of(calibration), fixed_size=reference.tile_size
+    )
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        _quantize_into(Path(source), tmp, tiles)
+    return Path(path)
+
+
+def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``dsifn`` metadata entry of an exported ONNX model, without running it.
+
+    Raises:
+        WeightsError: If the file is not an ONNX model exported by dsifn.
+    """
+    onnx = require("onnx", "onnx", "reading an ONNX model")
+    file = check_input_file(path, "ONNX model", WeightsError)
     try:
-        info = json.loads(custom[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{path} has unreadable dsifn metadata: {exc}") from exc
-    if not isinstance(info, dict) or info.get("format") != "dsifn-onnx":
-        raise WeightsError(f"{path} has dsifn metadata of an unknown format")
-    return info
+        graph = onnx.load(str(file), load_external_data=False)
+    except Exception as exc:  # protobuf's decode errors have no common base to name
+        raise WeightsError(f"{file} is not an ONNX model: {exc}") from exc
+    props = {p.key: p.value for p in graph.metadata_props}
+    return parse_metadata(props.get(METADATA_KEY), str(file), FORMAT)
 
 
 def _providers(device: str) -> list[Any]:
@@ -247,18 +296,7 @@ def _providers(device: str) -> list[Any]:
     raise ConfigError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
 
 
-def _contract(info: dict[str, Any], meta: dict[str, Any]) -> InputContract:
-    # Exports record the contract; older ones are read like older checkpoints.
-    recorded = info.get(CONTRACT_KEY)
-    config = DSIFNConfig.from_dict(info["model_config"])
-    source = {**meta, CONTRACT_KEY: recorded} if recorded is not None else meta
-    try:
-        return InputContract.from_meta(source, config)
-    except ConfigError as exc:
-        raise WeightsError(f"the model's dsifn metadata is malformed: {exc}") from exc
-
-
-class OnnxRunner:
+class OnnxRunner(ExportedRunner):
     """Runs an ONNX model exported by :func:`export_onnx` on onnxruntime (a ``TileRunner``).
 
     Args:
@@ -267,13 +305,8 @@ class OnnxRunner:
             ``"cuda:N"``.
 
     Attributes:
-        in_channels: Bands per date.
-        tile_size: Fixed tile side (``"keras"`` variant), else None.
-        normalization: To apply to [0, 1] images before calling.
-        threshold: Decision threshold recorded at export.
-        meta: The checkpoint metadata recorded at export.
-        contract: The input contract recorded at export.
-        info: The whole ``dsifn`` metadata entry.
+        session: The onnxruntime session.
+        (and those of :class:`~dsifn.interop.exported.ExportedRunner`.)
     """
 
     def __init__(self, path: str | os.PathLike[str], device: str = "auto") -> None:
@@ -286,61 +319,12 @@ class OnnxRunner:
             if isinstance(exc, ConfigError):
                 raise
             raise WeightsError(f"{file} is not a loadable ONNX model: {exc}") from exc
-        self.path = str(file)
-        self.info = _read_metadata(self.session, file)
-        norm = self.info["normalization"]
-        self.normalization = Normalization(
-            tuple(norm["mean"]), tuple(norm["std"]), norm["scale"], norm["reverse_bands"]
-        )
-        self.in_channels: int = int(self.info["in_channels"])
-        size = self.info.get("tile_size")
-        self.tile_size: int | None = None if size is None else int(size)
-        self.meta: dict[str, Any] = dict(self.info.get("meta", {}))
-        self.contract = _contract(self.info, self.meta)
-        self.threshold: float = self.contract.threshold
-        self.multiple = int(self.info.get("size_multiple", SIZE_MULTIPLE))
+        custom = self.session.get_modelmeta().custom_metadata_map
+        super().__init__(parse_metadata(custom.get(METADATA_KEY), str(file), FORMAT), str(file))
 
-    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
-        """Predict change probabilities.
+    def _infer(self, t1: np.ndarray, t2: np.ndarray) -> Sequence[np.ndarray]:
+        outputs: list[np.ndarray] = self.session.run(list(OUTPUT_NAMES), {"t1": t1, "t2": t2})
+        return outputs
 
-        Args:
-            t1: float32 (B, C, h, w) first-date tiles, already normalised; h, w >= 16.
-            t2: float32 (B, C, h, w) second-date tiles, already normalised.
-
-        Returns:
-            float32 (B, 1, h, w) change probabilities.
-        """
-        return self.run_all(t1, t2)[0]
-
-    def run_all(self, t1: np.ndarray, t2: np.ndarray) -> list[np.ndarray]:
-        """All five probability maps, finest first: (B, 1, ceil(h/s), ceil(w/s)) each."""
-        if t1.shape != t2.shape or t1.ndim != 4:
-            raise InputError(f"tile batches must match as (B, C, h, w); got {t1.shape}, {t2.shape}")
-        _, bands, height, width = t1.shape
-        if bands != self.in_channels:
-            raise InputError(f"expected {self.in_channels} bands per date; got {bands}")
-        if self.tile_size is not None and (height, width) != (self.tile_size, self.tile_size):
-            raise InputError(
-                f"this model takes {self.tile_size}x{self.tile_size} tiles only; "
-                f"got {height}x{width}"
-            )
-        if min(height, width) < self.multiple:
-            raise InputError(f"tile sides must be at least {self.multiple}; got {height}x{width}")
-        pad = ((0, 0), (0, 0), (0, -height % self.multiple), (0, -width % self.multiple))
-        a = np.pad(np.asarray(t1, dtype=np.float32), pad, mode="reflect")
-        b = np.pad(np.asarray(t2, dtype=np.float32), pad, mode="reflect")
-        outputs = self.session.run(list(OUTPUT_NAMES), {"t1": a, "t2": b})
-        crops = []
-        for stride, out in zip((1, 2, 4, 8, 16), outputs, strict=True):
-            crops.append(
-                np.ascontiguousarray(out[..., : -(-height // stride), : -(-width // stride)])
-            )
-        return crops
-
-    def describe(self) -> str:
-        """Short description for output metadata."""
-        cfg = self.info.get("model_config", {})
-        return (
-            f"DSIFN {cfg.get('variant', '?')} variant, {self.in_channels} bands "
-            f"(onnxruntime, {self.session.get_providers()[0]})"
-        )
+    def _engine(self) -> str:
+        return f"onnxruntime, {self.session.get_providers()[0]}"

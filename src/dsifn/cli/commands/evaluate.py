@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
+from dsifn.inference.runner import Runtime
 
 if TYPE_CHECKING:
     from dsifn.evaluation.report import ReportWriter
@@ -24,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
         default="auto",
-        choices=("auto", "torch", "onnxruntime"),
-        help="how to run the model [auto: onnxruntime for .onnx files, else torch]",
+        choices=get_args(Runtime),
+        help="how to run the model [auto: onnxruntime for .onnx, openvino for .xml, else torch]",
     )
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--split", default="test", help="split to score [test]")
