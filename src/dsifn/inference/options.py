@@ -75,7 +75,7 @@ class SceneOptions:
         if self.attention == "scene" and self.overlap is not None:
             raise ConfigError(
                 "with scene-wide attention the overlap follows from the model's receptive "
-                f"field, so it cannot be set (overlap={self.overlap})"
+                f"field, so it cannot be set (`overlap={self.overlap}`)"
             )
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1; got {self.batch_size}")

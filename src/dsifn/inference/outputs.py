@@ -71,7 +71,7 @@ def check_map_format(out: Path, *, plain: bool, opts: SceneOptions) -> None:
     if plain and out.suffix.lower() != ".png":
         raise ConfigError(f"plain images give a PNG map; name the output .png, not {out}")
     if plain and opts.mode == "both":
-        raise ConfigError('a PNG holds one map: use mode="probability" or mode="mask"')
+        raise ConfigError('a PNG holds one map: use `mode="probability"` or `mode="mask"`')
     if not plain and out.suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"the change map is a GeoTIFF; name the output .tif, not {out}")
 
@@ -209,7 +209,7 @@ def write_png(work: Path, out: Path, *, mode: str, threshold: float) -> None:
     from PIL import Image
 
     if mode == "both":
-        raise ConfigError('a PNG holds one map: use mode="probability" or mode="mask"')
+        raise ConfigError('a PNG holds one map: use `mode="probability"` or `mode="mask"`')
     with rasterio.open(work) as src:
         probability = src.read(1)
     if mode == "mask":

@@ -321,7 +321,7 @@ def _tile_size(runner: TileRunner, asked: int | None) -> int:
         if asked is not None and asked != runner.tile_size:
             raise ConfigError(
                 f"this model takes {runner.tile_size}x{runner.tile_size} tiles only; "
-                f"tile_size={asked} is not possible"
+                f"`tile_size={asked}` is not possible"
             )
         return runner.tile_size
     return DEFAULT_TILE if asked is None else asked

@@ -206,7 +206,7 @@ def _check_bands(t1: SceneSource, runner: TileRunner) -> None:
     if t1.count != runner.in_channels:
         raise InputError(
             f"the model takes {runner.in_channels} band(s) per date but the images have "
-            f"{t1.count}; choose them, e.g. bands=(4, 3, 2)"
+            f"{t1.count}; choose them, e.g. `bands='4,3,2'`"
         )
 
 

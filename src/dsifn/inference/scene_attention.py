@@ -269,7 +269,7 @@ def as_attention_runner(runner: TileRunner) -> AttentionRunner:
     if runner.tile_size is not None:
         raise ConfigError(
             f"this model takes {runner.tile_size}x{runner.tile_size} tiles only, so it has no "
-            'whole-scene prediction to match: use attention="tile"'
+            'whole-scene prediction to match: use `attention="tile"`'
         )
     return runner
 

@@ -128,10 +128,10 @@ def check_same_grid(first: SceneSource, second: SceneSource) -> None:
     """Refuse a second date whose CRS, resolution, extent or band count differ from the first.
 
     Raises:
-        DataError: Naming what differs and suggesting ``align=True``.
+        DataError: Naming what differs and suggesting `` `align=True` ``.
     """
     a, b = first.grid, second.grid
-    hint = f"; pass align=True to resample {second.name} onto {first.name}'s grid"
+    hint = f"; pass `align=True` to resample {second.name} onto {first.name}'s grid"
     if a.crs != b.crs:
         raise DataError(f"{second.name} CRS {b.crs} differs from {first.name} CRS {a.crs}{hint}")
     if a.crs is not None or b.crs is not None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -271,46 +269,9 @@ def _predict_folders(args: argparse.Namespace, options: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check every output, load the model once, predict each pair."""
-    from dsifn.errors import DSIFNError
-
-    try:
-        options = _scene_options(args)
-        if _one_pair(args):
-            _predict_pair(args, options)
-        else:
-            _predict_folders(args, options)
-    except DSIFNError as exc:  # the library names its parameters; say the flags instead
-        exc.args = (_with_flags(str(exc), vars(args)),)
-        raise
+    options = _scene_options(args)
+    if _one_pair(args):
+        _predict_pair(args, options)
+    else:
+        _predict_folders(args, options)
     return 0
-
-
-# A library parameter in a message, as ``name=value``: True, a quoted string, a tuple or a word.
-_PARAMETER = re.compile(
-    r"\b(?P<name>[a-z][a-z_]*)=(?P<value>True|\"[^\"]*\"|'[^']*'|\([^)]*\)|[\w.+-]+)"
-)
-
-
-def _with_flags(text: str, names: Iterable[str]) -> str:
-    """``text`` with each ``parameter=value`` of this command's options written as its flag.
-
-    ``align=True`` becomes ``--align``, ``attention="tile"`` ``--attention tile`` and
-    ``bands=(4, 3, 2)`` ``--bands 4,3,2``; the flag of a parameter ``x_y`` is ``--x-y``, as
-    argparse derives the one from the other. A flag the text already names is left alone.
-    """
-    known = set(names)
-
-    def flag(match: re.Match[str]) -> str:
-        name, value = match["name"], match["value"]
-        option = "--" + name.replace("_", "-")
-        if name not in known or option in text:
-            return match[0]
-        if value == "True":
-            return option
-        if value[0] in "\"'":
-            value = value[1:-1]
-        elif value[0] == "(":
-            value = ",".join(v.strip().strip("\"'") for v in value[1:-1].split(",") if v.strip())
-        return f"{option} {value}"
-
-    return _PARAMETER.sub(flag, text)
