@@ -18,7 +18,7 @@ from rasterio.transform import from_origin
 from dsifn.cli.main import main
 from dsifn.errors import InputError, WeightsError
 from dsifn.inference.runner import load_runner
-from dsifn.interop.onnx import METADATA_KEY, OUTPUT_NAMES, OnnxRunner, export_onnx
+from dsifn.interop.onnx import METADATA_KEY, OUTPUT_NAMES, OnnxRunner, export_onnx, read_info
 from dsifn.models import DSIFN
 
 
@@ -52,12 +52,15 @@ def test_metadata_and_runner_attributes(exported, tmp_path, capsys):
     assert [o.name for o in graph.graph.output] == list(OUTPUT_NAMES)
     info = json.loads({p.key: p.value for p in graph.metadata_props}[METADATA_KEY])
     assert info["model_config"]["variant"] == "pytorch" and info["tile_size"] is None
+    assert read_info(path) == info and info["precision"] == "fp32"
     runner = load_runner(path, runtime="onnxruntime", device="cpu")
     assert isinstance(runner, OnnxRunner)
     assert runner.threshold == 0.4 and runner.tile_size is None and runner.in_channels == 3
     assert runner.normalization == model.config.input_normalization
     with pytest.raises(InputError, match="bands"):
         runner(np.zeros((1, 4, 32, 32), np.float32), np.zeros((1, 4, 32, 32), np.float32))
+    single = OnnxRunner(path, device="cpu", threads=1)
+    assert single.session.get_session_options().intra_op_num_threads == 1
     # Refused without --overwrite, the file untouched; a non-dsifn ONNX file is refused.
     before = path.read_bytes()
     argv = ["export", "--checkpoint", str(checkpoint), "-o", str(path)]

@@ -32,20 +32,23 @@ CONTRACT = InputContract(band_count=3, normalization=IMAGENET_RGB, threshold=0.4
 def test_calibration_tiles_are_read_through_the_contract(levir):
     tiles = read_calibration(CONTRACT, Calibration(levir, pairs=4))
     assert tiles.split == "val" and len(tiles.inputs) == 4 and len(tiles.held_out) == 1
-    # Images smaller than a tile are tiles of their own; the last one is held out.
-    assert [t["name"] for t in tiles.held_out] == ["val_4@0,0"]
+    # Images smaller than a tile are tiles of their own, one per pair, pairs in a fixed
+    # shuffled order; the pair visited last is held out.
+    assert [t["name"] for t in tiles.held_out] == ["val_0@0,0"]
     val = ChangeDetectionDataset(reading_config(CONTRACT, str(levir)), "val")
-    first = val[0]["image"]
+    first = val[3]["image"]  # the first pair visited
     for date, name in enumerate(("t1", "t2")):
         expected = CONTRACT.normalization(first[date][None]).numpy()
         np.testing.assert_array_equal(tiles.inputs[0][name], expected)
     held = tiles.held_out[0]
-    assert torch.equal(held["image"][0], val[4]["image"])
-    assert torch.equal(held["mask"][0], val[4]["mask"]) and held["valid"].all()
-    # 16-pixel tiles: four per pair, cut in order, spread held-out tiles.
+    assert torch.equal(held["image"][0], val[0]["image"])
+    assert torch.equal(held["mask"][0], val[0]["mask"]) and held["valid"].all()
+    # 16-pixel tiles: 8 wanted from 6 pairs of 4 tiles take 2 spread tiles of each pair
+    # visited; the held-out ones share no pair with the calibrating ones.
     small = read_calibration(CONTRACT, Calibration(levir, pairs=6, held_out=2, tile_size=16))
-    assert [t["name"] for t in small.held_out] == ["val_0@16,16", "val_1@16,16"]
+    assert [t["name"] for t in small.held_out] == ["val_4@0,16", "val_4@16,16"]
     assert small.inputs[0]["t1"].shape == (1, 3, 16, 16) and small.tile_size == 16
+    assert len(small.inputs) == 6
     # A split with fewer tiles than asked holds out a quarter (at least one).
     few = read_calibration(CONTRACT, Calibration(levir, split="test", pairs=64))
     assert (few.split, len(few.inputs), len(few.held_out)) == ("test", 2, 1)

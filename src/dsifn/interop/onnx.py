@@ -303,18 +303,29 @@ class OnnxRunner(ExportedRunner):
         path: The ``.onnx`` file.
         device: ``"auto"`` (CUDA provider when onnxruntime has it), ``"cpu"``, ``"cuda"`` or
             ``"cuda:N"``.
+        threads: Threads of one inference (onnxruntime's intra-op threads); None: its
+            default, the physical cores.
 
     Attributes:
         session: The onnxruntime session.
         (and those of :class:`~dsifn.interop.exported.ExportedRunner`.)
     """
 
-    def __init__(self, path: str | os.PathLike[str], device: str = "auto") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], device: str = "auto", *, threads: int | None = None
+    ) -> None:
         ort = require("onnxruntime", "onnx", "running an ONNX model")
 
         file = check_input_file(path, "ONNX model")
+        options = ort.SessionOptions()
+        if threads is not None:
+            if threads < 1:
+                raise ConfigError(f"threads must be at least 1; got {threads}")
+            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(file), providers=_providers(device))
+            self.session = ort.InferenceSession(
+                str(file), sess_options=options, providers=_providers(device)
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             if isinstance(exc, ConfigError):
                 raise

@@ -134,18 +134,29 @@ def _placed(x: Tensor, height: int, width: int) -> Tensor:
     return out
 
 
-def _tiles(dataset: ChangeDetectionDataset, tile: int, fixed: bool) -> Iterator[dict[str, Any]]:
-    """The dataset's pairs cut into tiles without overlap, in order, as scoring batches.
+def _spread(total: int, count: int) -> list[int]:
+    """``count`` of ``range(total)`` evenly spaced (all of them if there are no more)."""
+    if count >= total:
+        return list(range(total))
+    return [int((i + 0.5) * total / count) for i in range(count)]
 
-    An image smaller than a tile is padded by mirroring, as the tile loop pads it; the
-    padded pixels are not valid.
+
+def _tiles(
+    dataset: ChangeDetectionDataset, tile: int, fixed: bool, per_pair: int
+) -> Iterator[dict[str, Any]]:
+    """Tiles of the dataset's pairs, as scoring batches, spread over the split.
+
+    Pairs are visited in a fixed shuffled order, and from each at most ``per_pair`` tiles of
+    its grid (without overlap) are taken, evenly spaced. An image smaller than a tile is
+    padded by mirroring, as the tile loop pads it; the padded pixels are not valid.
     """
-    for index in range(len(dataset)):
-        sample = dataset[index]
+    for index in np.random.default_rng(0).permutation(len(dataset)):
+        sample = dataset[int(index)]
         height, width = sample["image"].shape[-2:]
         grid = TileGrid.plan(height, width, tile, 0, fixed=fixed)
         th, tw = grid.tile_height, grid.tile_width
-        for top, left in itertools.product(grid.row_starts, grid.col_starts):
+        cells = list(itertools.product(grid.row_starts, grid.col_starts))
+        for top, left in (cells[i] for i in _spread(len(cells), per_pair)):
             rows, cols = slice(top, top + th), slice(left, left + tw)
             image = pad_tile(sample["image"][..., rows, cols].numpy(), th, tw)
             yield {
@@ -156,20 +167,16 @@ def _tiles(dataset: ChangeDetectionDataset, tile: int, fixed: bool) -> Iterator[
             }
 
 
-def _held_out_indices(total: int, count: int) -> set[int]:
-    """``count`` of ``total`` tile indices spread evenly over them, the last tile included."""
-    step = total / count
-    return {total - 1 - int(i * step) for i in range(count)}
-
-
 def read_calibration(
     contract: InputContract, calibration: Calibration, *, fixed_size: int | None = None
 ) -> CalibrationSet:
     """Read calibration and held-out tiles from a dataset, as the model's contract reads data.
 
-    Tiles are cut without overlap from the pairs of the split, in order, until
-    ``calibration.pairs`` plus the held-out count are found. A split with fewer tiles gives a
-    quarter of them (at least one) to hold out and calibrates on the rest.
+    Tiles are cut without overlap from the pairs of the split, visited in a fixed shuffled
+    order, a few from each so that they spread over the split, until ``calibration.pairs``
+    plus the held-out count are found. The tiles of the pairs visited last are held out, so
+    they share no pair with the calibrating ones (unless the split is one pair). A split with
+    fewer tiles gives a quarter of them (at least one) to hold out.
 
     Args:
         contract: The model's input contract (bands, scaling, nodata, normalisation...).
@@ -195,7 +202,8 @@ def read_calibration(
         )
     side = _tile_side(calibration, contract, fixed_size)
     held, wanted = calibration.wanted_held_out, calibration.pairs + calibration.wanted_held_out
-    tiles = list(itertools.islice(_tiles(dataset, side, fixed_size is not None), wanted))
+    per_pair = max(1, math.ceil(wanted / len(dataset)))
+    tiles = list(itertools.islice(_tiles(dataset, side, fixed_size is not None, per_pair), wanted))
     if len(tiles) < 2:
         raise DataError(
             f"split {split} of {calibration.data} gives {len(tiles)} tile(s) of {side} pixels; "
@@ -203,17 +211,15 @@ def read_calibration(
         )
     if len(tiles) < wanted:
         held = max(1, len(tiles) // 4)
-    chosen = _held_out_indices(len(tiles), held)
     normalize = contract.normalization
     inputs = [
         {
             name: pad_to_multiple(normalize(tile["image"][:, date]).numpy())
             for date, name in enumerate(INPUT_NAMES)
         }
-        for i, tile in enumerate(tiles)
-        if i not in chosen
+        for tile in tiles[:-held]
     ]
-    held_out = [tile for i, tile in enumerate(tiles) if i in chosen]
+    held_out = tiles[-held:]
     return CalibrationSet(inputs, held_out, split, side, calibration)
 
 
