@@ -198,7 +198,7 @@ def test_spatial_attention_trains_compiled_in_bf16():
     # Found on an H200 and reproduced on a CPU: the whole compiled DSIFN trained in bf16 had
     # NaN gradients from the first step. The block in which it happened, BatchNorm then spatial
     # attention, shows it in seconds; the old form is kept here to show the test can tell.
-    from dsifn.models.dsifn import SpatialAttention
+    from dsifn.models.decoder import SpatialAttention
 
     attention = SpatialAttention()
     assert _compiled_bf16_gradients_finite(attention)

@@ -6,7 +6,7 @@ from torch import nn
 
 from dsifn import DSIFN, DSIFNConfig, DSIFNOutput, InputError
 from dsifn.errors import ConfigError
-from dsifn.models.dsifn import ChannelAttention, DecoderStage, ElementwisePReLU, decoder_widths
+from dsifn.models.decoder import ChannelAttention, DecoderStage, ElementwisePReLU, decoder_widths
 from dsifn.models.vgg import VGG16Encoder
 
 

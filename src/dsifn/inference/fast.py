@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dsifn.devices import Precision, autocast, resolve_device, resolve_precision
-from dsifn.models.dsifn import DSIFN, DecoderStage, Descriptors, DSIFNOutput
+from dsifn.models.decoder import DecoderStage, Descriptors
+from dsifn.models.dsifn import DSIFN, DSIFNOutput
 
 __all__ = [
     "FastInferenceModel",

@@ -24,7 +24,8 @@ from dsifn.contract import DEFAULT_THRESHOLD, InputContract
 from dsifn.devices import autocast, resolve_device, resolve_precision
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.fast import FastInferenceModel, optimize_for_inference
-from dsifn.models.dsifn import DSIFN, Descriptors
+from dsifn.models.decoder import Descriptors
+from dsifn.models.dsifn import DSIFN
 from dsifn.models.normalization import Normalization
 
 __all__ = [

@@ -42,7 +42,8 @@ from dsifn.inference.pipeline import RowWriter, TileReader
 from dsifn.inference.runner import TileRunner
 from dsifn.inference.sources import SceneSource, read_scaled
 from dsifn.inference.tiling import apply_dihedral, axis_starts, dihedral_average, tta_transforms
-from dsifn.models.dsifn import SIZE_MULTIPLE, Descriptors
+from dsifn.models.decoder import Descriptors
+from dsifn.models.dsifn import SIZE_MULTIPLE
 from dsifn.scaling import Scaling
 
 __all__ = [

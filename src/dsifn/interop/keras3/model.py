@@ -18,7 +18,8 @@ import torch
 from keras import layers, ops
 
 from dsifn.errors import ConfigError
-from dsifn.models.dsifn import DSIFN, DSIFNConfig, ElementwisePReLU, decoder_widths
+from dsifn.models.decoder import ElementwisePReLU, decoder_widths
+from dsifn.models.dsifn import DSIFN, DSIFNConfig
 from dsifn.models.vgg import VGG16_LAYOUT
 
 __all__ = ["build_keras_model", "keras_model_from_checkpoint", "transfer_weights"]
