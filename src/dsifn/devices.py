@@ -1,4 +1,4 @@
-"""Where and how the network runs: device choice, numeric precision, autocast."""
+"""Where and how the network runs: device choice, numeric precision, autocast, runtimes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dsifn.errors import ConfigError
 
 __all__ = [
     "Precision",
+    "Runtime",
     "autocast",
     "cpu_has_fast_bf16",
     "cuda_has_fast_bf16",
@@ -22,6 +23,8 @@ __all__ = [
 ]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# What runs a model file: "auto" chooses by the file (dsifn.inference.runner.runtime_for).
+Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
 
 
 @functools.cache

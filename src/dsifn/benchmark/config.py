@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from dsifn._validation import check_choice
+from dsifn.devices import Precision
 from dsifn.errors import ConfigError
 
 __all__ = ["BenchmarkConfig", "Mode"]
@@ -25,7 +26,7 @@ class BenchmarkConfig:
     steps: int = 5  # timed steps per round and case
     warmup: int = 2  # untimed steps per case before timing (compilation happens here)
     rounds: int = 3  # alternating rounds of baseline and fast; the median round counts
-    precision: str = "auto"  # fast path precision; fp32 opts out of autocast
+    precision: Precision = "auto"  # fast path precision; fp32 opts out of autocast
     compile: bool | None = None  # torch.compile the fast path; None: inference on CUDA only
     peak_tflops: float | None = None  # device peak for the fast path; None: from the table
     scene_size: int = 2048  # side of the generated scene (scene mode)

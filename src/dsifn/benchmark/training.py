@@ -34,8 +34,8 @@ __all__ = ["measure_training", "training_step_flops"]
 def training_step_flops(model: DSIFN, inputs: tuple[Tensor, Tensor, Tensor]) -> int:
     """FLOPs of one training step (forward, loss, backward), counted on a real step.
 
-    With a frozen trunk the backward pass skips the encoder, so a step costs about twice the
-    forward FLOPs of the decoder plus the forward; with a trainable trunk about three forwards.
+    With a frozen encoder the backward pass skips it, so a step costs about twice the
+    forward FLOPs of the decoder plus the forward; with a trainable encoder about three forwards.
 
     Args:
         model: The network, in training mode, on the inputs' device (its gradients are reset).

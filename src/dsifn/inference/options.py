@@ -14,6 +14,7 @@ from typing import Literal, get_args
 
 from dsifn._validation import check_choice
 from dsifn.contract import check_threshold
+from dsifn.devices import Precision, Runtime
 from dsifn.errors import ConfigError
 from dsifn.scaling import ScalingRule
 
@@ -63,9 +64,9 @@ class SceneOptions:
     quicklook: PathLike | None = None  # also write a before | after | change PNG
     overwrite: bool = False  # replace existing outputs
     progress: bool = True  # show a progress bar over tiles
-    runtime: str = "auto"  # for a model given as a path: "auto" (by file), "torch", "onnxruntime"
+    runtime: Runtime = "auto"  # for a model given as a path: "auto" chooses by the file
     device: str = "auto"  # for a model given as a path
-    precision: str = "auto"  # for a model given as a path (torch runtime)
+    precision: Precision = "auto"  # for a model given as a path (torch runtime)
 
     def __post_init__(self) -> None:
         """Check values users can get wrong."""

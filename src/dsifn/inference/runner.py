@@ -14,14 +14,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args, runtime_checkable
+from typing import Any, Protocol, get_args, runtime_checkable
 
 import numpy as np
 import torch
 
 from dsifn._validation import check_choice
 from dsifn.contract import DEFAULT_THRESHOLD, InputContract
-from dsifn.devices import autocast, resolve_device, resolve_precision
+from dsifn.devices import Runtime, autocast, resolve_device, resolve_precision
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.fast import FastInferenceModel, optimize_for_inference
 from dsifn.models.decoder import Descriptors
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 # "auto" and the names of RUNTIMES (a test keeps the two equal).
-Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
 
 
 @runtime_checkable
