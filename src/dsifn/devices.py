@@ -23,7 +23,8 @@ __all__ = [
 ]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-# What runs a model file: "auto" chooses by the file (dsifn.inference.runner.runtime_for).
+# What runs a model file: "auto" (chosen by the file) and the names of
+# dsifn.inference.runner.RUNTIMES (a test keeps the two equal).
 Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
 
 

@@ -39,8 +39,6 @@ __all__ = [
     "runtime_for",
 ]
 
-# "auto" and the names of RUNTIMES (a test keeps the two equal).
-
 
 @runtime_checkable
 class TileRunner(Protocol):
