@@ -45,3 +45,25 @@ def test_report_lines():
         "inference speed-up, openvino / baseline: 4.00x",
         "note: something to know",
     ]
+
+
+def test_report_gives_s_per_pair_and_each_runtimes_f1():
+    cases = [_case("baseline", 2.0), _case("openvino-int8", 0.5)]
+    report = BenchmarkReport(
+        config={},
+        environment=ENVIRONMENT,
+        cases=cases,
+        ratios={"infer_openvino-int8": 4.0},
+        accuracy=None,
+        notes=[],
+        agreement={
+            "baseline": {"f1": 0.8563, "f1_drop": 0.0},
+            "openvino-int8": {"f1": 0.8568, "f1_drop": -0.05},
+        },
+    )
+    lines = format_report(report).splitlines()
+    assert lines[2].split()[4] == "1" and lines[3].split()[4] == "0.25"  # s/pair = s/step / 2
+    assert lines[-2:] == [
+        "F1 on the test split, baseline: 85.63 % (+0.00 points)",
+        "F1 on the test split, openvino-int8: 85.68 % (+0.05 points)",
+    ]

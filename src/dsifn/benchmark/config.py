@@ -9,9 +9,18 @@ from dsifn._validation import check_choice
 from dsifn.devices import Precision
 from dsifn.errors import ConfigError
 
-__all__ = ["BenchmarkConfig", "Mode"]
+__all__ = ["BENCHMARK_RUNTIMES", "BenchmarkConfig", "Mode"]
 
 Mode = Literal["train", "infer", "scene", "all"]
+# The inference paths `runtimes` takes (dsifn.benchmark.runtimes builds them), in report order.
+BENCHMARK_RUNTIMES = (
+    "eager",
+    "fast",
+    "openvino",
+    "openvino-int8",
+    "onnxruntime",
+    "onnxruntime-int8",
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,9 @@ class BenchmarkConfig:
     scene_size: int = 2048  # side of the generated scene (scene mode)
     accuracy_pairs: int = 8  # synthetic pairs for the accuracy comparison; 0 skips it
     checkpoint: str | None = None  # benchmark this checkpoint's model; None: a random init
+    runtimes: tuple[str, ...] = ("eager", "fast")  # inference paths; eager is the baseline
+    data: str | None = None  # dataset: int8 calibration, and F1 agreement with a checkpoint
+    calibration_pairs: int = 16  # tiles calibrating the int8 runtimes
     seed: int = 0  # seeds weights and inputs
 
     def __post_init__(self) -> None:
@@ -49,5 +61,14 @@ class BenchmarkConfig:
             raise ConfigError(f"`scene_size` must be at least `size` ({self.size})")
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise ConfigError(f"`peak_tflops` must be positive; got {self.peak_tflops}")
+        for name in self.runtimes:
+            check_choice("runtimes", name, BENCHMARK_RUNTIMES)
+        if len(set(self.runtimes)) != len(self.runtimes):
+            raise ConfigError(f"`runtimes` names a runtime twice: {','.join(self.runtimes)}")
+        # The eager baseline, which every ratio is taken against, runs first in any case.
+        rest = tuple(r for r in self.runtimes if r != "eager")
+        object.__setattr__(self, "runtimes", ("eager", *rest))
+        if self.calibration_pairs < 1:
+            raise ConfigError("`calibration_pairs` must be at least 1")
         if self.accuracy_pairs < 0:
             raise ConfigError("`accuracy_pairs` must not be negative")

@@ -28,7 +28,8 @@ def format_report(report: BenchmarkReport) -> str:
     lines = [
         f"dsifn {env['dsifn']}, torch {env['torch']}, {env.get('gpu', env['cpu'])} "
         f"({env['device']}, {env['threads']} CPU threads), {env['date_utc']}",
-        f"{'task':<6} {'path':<14} {'batch':>5} {'s/step':>9} {'pairs/s':>9} {'Mpx/s':>8} "
+        f"{'task':<6} {'path':<16} {'batch':>5} {'s/step':>9} {'s/pair':>8} {'pairs/s':>9} "
+        f"{'Mpx/s':>8} "
         f"{'TFLOP/s':>8} {'of peak':>8} {'peak mem':>9} {'warm-up':>8}  what",
     ]
     lines += [_case_line(c) for c in report.cases]
@@ -36,6 +37,10 @@ def format_report(report: BenchmarkReport) -> str:
     lines += [f"{_ratio_label(name)}: {value:.2f}x" for name, value in report.ratios.items()]
     if report.accuracy is not None:
         lines.append(_accuracy_line(report.accuracy))
+    lines += [
+        f"F1 on the test split, {name}: {100 * a['f1']:.2f} % ({0.0 - a['f1_drop']:+.2f} points)"
+        for name, a in report.agreement.items()
+    ]
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
 
@@ -48,8 +53,9 @@ def _case_line(c: CaseResult) -> str:
     memory = None if c.peak_memory_bytes is None else c.peak_memory_bytes / 2**30
     fraction = None if c.peak_fraction is None else 100 * c.peak_fraction
     return (
-        f"{c.task:<6} {c.path:<14} {c.batch:>5} {c.seconds_per_step:>9.4g} "
-        f"{c.pairs_per_second:>9.4g} {c.megapixels_per_second:>8.4g} "
+        f"{c.task:<6} {c.path:<16} {c.batch:>5} {c.seconds_per_step:>9.4g} "
+        f"{c.seconds_per_step / c.batch:>8.4g} {c.pairs_per_second:>9.4g} "
+        f"{c.megapixels_per_second:>8.4g} "
         f"{_fmt(c.tflops, '.4g'):>8} {_fmt(fraction, '.1f') + '%':>8} "
         f"{_fmt(memory, '.2f') + 'G':>9} {c.warmup_seconds:>7.1f}s  {c.description}"
     )

@@ -43,6 +43,8 @@ class BenchmarkReport:
     ratios: dict[str, float]  # task -> fast pairs/s over baseline pairs/s; scene: its own rates
     accuracy: AccuracyReport | None
     notes: list[str]
+    # Runtime -> F1 on the data's test split and its drop in points against the baseline.
+    agreement: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dictionary."""

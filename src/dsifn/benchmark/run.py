@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
+import tempfile
+from pathlib import Path
 
 import torch
 
 from dsifn.benchmark.accuracy import AccuracyReport, compare_accuracy
+from dsifn.benchmark.agreement import f1_agreement
 from dsifn.benchmark.config import BenchmarkConfig
 from dsifn.benchmark.hardware import environment
-from dsifn.benchmark.inference import inference_ratios, measure_inference, torch_path
+from dsifn.benchmark.inference import inference_ratios, measure_inference
 from dsifn.benchmark.results import BenchmarkReport, CaseResult
+from dsifn.benchmark.runtimes import build_runners, fast_runner
 from dsifn.benchmark.scene import measure_scene
 from dsifn.benchmark.training import measure_training
-from dsifn.devices import Precision, resolve_device, resolve_precision
+from dsifn.devices import resolve_device, resolve_precision
 from dsifn.inference.runner import TorchRunner
 from dsifn.models.dsifn import DSIFN
 
@@ -54,11 +57,12 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
         ratios["train"] = train[1].pairs_per_second / train[0].pairs_per_second
         notes += _training_notes(train)
     fast: TorchRunner | None = None
+    agreement: dict[str, dict[str, float]] = {}
     if config.mode in ("infer", "all") or config.accuracy_pairs:
-        fast = _fast_runner(model, config, device, precision)
+        fast = fast_runner(model, config, device, precision)
     if config.mode in ("infer", "all"):
         assert fast is not None
-        infer = _measure_inference(model, fast, config, device, infer_batch)
+        infer, agreement = _measure_inference(model, fast, config, device, infer_batch)
         cases += infer
         ratios.update(inference_ratios(infer))
     if config.mode in ("scene", "all"):
@@ -79,6 +83,7 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
         ratios=ratios,
         accuracy=accuracy,
         notes=notes,
+        agreement=agreement,
     )
 
 
@@ -105,25 +110,25 @@ def _training_notes(cases: list[CaseResult]) -> list[str]:
     return notes
 
 
-def _fast_runner(
-    model: DSIFN, config: BenchmarkConfig, device: torch.device, precision: Precision
-) -> TorchRunner:
-    """The fast path as dsifn predict runs it; compiled by default on CUDA only."""
-    compiled = device.type == "cuda" if config.compile is None else config.compile
-    return TorchRunner(
-        copy.deepcopy(model), device=str(device), precision=precision, compile=compiled
-    )
-
-
 def _measure_inference(
     model: DSIFN, fast: TorchRunner, config: BenchmarkConfig, device: torch.device, batch: int
-) -> list[CaseResult]:
-    """Time the inference paths: the eager fp32 NCHW network (the baseline), the fast path."""
-    baseline = TorchRunner(copy.deepcopy(model), device=str(device), precision="fp32", fast=False)
-    runners = [torch_path("baseline", baseline), torch_path("fast", fast)]
-    return measure_inference(
-        runners, network=baseline.model, config=config, device=device, batch=batch
-    )
+) -> tuple[list[CaseResult], dict[str, dict[str, float]]]:
+    """Time the runtimes side by side; their F1 agreement when a trained model and data are given.
+
+    The eager fp32 NCHW network is the baseline; exported runtimes are written to a temporary
+    folder for the run (:mod:`dsifn.benchmark.runtimes`).
+    """
+    with tempfile.TemporaryDirectory(prefix="dsifn-benchmark-") as workdir:
+        runners = build_runners(model, config, device, fast, Path(workdir))
+        baseline = runners[0].runner
+        assert isinstance(baseline, TorchRunner)
+        cases = measure_inference(
+            runners, network=baseline.model, config=config, device=device, batch=batch
+        )
+        agreement = {}
+        if config.checkpoint is not None and config.data is not None:
+            agreement = f1_agreement(runners, config.data)
+    return cases, agreement
 
 
 def _compare_accuracy(

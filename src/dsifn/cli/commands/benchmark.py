@@ -1,4 +1,4 @@
-"""``dsifn benchmark``: the baseline and the fast path, timed side by side."""
+"""``dsifn benchmark``: the baseline, the fast path and the deployment runtimes side by side."""
 
 from __future__ import annotations
 
@@ -59,9 +59,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", default=None, help="benchmark this checkpoint [a random DSIFN]"
     )
+    parser.add_argument(
+        "--runtimes",
+        type=_names,
+        default=("eager", "fast"),
+        help="inference paths side by side, comma-separated: eager (the baseline), fast, "
+        "openvino, openvino-int8, onnxruntime, onnxruntime-int8 [eager,fast]",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="dataset: calibrates the int8 runtimes [synthetic tiles] and, with --checkpoint, "
+        "gives each runtime's F1 on its test split",
+    )
+    parser.add_argument(
+        "--calibration-pairs", type=int, default=16, help="tiles calibrating int8 runtimes [16]"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs [0]")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the report here")
     add_overwrite_option(parser)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``"eager,openvino-int8"`` -> ``("eager", "openvino-int8")``."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
         scene_size=args.scene_size,
         accuracy_pairs=args.accuracy_pairs,
         checkpoint=args.checkpoint,
+        runtimes=args.runtimes,
+        data=args.data,
+        calibration_pairs=args.calibration_pairs,
         seed=args.seed,
     )
     if args.json is not None:
