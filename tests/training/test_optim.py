@@ -1,15 +1,12 @@
-"""Learning-rate schedule and early-stopping bookkeeping, without training."""
+"""Optimisers and learning-rate schedules from their config sections, without training."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 from torch import nn
 
 from dsifn.training.config import OptimConfig, ScheduleConfig
-from dsifn.training.engine import _Progress
 from dsifn.training.optim import build_optimizer, build_scheduler
 
 
@@ -38,14 +35,6 @@ def test_cosine_reaches_min_lr_after_all_epochs_and_constant_is_none():
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
     assert build_scheduler(_optimizer("adamw"), ScheduleConfig(scheduler="constant")) is None
-
-
-def test_early_stopping_counts_rounds_without_f1_gain():
-    progress = _Progress()
-    seen = [progress.observe({"f1": f1}, patience=2) for f1 in (0.1, 0.3, 0.3, math.nan, 0.2)]
-    assert seen == [(True, False), (True, False), (False, False), (False, True), (False, True)]
-    assert progress.best_f1 == 0.3 and progress.best_scores == {"f1": 0.3}
-    assert _Progress().observe({"f1": 0.0}, patience=None) == (True, False)
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw"])

@@ -63,19 +63,19 @@ def test_a_step_is_normalise_forward_loss_backward_adam(net):
 
     assert torch.equal(out.loss, loss.detach())
     assert torch.equal(out.logits, outputs.stride1.detach())
-    expected, got = plain.state_dict(), step.net.state_dict()
+    expected, got = plain.state_dict(), step.model.state_dict()
     assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
 
 
 def test_accumulation_steps_after_n_batches_or_when_flushed(net):
     step = make_step(net, optim=OptimConfig(lr=1e-3, accumulate=3))
-    start = copy.deepcopy(step.net.state_dict())
+    start = copy.deepcopy(step.model.state_dict())
     head = "heads.0.weight"
     assert [step(batch(i)).stepped for i in range(2)] == [False, False]
-    assert torch.equal(step.net.state_dict()[head], start[head])  # gradients only gathered
+    assert torch.equal(step.model.state_dict()[head], start[head])  # gradients only gathered
     assert step.optimizer.state == {}
     assert step(batch(2)).stepped  # the third
-    assert not torch.equal(step.net.state_dict()[head], start[head])
+    assert not torch.equal(step.model.state_dict()[head], start[head])
     assert not step(batch(3)).stepped
     assert step(batch(4), flush=True).stepped  # an epoch's end, after two
     assert next(iter(step.optimizer.state.values()))["step"] == 2
@@ -101,7 +101,7 @@ def test_channels_last_layout_of_inputs_and_weights(net):
     assert mask.shape == valid.shape == (2, 1, SIZE, SIZE) and valid.dtype == torch.bool
     assert t1.is_contiguous(memory_format=torch.channels_last)
     assert t2.is_contiguous(memory_format=torch.channels_last)
-    conv = step.net.encoder.features[0].weight
+    conv = step.model.encoder.features[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
     nchw = make_step(net, channels_last=False)
     assert not nchw.inputs(batch(0))[0].is_contiguous(memory_format=torch.channels_last)
@@ -133,7 +133,7 @@ def test_a_non_finite_loss_stops_or_is_counted(net):
 
 def test_evaluate_gives_probabilities_and_the_loss_without_gradients(net):
     step = make_step(net)
-    step.net.eval()
+    step.model.eval()
     prob, loss = step.evaluate(batch(0))
     assert prob.shape == (2, 1, SIZE, SIZE) and not prob.requires_grad
     assert ((prob >= 0) & (prob <= 1)).all() and loss.ndim == 0 and torch.isfinite(loss)

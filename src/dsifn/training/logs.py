@@ -2,7 +2,7 @@
 
 Every file is rewritten whole from the run's history after each validation round, through a
 temporary file and a rename, so the logs are always complete and agree with ``last.pt`` after a
-resume.
+resume. :func:`round_summary` is the line a run prints per round.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from dsifn.io.atomic import atomic_path
 
-__all__ = ["MetricsLog", "plot_curves"]
+__all__ = ["MetricsLog", "plot_curves", "round_summary"]
 
 
 class MetricsLog:
@@ -118,3 +118,16 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     with atomic_path(path, overwrite=True) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+
+
+def round_summary(entry: Mapping[str, Any], epochs: int) -> str:
+    """The line a run prints after a validation round, from its history entry."""
+    text = (
+        f"epoch {entry['epoch']}/{epochs} step {entry['step']}: "
+        f"train loss {entry['train_loss']:.4f} F1 {entry['train_f1']:.3f} | "
+        f"val loss {entry['val_loss']:.4f} F1 {entry['val_f1']:.3f} "
+        f"IoU {entry['val_iou']:.3f} | lr {entry['lr']:.2e} | best F1 {entry['best_f1']:.3f}"
+    )
+    if entry.get("stop_reason"):
+        text += f" | stop: {entry['stop_reason']}"
+    return text

@@ -6,6 +6,19 @@ deep-supervision loss (float32), checks that the loss is finite, and backpropaga
 the gradient scaler (active for fp16 only). After ``optim.accumulate`` micro-batches it clips
 the gradient norm (``optim.grad_clip``) and steps the optimiser. Under DDP the gradients are
 averaged at that step only.
+
+Two models take part: ``model``, the :class:`~dsifn.models.dsifn.DSIFN` whose parameters are
+optimised and saved, and ``wrapped``, what the forward pass calls: ``model`` itself, or
+``model`` in DDP and/or compiled (see :func:`wrap_for_training`).
+
+Compiled training, told here once: ``torch.compile`` (``compile=True``, from ``run.compile``
+or the benchmark's ``compile`` option) fuses the elementwise work (PReLU, BatchNorm, the
+attention products) into few kernels, at a start-up cost of a minute or two per input
+shape, which a long run of fixed-size crops pays once. It is opt-in: compiled bf16 training
+gave NaN gradients from its first step, through the spatial attention's ``amax`` (now
+``max(dim)``, see :class:`~dsifn.models.dsifn.SpatialAttention`); the fix holds on a CPU,
+and a GPU has yet to confirm it and measure the speed-up (``benchmarks/RESULTS.md``).
+Validation never runs the compiled module (see :meth:`TrainStep.evaluate`).
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ from dsifn.models.dsifn import DSIFN, DSIFNOutput
 from dsifn.training.config import LossConfig, OptimConfig
 from dsifn.training.optim import build_optimizer
 
-__all__ = ["StepResult", "TrainStep", "resolve_channels_last"]
+__all__ = ["StepResult", "TrainStep", "resolve_channels_last", "wrap_for_training"]
 
 # Batch = {"image": (B, 2, C, H, W) float in [0, 1], "mask": (B, 1, H, W) 0/1,
 #          "valid": (B, 1, H, W) bool, ...}, as ChangeDetectionDataset and its loader give it.
@@ -60,12 +73,38 @@ class StepResult(NamedTuple):
     stepped: bool  # whether the optimiser stepped after this batch
 
 
+def wrap_for_training(
+    model: DSIFN, *, device: torch.device, ctx: DistContext, compile: bool
+) -> tuple[nn.Module, nn.parallel.DistributedDataParallel | None]:
+    """What the training forward pass calls: ``model``, in DDP and/or compiled.
+
+    Args:
+        model: The network, already on ``device`` in its memory layout.
+        device: This process's device.
+        ctx: This process's place in the run: several processes wrap ``model`` in DDP.
+        compile: ``torch.compile`` the result (opt-in; see the module docstring).
+
+    Returns:
+        The module to call, and the DDP wrapper (for ``no_sync``) or None.
+    """
+    wrapped: nn.Module = model
+    ddp: nn.parallel.DistributedDataParallel | None = None
+    if ctx.distributed:
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        wrapped = ddp
+    if compile:
+        wrapped = torch.compile(wrapped)  # type: ignore[assignment]
+    return wrapped, ddp
+
+
 class TrainStep:
     """Forward, loss, backward and (every ``optim.accumulate`` batches) an optimiser step.
 
     Attributes:
-        net: The network, on ``device`` in the chosen layout; its parameters are optimised.
-        module: What the forward pass calls: ``net``, wrapped in DDP and/or compiled.
+        model: The network, on ``device`` in the chosen layout; its parameters are optimised.
+        wrapped: What the forward pass calls: ``model``, wrapped in DDP and/or compiled.
         optimizer: Built by :func:`~dsifn.training.optim.build_optimizer` (fused on CUDA).
         scaler: The gradient scaler (enabled for fp16 only).
         loss_fn: The deep-supervision loss.
@@ -77,7 +116,7 @@ class TrainStep:
 
     def __init__(
         self,
-        net: DSIFN,
+        model: DSIFN,
         *,
         loss: LossConfig,
         optim: OptimConfig,
@@ -89,16 +128,16 @@ class TrainStep:
         ctx: DistContext | None = None,
         check_finite: bool = True,
     ) -> None:
-        """Place ``net`` on ``device`` and build the optimiser and scaler around it.
+        """Place ``model`` on ``device`` and build the optimiser and scaler around it.
 
         Args:
-            net: The network, moved in place (device, layout).
+            model: The network, moved in place (device, layout).
             loss: The ``loss`` section.
             optim: The ``optim`` section (optimiser, accumulation, clipping).
             device: Where to train; under DDP, this process's device.
             precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see ``resolve_precision``).
             channels_last: NHWC layout; None: see :func:`resolve_channels_last`.
-            compile: ``torch.compile`` the forward (``run.compile``).
+            compile: ``torch.compile`` the forward (``run.compile``; see the module docstring).
             fused: Fused Adam; None: on CUDA (see ``build_optimizer``).
             ctx: This process's place in a DDP run; None for one process.
             check_finite: Stop with a :class:`DSIFNError` at a non-finite loss (one sync per
@@ -112,19 +151,12 @@ class TrainStep:
         self.accumulate = optim.accumulate
         self.grad_clip = optim.grad_clip
         self.check_finite = check_finite
-        net.to(device, memory_format=self.memory_format)  # type: ignore[call-overload]
-        self.net = net
-        module: nn.Module = net
-        self._ddp: nn.parallel.DistributedDataParallel | None = None
-        if self.ctx.distributed:
-            self._ddp = nn.parallel.DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None
-            )
-            module = self._ddp
-        if compile:
-            module = torch.compile(module)  # type: ignore[assignment]
-        self.module = module
-        self.params = [p for p in net.parameters() if p.requires_grad]
+        model.to(device, memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.model = model
+        self.wrapped, self._ddp = wrap_for_training(
+            model, device=device, ctx=self.ctx, compile=compile
+        )
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, optim, fused=fused)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.loss_fn = DeepSupervisionLoss(
@@ -137,6 +169,11 @@ class TrainStep:
         self.nonfinite_losses = torch.zeros((), dtype=torch.int64, device=device)
         self._micro = 0  # micro-batches since the last optimiser step
 
+    @property
+    def net(self) -> DSIFN:
+        """:attr:`model` under its former name, for callers not moved to it yet."""
+        return self.model
+
     def inputs(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Both dates normalised, in the step's layout, and the reference, on the device.
 
@@ -144,7 +181,7 @@ class TrainStep:
             ``(t1, t2, mask, valid)``: (B, C, H, W) twice, then (B, 1, H, W) twice.
         """
         image = batch["image"].to(self.device, non_blocking=True)  # (B, 2, C, H, W) in [0, 1]
-        norm = self.net.config.input_normalization
+        norm = self.model.config.input_normalization
         t1 = norm(image[:, 0]).contiguous(memory_format=self.memory_format)
         t2 = norm(image[:, 1]).contiguous(memory_format=self.memory_format)
         mask = batch["mask"].to(self.device, non_blocking=True)
@@ -180,7 +217,7 @@ class TrainStep:
         # Between steps, DDP keeps the gradients local; the step's batch averages them.
         ddp = self._ddp
         with ddp.no_sync() if ddp is not None and not boundary else contextlib.nullcontext():
-            outputs, loss, mask, valid = self._forward(self.module, batch)
+            outputs, loss, mask, valid = self._forward(self.wrapped, batch)
             self._check(loss.detach(), where)
             self.scaler.scale(loss / self.accumulate).backward()  # type: ignore[no-untyped-call]
         self._micro += 1
@@ -210,15 +247,15 @@ class TrainStep:
 
     @torch.no_grad()
     def evaluate(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Change probabilities and loss of a batch through ``net`` as it is (validation).
+        """Change probabilities and loss of a batch through ``model`` as it is (validation).
 
-        Put ``net`` in eval mode first. The plain network runs, not the DDP or compiled
-        wrapper: every process scores its own shard, and eval mode would recompile.
+        Put ``model`` in eval mode first. ``model`` runs, not ``wrapped``: every process
+        scores its own shard, and eval mode would recompile a compiled module.
 
         Returns:
             (B, 1, H, W) float32 probabilities and the () float32 loss.
         """
-        outputs, loss, _, _ = self._forward(self.net, batch)
+        outputs, loss, _, _ = self._forward(self.model, batch)
         return torch.sigmoid(outputs.stride1.float()), loss
 
     @torch.no_grad()
@@ -248,5 +285,5 @@ class TrainStep:
         """
         meta = {CONTRACT_KEY: contract.to_dict()}
         return TorchRunner(
-            self.net, device=str(self.device), precision=self.precision, meta=meta, fast=False
+            self.model, device=str(self.device), precision=self.precision, meta=meta, fast=False
         )

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from dsifn.cli.flags import set_param
 from dsifn.cli.options import add_overwrite_option
 
 NAME = "train"
@@ -33,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="YAML config file or bundled config name (default, levir, dsifn_cd) [default; "
         "with --resume: the run's config.yaml]",
     )
-    parser.add_argument("--data", metavar="PATH", help="dataset folder (sets data.root)")
+    # Messages of the library that name `data.root` name --data here.
+    set_param(
+        parser.add_argument("--data", metavar="PATH", help="dataset folder (sets data.root)"),
+        "data.root",
+    )
     parser.add_argument(
         "--run-dir", metavar="DIR", help="folder for checkpoints and logs [runs/<config name>]"
     )

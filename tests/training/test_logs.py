@@ -1,36 +1,12 @@
-"""Random states as plain values, and the run's log files."""
+"""The run's log files: metrics as JSON lines and CSV, curves, the per-round line."""
 
 from __future__ import annotations
 
-import io
 import json
-import random
 
-import numpy as np
-import torch
 from PIL import Image
 
-from dsifn.training.logs import MetricsLog, history_csv, plot_curves
-from dsifn.training.state import capture_rng, restore_rng, seed_everything
-
-
-def _draw():
-    return torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)]
-
-
-def test_rng_states_survive_a_weights_only_round_trip():
-    seed_everything(123)
-    _draw()
-    buffer = io.BytesIO()
-    torch.save(capture_rng(), buffer)
-    expected = _draw()
-    seed_everything(999)  # move every generator elsewhere
-    buffer.seek(0)
-    restore_rng(torch.load(buffer, weights_only=True))
-    got = _draw()
-    assert torch.equal(got[0], expected[0])
-    assert np.array_equal(got[1], expected[1])
-    assert got[2] == expected[2]
+from dsifn.training.logs import MetricsLog, history_csv, plot_curves, round_summary
 
 
 def test_history_csv_has_every_column_once_in_first_seen_order():
@@ -56,3 +32,22 @@ def test_curves_png_is_written_even_with_missing_values(tmp_path):
     plot_curves(history, tmp_path / "curves.png")
     with Image.open(tmp_path / "curves.png") as png:
         assert png.format == "PNG" and png.width > png.height
+
+
+def test_round_summary_gives_the_round_and_the_stop_reason():
+    entry = {
+        "epoch": 2,
+        "step": 8,
+        "train_loss": 0.5,
+        "train_f1": 0.25,
+        "val_loss": 0.75,
+        "val_f1": 0.5,
+        "val_iou": 0.125,
+        "lr": 1e-4,
+        "best_f1": 0.5,
+    }
+    assert round_summary(entry, 10) == (
+        "epoch 2/10 step 8: train loss 0.5000 F1 0.250 | val loss 0.7500 F1 0.500 "
+        "IoU 0.125 | lr 1.00e-04 | best F1 0.500"
+    )
+    assert round_summary({**entry, "stop_reason": "max_steps"}, 10).endswith(" | stop: max_steps")
