@@ -95,7 +95,7 @@ class _Timed:
 
     def health(self) -> dict[str, Any]:
         """Steps run, non-finite losses, and parameters with non-finite gradients or values."""
-        named = [(n, p) for n, p in self.step.net.named_parameters() if p.requires_grad]
+        named = [(n, p) for n, p in self.step.model.named_parameters() if p.requires_grad]
         bad_grads = [n for n, p in named if p.grad is not None and not torch.isfinite(p.grad).all()]
         bad_params = [n for n, p in named if not torch.isfinite(p).all()]
         return {
@@ -172,7 +172,7 @@ def measure_training(
     times, warm = interleaved(steps, config, device)
     base_step = train_steps["baseline"]
     t1, t2, mask, _ = base_step.inputs(data)
-    flops = training_step_flops(base_step.net, (t1, t2, mask))
+    flops = training_step_flops(base_step.model, (t1, t2, mask))
     results = []
     for path, step in train_steps.items():
         case = case_result(

@@ -175,12 +175,7 @@ class ValidationConfig(Config):
 class RunConfig(Config):
     """Where and how the run executes: batches, workers, device, precision, seeds.
 
-    ``compile`` is opt-in. In bf16 the compiled DSIFN's first backward pass used to give NaN
-    gradients (seen on an H200 with torch 2.11, reproduced on a CPU with torch 2.13): the
-    spatial attention's ``amax`` sent its gradient to elements equal to a saved bf16 maximum
-    that the compiled, fp32-recomputed elements never equalled. It now uses ``max(dim)``,
-    which routes the gradient by index; a GPU run has not confirmed the fix yet. A non-finite
-    loss stops training with a clear error.
+    ``compile`` is opt-in: :mod:`dsifn.training.step` says why.
     """
 
     seed: int = 0  # seeds weights, data order, augmentation and dropout
@@ -191,7 +186,7 @@ class RunConfig(Config):
     device: str = "auto"  # auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)
     precision: Precision = "auto"  # auto (bf16 where native, else fp32), fp32, bf16 or fp16 (CUDA)
     channels_last: bool | None = None  # NHWC layout; None: on for CUDA and CPUs (measured)
-    compile: bool = False  # torch.compile the model; opt-in (see the note above)
+    compile: bool = False  # torch.compile the model; opt-in (see dsifn.training.step)
     deterministic: bool = False  # deterministic kernels (slower); needed for bitwise resume
     tensorboard: bool = True  # write TensorBoard events when tensorboard is installed
 

@@ -169,11 +169,6 @@ class TrainStep:
         self.nonfinite_losses = torch.zeros((), dtype=torch.int64, device=device)
         self._micro = 0  # micro-batches since the last optimiser step
 
-    @property
-    def net(self) -> DSIFN:
-        """:attr:`model` under its former name, for callers not moved to it yet."""
-        return self.model
-
     def inputs(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Both dates normalised, in the step's layout, and the reference, on the device.
 
