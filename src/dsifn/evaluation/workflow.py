@@ -137,7 +137,7 @@ def evaluate_checkpoint(
         threshold: Decision threshold; None: the recorded one.
         tune: First choose the F1-best threshold on the val split and store it in the
             checkpoint (a dsifn checkpoint only).
-        runtime: ``"auto"`` (by the file), ``"torch"`` or ``"onnxruntime"``.
+        runtime: ``"auto"`` (by the file) or a runtime name (:data:`dsifn.devices.Runtime`).
         device: Where to run.
         precision: Numeric precision (torch).
         batch_size: Pairs per forward pass.

@@ -1,7 +1,9 @@
-"""Foreign formats: the authors' PyTorch and Keras weights, Keras 3 and ONNX.
+"""Foreign formats: the authors' PyTorch and Keras weights, Keras 3, ONNX and OpenVINO.
 
-The ONNX and Keras 3 parts need the optional extras (``dsifn[onnx]``, ``dsifn[keras]``) and
-are imported from their modules: :mod:`dsifn.interop.onnx`, :mod:`dsifn.interop.keras3`.
+The ONNX, OpenVINO and Keras 3 parts need the optional extras (``dsifn[onnx]``,
+``dsifn[openvino]``, ``dsifn[keras]``) and are imported from their modules:
+:mod:`dsifn.interop.onnx`, :mod:`dsifn.interop.openvino` (with int8 quantisation in
+:mod:`dsifn.interop.quantize`), :mod:`dsifn.interop.keras3`.
 """
 
 from dsifn.interop.keras_h5 import convert_keras_h5, load_keras_h5

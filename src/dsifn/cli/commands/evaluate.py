@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
 from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
-from dsifn.inference.runner import Runtime
+from dsifn.devices import Runtime
 
 if TYPE_CHECKING:
     from dsifn.evaluation.report import ReportWriter
@@ -20,7 +20,7 @@ HELP = "score a checkpoint on a dataset split: metrics table, metrics.json, mask
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``evaluate``'s options."""
     parser.add_argument(
-        "--checkpoint", required=True, help="dsifn checkpoint (.pt) or exported model (.onnx)"
+        "--checkpoint", required=True, help="dsifn checkpoint (.pt) or exported model (.onnx, .xml)"
     )
     parser.add_argument(
         "--runtime",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
-from dsifn.inference.runner import Runtime
+from dsifn.devices import Runtime
 
 if TYPE_CHECKING:
     from dsifn.inference.folders import FolderPairs
@@ -20,7 +20,9 @@ HELP = "predict the change map of a pair of scenes (GeoTIFF or PNG/JPEG), tile b
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``predict``'s options."""
-    parser.add_argument("--checkpoint", required=True, help="dsifn checkpoint (or .onnx model)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="dsifn checkpoint, or an exported .onnx / .xml model"
+    )
     parser.add_argument(
         "--runtime",
         default="auto",
