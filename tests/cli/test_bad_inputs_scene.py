@@ -8,15 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-from inference_fixtures import uint16_scene, write_geotiff
-
 from dsifn import DSIFN, save_checkpoint
 from dsifn.inference.staging import remove_stale as _remove_stale
+from fixtures.rasters import uint16_scene, write_geotiff
 
 
 def _wait_for(condition, seconds):

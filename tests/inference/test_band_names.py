@@ -7,12 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 import rasterio
-from inference_fixtures import LocalRunner, write_geotiff
 from rasterio.transform import from_origin
 
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.scene import predict_scene
 from dsifn.io.images import band_files, open_image, parse_bands
+from fixtures.rasters import write_geotiff
+from fixtures.runners import LocalRunner
 
 NAMES = ("B02", "B03", "B04", "B08", "B11")  # B11 is a 20 m band
 

@@ -3,12 +3,13 @@ import pyogrio.raw
 import pytest
 import rasterio
 import shapely
-from inference_fixtures import ORIGIN, PIXEL, BandRunner, write_geotiff
 from rasterio.transform import from_origin
 
 from dsifn.errors import ConfigError
 from dsifn.inference.polygons import vectorize, write_polygons
 from dsifn.inference.scene import predict_scene
+from fixtures.rasters import ORIGIN, PIXEL, write_geotiff
+from fixtures.runners import BandRunner
 
 HIGH, LOW = 250, 10  # uint8 values of changed / unchanged pixels in the stand-in's T2
 

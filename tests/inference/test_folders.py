@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 import rasterio
-from inference_fixtures import LocalRunner, uint16_scene, write_geotiff
 from PIL import Image
 
 from dsifn.errors import ConfigError, DataError, InputError, OutputExistsError
 from dsifn.inference.folders import pair_folders, plan_outputs, predict_folders
 from dsifn.inference.options import SceneOptions
 from dsifn.inference.scene import predict_scene
+from fixtures.rasters import uint16_scene, write_geotiff
+from fixtures.runners import LocalRunner
 
 OPTIONS = {"scale": 10000, "progress": False}
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from inference_fixtures import uint16_scene, write_geotiff
 from PIL import Image
 
 from dsifn import DSIFN, save_checkpoint
 from dsifn.cli.main import main
+from fixtures.rasters import uint16_scene, write_geotiff
 
 pytestmark = pytest.mark.slow
 

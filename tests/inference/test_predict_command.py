@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from inference_fixtures import CRS, uint16_scene, write_geotiff
 from PIL import Image
 
 from dsifn import DSIFN, save_checkpoint
 from dsifn.cli.main import main
 from dsifn.inference.runner import TorchRunner, load_runner
+from fixtures.rasters import CRS, uint16_scene, write_geotiff
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import pytest
 import rasterio
 import torch
 import torch.nn.functional as F
-from inference_fixtures import LocalRunner, uint16_scene, write_geotiff
 from torch import nn
 
 from dsifn import DSIFN
@@ -18,6 +17,8 @@ from dsifn.inference import TorchRunner, predict_scene
 from dsifn.inference.scene_attention import WindowGrid, axis_windows
 from dsifn.inference.tiling import DIHEDRAL, apply_dihedral, invert_dihedral
 from dsifn.models import vgg
+from fixtures.rasters import uint16_scene, write_geotiff
+from fixtures.runners import LocalRunner
 
 SCALE = 10000.0  # uint16_scene's reflectances run to 10000
 

@@ -6,9 +6,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from inference_fixtures import AttentionStandIn, LocalRunner, write_geotiff
 
 from dsifn.inference.scene import predict_scene
+from fixtures.rasters import write_geotiff
+from fixtures.runners import AttentionStandIn, LocalRunner
 
 WIDTH = 1024
 MIB = 2**20

@@ -2,20 +2,13 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from inference_fixtures import (
-    CRS,
-    ORIGIN,
-    PIXEL,
-    BandRunner,
-    LocalRunner,
-    uint16_scene,
-    write_geotiff,
-)
 from PIL import Image
 from rasterio.transform import from_origin
 
 from dsifn.errors import ConfigError, DataError, InputError, OutputExistsError
 from dsifn.inference.scene import FLOAT_NODATA, UINT8_NODATA, predict_scene
+from fixtures.rasters import CRS, ORIGIN, PIXEL, uint16_scene, write_geotiff
+from fixtures.runners import BandRunner, LocalRunner
 
 HEIGHT, WIDTH = 771, 1037  # odd sizes: tiles never fit exactly
 FAST = {"tile_size": 128, "overlap": 32, "batch_size": 4, "progress": False}

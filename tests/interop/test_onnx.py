@@ -13,13 +13,13 @@ pytest.importorskip("onnxscript")
 
 import onnx
 import rasterio
-from rasterio.transform import from_origin
 
 from dsifn.cli.main import main
 from dsifn.errors import InputError, WeightsError
 from dsifn.inference.runner import load_runner
 from dsifn.interop.onnx import METADATA_KEY, OUTPUT_NAMES, OnnxRunner, export_onnx, read_info
 from dsifn.models import DSIFN
+from fixtures.rasters import write_geotiff
 
 
 @pytest.fixture(scope="module")
@@ -88,26 +88,11 @@ def test_keras_variant_exports_at_its_fixed_size(tmp_path, randomise):
         runner(t1[..., :16, :16], t2[..., :16, :16])
 
 
-def _geotiff(path, data):
-    profile = {
-        "driver": "GTiff",
-        "width": data.shape[2],
-        "height": data.shape[1],
-        "count": data.shape[0],
-        "dtype": "uint8",
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000.0, 4600000.0, 10.0, 10.0),
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
-
-
 def test_predict_with_onnxruntime_matches_torch(exported, tmp_path):
     _, checkpoint, path = exported
     rng = np.random.default_rng(5)
-    t1 = _geotiff(tmp_path / "t1.tif", rng.integers(1, 255, (3, 48, 40), dtype=np.uint8))
-    t2 = _geotiff(tmp_path / "t2.tif", rng.integers(1, 255, (3, 48, 40), dtype=np.uint8))
+    t1 = write_geotiff(tmp_path / "t1.tif", rng.integers(1, 255, (3, 48, 40), dtype=np.uint8))
+    t2 = write_geotiff(tmp_path / "t2.tif", rng.integers(1, 255, (3, 48, 40), dtype=np.uint8))
     common = ["--before", str(t1), "--after", str(t2), "--quiet", "--device", "cpu"]
     common += ["--tile-size", "32", "--overlap", "8"]
     out_onnx, out_torch = tmp_path / "onnx.tif", tmp_path / "torch.tif"
