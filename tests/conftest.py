@@ -1,4 +1,4 @@
-"""Shared test settings: seeded torch, and every test offline with its own torch.hub cache."""
+"""Shared test settings: seeded torch, every test offline with its own hub cache, one thread."""
 
 from __future__ import annotations
 
@@ -23,6 +23,19 @@ def _blocked(*args: Any, **kwargs: Any) -> NoReturn:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run the test on one torch thread, as the rest of the process had it before.
+
+    On 2 shared cores two OpenMP threads per process spend most of their time waiting for each
+    other; tests of heavy steps run faster on one.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -20,23 +20,18 @@ from dsifn import load_checkpoint
 from dsifn.cli.main import main
 from dsifn.contract import CONTRACT_KEY, InputContract, is_change
 from fixtures.rasters import write_geotiff
+from fixtures.training import TINY
 
 SIZE = 48
 # Compared with fp32 arithmetic: `auto` takes bf16 on CPUs that have it.
 FP32 = ["--precision", "fp32", "--quiet"]
 BANDS = [3, 2, 1]
 SCALE = 10000.0
-TINY = [
-    "model.encoder_weights=null",
-    "data.crop_size=null",
+TRAIN_ARGS = [
+    *TINY,
     f"data.bands=[{','.join(map(str, BANDS))}]",
     f"data.scale={SCALE:g}",
     "model.in_channels=3",
-    "run.device=cpu",
-    "run.precision=fp32",
-    "run.num_workers=0",
-    "run.batch_size=2",
-    "run.tensorboard=false",
     "epochs=1",
 ]
 
@@ -59,7 +54,7 @@ def trained(tmp_path_factory):
             write_geotiff(root / split / "B" / f"p{i}.tif", t2, nodata=None)
             Image.fromarray(label).save(root / split / "label" / f"p{i}.png")
     run = root / "run"
-    argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress", *TINY]
+    argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress", *TRAIN_ARGS]
     assert main(argv) == 0
     return root, run / "best.pt"
 

@@ -16,15 +16,10 @@ from PIL import Image
 from dsifn import load_checkpoint
 from dsifn.cli.main import main
 from fixtures.datasets import write_levir
+from fixtures.training import TINY
 
-TINY = [
-    "model.encoder_weights=null",
-    "data.crop_size=null",
-    "run.device=cpu",
-    "run.precision=fp32",
-    "run.num_workers=0",
-    "run.batch_size=2",
-    "run.tensorboard=false",
+TRAIN_ARGS = [
+    *TINY,
     "epochs=1",
 ]
 
@@ -59,7 +54,7 @@ def _refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 )
 def test_set_up_errors_leave_no_run_directory(tmp_path, levir, capsys, extra, match):
     run = tmp_path / "run"
-    argv = ["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *TINY]
+    argv = ["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *TRAIN_ARGS]
     line = _refused(capsys, [*argv, *extra])
     assert match in line
     assert not run.exists()
@@ -67,7 +62,15 @@ def test_set_up_errors_leave_no_run_directory(tmp_path, levir, capsys, extra, ma
 
 def test_empty_train_split_leaves_no_run_directory(tmp_path, empty_train, capsys):
     run = tmp_path / "run"
-    argv = ["train", "--data", str(empty_train), "--run-dir", str(run), "--no-progress", *TINY]
+    argv = [
+        "train",
+        "--data",
+        str(empty_train),
+        "--run-dir",
+        str(run),
+        "--no-progress",
+        *TRAIN_ARGS,
+    ]
     assert "holds no image pairs" in _refused(capsys, argv)
     assert not run.exists()
 
@@ -79,7 +82,7 @@ def test_scheduler_refusal_comes_before_the_run_directory(tmp_path, levir, capsy
 
     monkeypatch.setattr(torch.optim.lr_scheduler, "ReduceLROnPlateau", refuse)
     run = tmp_path / "run"
-    argv = ["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *TINY]
+    argv = ["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *TRAIN_ARGS]
     assert "schedule settings are refused: Invalid value" in _refused(capsys, argv)
     assert not run.exists()
 
@@ -88,14 +91,14 @@ def test_a_file_where_the_run_directory_goes_is_refused(tmp_path, levir, capsys)
     blocker = tmp_path / "blocker"
     blocker.write_text("keep me")
     for run in (blocker, blocker / "run"):
-        argv = ["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *TINY]
+        argv = ["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *TRAIN_ARGS]
         assert "is a file" in _refused(capsys, argv)
         assert blocker.read_text() == "keep me"
 
 
 def test_resume_with_a_contradicting_model_keeps_the_run_config(tmp_path, levir, capsys):
     run = tmp_path / "run"
-    argv = ["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *TINY]
+    argv = ["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *TRAIN_ARGS]
     assert main(argv) == 0
     capsys.readouterr()
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
@@ -113,7 +116,7 @@ def test_validation_without_labelled_pixels_names_an_unscored_best(tmp_path, lev
         shape = np.asarray(Image.open(label)).shape
         Image.fromarray(np.full(shape, 7, dtype=np.uint8)).save(label)
     run = tmp_path / "run"
-    argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress", *TINY]
+    argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress", *TRAIN_ARGS]
     assert main([*argv, "data.ignore_value=7"]) == 0
     out = capsys.readouterr().out
     assert "no validation round gave a finite F1" in out
@@ -124,7 +127,7 @@ def test_validation_without_labelled_pixels_names_an_unscored_best(tmp_path, lev
 
 def test_a_folder_given_as_encoder_weights_is_named_a_folder(tmp_path, levir, capsys):
     run = tmp_path / "run"
-    argv = ["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *TINY[1:]]
+    argv = ["train", "--data", str(levir), "--run-dir", str(run), "--no-progress", *TRAIN_ARGS[1:]]
     line = _refused(capsys, [*argv, f"model.encoder_weights={tmp_path}"])
     assert f"encoder weights file {tmp_path} is a folder, not a file" in line
     assert not run.exists()

@@ -14,15 +14,7 @@ from dsifn.inference.fast import (
 )
 from dsifn.models import DSIFN
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tests run beside others on 2 shared cores, where two OpenMP threads per process
-    # spend most of their time waiting for each other; one thread is faster there.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise_batchnorms(model: nn.Module, seed: int = 0) -> None:

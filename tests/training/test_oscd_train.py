@@ -7,18 +7,14 @@ import pytest
 from dsifn import load_checkpoint
 from dsifn.cli.main import main
 from dsifn.training.config import load_config
-
-# The OSCD writer lives beside the data tests, which make the same tree.
 from fixtures.datasets import write_oscd
 
-TINY = [
-    "model.encoder_weights=null",
+# The OSCD writer lives beside the data tests, which make the same tree.
+from fixtures.training import TINY
+
+TRAIN_ARGS = [
+    *TINY,
     "model.in_channels=3",
-    "run.device=cpu",
-    "run.precision=fp32",
-    "run.num_workers=0",
-    "run.batch_size=2",
-    "run.tensorboard=false",
     "epochs=1",
     "data.crop_size=32",
     "data.bands=[B04,B03,B02]",
@@ -30,7 +26,7 @@ TINY = [
 def test_train_reads_oscd_cities_by_band_name(tmp_path, capsys):
     root = write_oscd(tmp_path / "oscd")
     run = tmp_path / "run"
-    argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress", *TINY]
+    argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress", *TRAIN_ARGS]
     assert main([*argv, "data.val_cities=[beihai]"]) == 0
     out = capsys.readouterr().out
     assert "OSCD" in out.splitlines()[0]
@@ -52,7 +48,7 @@ def test_a_13_band_model_records_its_band_order_and_predict_follows_it(tmp_path,
     root = write_oscd(tmp_path / "oscd")
     run = tmp_path / "run"
     argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress"]
-    options = [o for o in TINY if not o.startswith(("data.bands", "model.in_channels"))]
+    options = [o for o in TRAIN_ARGS if not o.startswith(("data.bands", "model.in_channels"))]
     assert main([*argv, *options, "model.in_channels=13", "data.val_cities=[beihai]"]) == 0
     model = load_checkpoint(run / "best.pt")
     names = model.checkpoint_meta["input_contract"]["bands"]
@@ -77,7 +73,7 @@ def test_validation_tiles_whole_cities_as_evaluate_and_predict_do(tmp_path):
 
     root = write_oscd(tmp_path / "oscd")
     run = tmp_path / "run"
-    argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress", *TINY]
+    argv = ["train", "--data", str(root), "--run-dir", str(run), "--no-progress", *TRAIN_ARGS]
     assert main([*argv, "data.val_cities=[beihai]"]) == 0
     rounds = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rounds[-1]["val_loss"] is None  # NaN (written as null): cities are tiled

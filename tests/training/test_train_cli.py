@@ -11,15 +11,10 @@ from dsifn import load_checkpoint
 from dsifn.cli.main import main
 from dsifn.training.config import load_config
 from fixtures.datasets import write_levir
+from fixtures.training import TINY
 
-TINY = [
-    "model.encoder_weights=null",
-    "data.crop_size=null",
-    "run.device=cpu",
-    "run.precision=fp32",
-    "run.num_workers=0",
-    "run.batch_size=2",
-    "run.tensorboard=false",
+TRAIN_ARGS = [
+    *TINY,
     "epochs=1",
 ]
 
@@ -36,7 +31,7 @@ def _train(levir, run, *extra):
 @pytest.mark.slow
 def test_train_writes_a_complete_run_and_refuses_to_reuse_it(tmp_path, levir, capsys):
     run = tmp_path / "run"
-    assert _train(levir, run, "--config", "levir", *TINY) == 0
+    assert _train(levir, run, "--config", "levir", *TRAIN_ARGS) == 0
     out = capsys.readouterr().out
     assert "LEVIR" in out.splitlines()[0]  # the detected layout, said first
     assert "best validation F1" in out
@@ -55,7 +50,7 @@ def test_train_writes_a_complete_run_and_refuses_to_reuse_it(tmp_path, levir, ca
     assert resolved.model.encoder_weights is None
 
     before = (run / "last.pt").stat().st_mtime_ns
-    assert _train(levir, run, *TINY) == 2
+    assert _train(levir, run, *TRAIN_ARGS) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "not empty" in err and "--overwrite" in err
@@ -83,7 +78,7 @@ def test_user_errors_give_one_line_and_exit_2(tmp_path, levir, capsys, args, mat
     argv = ["train", "--run-dir", str(tmp_path / "run"), "--no-progress"]
     if "--data" not in args:
         argv += ["--data", str(levir)]
-    assert main([*argv, *TINY[:-1], *args]) == 2
+    assert main([*argv, *TRAIN_ARGS[:-1], *args]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err
@@ -105,7 +100,7 @@ def test_missing_encoder_weights_are_reported_before_the_run_directory_is_made(
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    argv = [*TINY[1:], "model.encoder_weights=imagenet"]
+    argv = [*TRAIN_ARGS[1:], "model.encoder_weights=imagenet"]
     assert _train(levir, tmp_path / "run", *argv) == 2
     err = capsys.readouterr().err
     assert "vgg16-397923af.pth" in err and str(tmp_path / "hub") in err
