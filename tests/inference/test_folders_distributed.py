@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ from PIL import Image
 
 from dsifn import DSIFN, save_checkpoint
 from dsifn.cli.main import main
+from fixtures.processes import become_rank, free_port
 from fixtures.rasters import uint16_scene, write_geotiff
 
 pytestmark = pytest.mark.slow
@@ -48,12 +48,6 @@ def _argv(checkpoint, before, after, out):
     argv = ["predict", "--checkpoint", str(checkpoint), "--before-dir", str(before)]
     argv += ["--after-dir", str(after), "--out-dir", str(out), "--device", "cpu"]
     return [*argv, "--precision", "fp32", "--quiet"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_two_processes_write_the_maps_of_one_process(checkpoint, tmp_path, capsys):
@@ -88,15 +82,7 @@ def test_two_processes_write_the_maps_of_one_process(checkpoint, tmp_path, capsy
 
 
 def _rank(rank, world, port, argv, out_dir):
-    # What torchrun sets for each process; the command's exit status and stderr are recorded.
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    become_rank(rank, world, port)  # the command's exit status and stderr are recorded
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         status = main(argv)
@@ -109,7 +95,7 @@ def test_a_failing_pair_stops_every_process_with_its_error(checkpoint, tmp_path)
     before, after = _folders(tmp_path, {"a.tif": (32, 32), "b.tif": (32, 16), "c.tif": (32, 32)})
     out = tmp_path / "out"
     argv = _argv(checkpoint, before, after, out)
-    mp.spawn(_rank, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, free_port(), argv, str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["status"] for r in ranks] == [2, 2]
     errors = [r["err"].strip().splitlines() for r in ranks]

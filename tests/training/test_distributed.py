@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import torch.multiprocessing as mp
 
 from dsifn.distributed import EpochSampler, ShardSampler, setup_distributed
 from fixtures.datasets import write_levir
+from fixtures.processes import become_rank, free_port
 from fixtures.training import tiny_config
 
 
@@ -48,22 +48,8 @@ def test_single_process_without_environment_is_a_world_of_one(monkeypatch):
     assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _worker(rank, world, port, root, run_dir, out_dir):
-    # What torchrun sets for each process.
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    become_rank(rank, world, port)
     from dsifn.training.engine import train
 
     result = train(tiny_config(root, "schedule.epochs=1"), run_dir, progress=False)
@@ -83,7 +69,7 @@ def test_two_cpu_processes_train_together_and_only_rank0_writes(tmp_path):
     run_dir = tmp_path / "run"
     out = tmp_path / "out"
     out.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), root, run_dir, out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), root, run_dir, out), nprocs=2, join=True)
 
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         ["config.yaml", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "curves.png"]
@@ -106,13 +92,7 @@ def test_two_cpu_processes_train_together_and_only_rank0_writes(tmp_path):
 
 
 def _failing_worker(rank, world, port, root, run_dir, out_dir):
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    become_rank(rank, world, port)
     from dsifn.training.engine import train
 
     try:
@@ -135,7 +115,7 @@ def test_an_error_on_rank0_stops_every_rank_instead_of_hanging(tmp_path):
     out.mkdir()
     context = mp.spawn(
         _failing_worker,
-        args=(2, _free_port(), root, run_dir, out),
+        args=(2, free_port(), root, run_dir, out),
         nprocs=2,
         join=False,
     )
