@@ -140,7 +140,7 @@ def test_evaluate_masks_equal_predict_masks(trained, tmp_path, tile):
 
 def test_evaluation_tiles_large_images_as_predict_does(trained):
     from dsifn.evaluation.scoring import runner_scorer
-    from dsifn.inference.runner import load_runner
+    from dsifn.inference.loading import load_runner
 
     _, checkpoint = trained
     runner = load_runner(checkpoint, precision="fp32")

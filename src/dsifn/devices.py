@@ -24,7 +24,7 @@ __all__ = [
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # What runs a model file: "auto" (chosen by the file) and the names of
-# dsifn.inference.runner.RUNTIMES (a test keeps the two equal).
+# dsifn.inference.loading.RUNTIMES (a test keeps the two equal).
 Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
 
 

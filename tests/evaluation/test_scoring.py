@@ -307,7 +307,7 @@ def test_resolve_threshold_order():
 
 def test_evaluation_reads_the_data_as_an_older_checkpoint_trained():
     from dsifn.contract import InputContract
-    from dsifn.evaluation.workflow import reading_config
+    from dsifn.data import reading_config
 
     config = DSIFN(encoder_weights=None).config
     defaults = InputContract.from_meta({}, config)

@@ -8,7 +8,8 @@ from PIL import Image
 
 from dsifn import DSIFN, save_checkpoint
 from dsifn.cli.main import main
-from dsifn.inference.runner import TorchRunner, load_runner
+from dsifn.inference.loading import load_runner
+from dsifn.inference.runner import TorchRunner
 from fixtures.rasters import CRS, uint16_scene, write_geotiff
 
 

@@ -16,7 +16,7 @@ import rasterio
 
 from dsifn.cli.main import main
 from dsifn.errors import InputError, WeightsError
-from dsifn.inference.runner import load_runner
+from dsifn.inference.loading import load_runner
 from dsifn.interop.onnx import METADATA_KEY, OUTPUT_NAMES, OnnxRunner, export_onnx, read_info
 from dsifn.models import DSIFN
 from fixtures.rasters import write_geotiff

@@ -22,7 +22,7 @@ import openvino as ov
 from dsifn.cli.main import build_parser, main
 from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import ConfigError, InputError, WeightsError
-from dsifn.inference.runner import RUNTIMES, Runtime, load_runner, runtime_for
+from dsifn.inference.loading import RUNTIMES, Runtime, load_runner, runtime_for
 from dsifn.interop.openvino import OpenVINORunner, performance_config, read_info
 from dsifn.io.checkpoint import load_checkpoint
 from fixtures.rasters import write_geotiff

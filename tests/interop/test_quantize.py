@@ -12,9 +12,8 @@ import torch
 
 from dsifn.cli.main import main
 from dsifn.contract import InputContract, is_change
-from dsifn.data import ChangeDetectionDataset
+from dsifn.data import ChangeDetectionDataset, reading_config
 from dsifn.errors import ConfigError, DataError, InputError, WeightsError
-from dsifn.evaluation.workflow import reading_config
 from dsifn.interop.quantize import (
     Calibration,
     QuantizationCost,

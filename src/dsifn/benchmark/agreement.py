@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dsifn.benchmark.inference import NamedRunner
-from dsifn.data import ChangeDetectionDataset
+from dsifn.data import ChangeDetectionDataset, reading_config
 from dsifn.evaluation.scoring import evaluate
-from dsifn.evaluation.workflow import reading_config
 
 __all__ = ["f1_agreement"]
 

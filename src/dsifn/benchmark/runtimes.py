@@ -5,7 +5,7 @@ NCHW); ``fast`` is what ``dsifn predict`` runs by default on torch; ``openvino``
 ``onnxruntime`` run the model exported as ``dsifn export`` writes it, and their ``-int8``
 forms run it quantised as ``dsifn export --int8`` does, calibrated on the benchmark's data
 (:attr:`~dsifn.benchmark.config.BenchmarkConfig.data`, else a synthetic dataset written for
-the run). Every runtime is loaded through :func:`dsifn.inference.runner.load_runner`, the
+the run). Every runtime is loaded through :func:`dsifn.inference.loading.load_runner`, the
 loader ``dsifn predict`` and ``dsifn evaluate`` use.
 """
 
@@ -21,7 +21,8 @@ import torch
 from dsifn.benchmark.config import BenchmarkConfig
 from dsifn.benchmark.inference import NamedRunner, torch_path
 from dsifn.devices import Precision
-from dsifn.inference.runner import TorchRunner, load_runner
+from dsifn.inference.loading import load_runner
+from dsifn.inference.runner import TorchRunner
 from dsifn.interop.quantize import Calibration
 from dsifn.models.dsifn import DSIFN
 

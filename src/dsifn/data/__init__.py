@@ -6,7 +6,7 @@ of a dataset before training; per-band statistics for normalisation; seeded augm
 """
 
 from dsifn.data.checks import check_splits, compute_band_stats
-from dsifn.data.config import AugmentConfig, DataConfig, Layout
+from dsifn.data.config import AugmentConfig, DataConfig, Layout, reading_config
 from dsifn.data.dataset import ChangeDetectionDataset, resolve_layout
 from dsifn.data.layouts import OSCD_BANDS, DetectedLayout, Sample, SplitFiles, detect_layout
 
@@ -22,5 +22,6 @@ __all__ = [
     "check_splits",
     "compute_band_stats",
     "detect_layout",
+    "reading_config",
     "resolve_layout",
 ]

@@ -7,11 +7,12 @@ from typing import ClassVar, Literal, get_args
 
 from dsifn._config import Config, settle
 from dsifn._validation import check_choice
+from dsifn.contract import InputContract
 from dsifn.errors import ConfigError
 from dsifn.io.images import parse_bands
 from dsifn.scaling import ScalingRule
 
-__all__ = ["AugmentConfig", "DataConfig", "Layout"]
+__all__ = ["AugmentConfig", "DataConfig", "Layout", "reading_config"]
 
 Layout = Literal[
     "auto", "dsifn", "levir", "whu", "cdd", "sysu", "s2looking", "list", "oscd", "generic"
@@ -146,3 +147,17 @@ class DataConfig(Config):
     def scaling_rule(self) -> ScalingRule:
         """The rule ``scale`` and ``stretch`` ask for (:mod:`dsifn.scaling`)."""
         return ScalingRule.of(self.scale, self.stretch)
+
+
+def reading_config(contract: InputContract, root: str, layout: str = "auto") -> DataConfig:
+    """The data configuration that reads a dataset the way ``contract`` says."""
+    rule = contract.scaling
+    return DataConfig(
+        root=root,
+        layout=layout,  # type: ignore[arg-type]
+        bands=contract.bands,
+        scale=rule.scale,
+        stretch=rule.stretch,
+        nodata=contract.nodata,
+        ignore_value=contract.ignore_value,
+    )

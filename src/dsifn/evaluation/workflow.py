@@ -15,17 +15,16 @@ from dsifn.contract import (
     CONTRACT_KEY,
     InputContract,
 )
-from dsifn.data import ChangeDetectionDataset, DataConfig, DetectedLayout, detect_layout
+from dsifn.data import ChangeDetectionDataset, DetectedLayout, detect_layout, reading_config
 from dsifn.errors import InputError
 from dsifn.evaluation.results import EvaluationResult, Prediction
 from dsifn.evaluation.scoring import evaluate, tune_threshold
-from dsifn.inference.runner import load_runner, runtime_for
+from dsifn.inference.loading import load_runner, runtime_for
 from dsifn.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 
 __all__ = [
     "CheckpointEvaluation",
     "evaluate_checkpoint",
-    "reading_config",
     "store_threshold",
 ]
 
@@ -53,20 +52,6 @@ def store_threshold(
     own = {"format", "format_version", "dsifn_version", "model_config", "state_dict", "meta"}
     extra = {k: v for k, v in payload.items() if k not in own}
     save_checkpoint(path, model, meta=meta, overwrite=True, **extra)
-
-
-def reading_config(contract: InputContract, root: str, layout: str = "auto") -> DataConfig:
-    """The data configuration that reads a dataset the way ``contract`` says."""
-    rule = contract.scaling
-    return DataConfig(
-        root=root,
-        layout=layout,  # type: ignore[arg-type]
-        bands=contract.bands,
-        scale=rule.scale,
-        stretch=rule.stretch,
-        nodata=contract.nodata,
-        ignore_value=contract.ignore_value,
-    )
 
 
 def _training_validation(found: DetectedLayout, meta: Mapping[str, Any]) -> DetectedLayout:

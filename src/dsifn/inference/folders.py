@@ -26,9 +26,10 @@ import torch
 
 from dsifn.distributed import DistContext, agree_gather, process_device, setup_distributed
 from dsifn.errors import ConfigError, InputError
+from dsifn.inference.loading import load_runner
 from dsifn.inference.options import PathLike, SceneOptions, SceneResult
 from dsifn.inference.outputs import check_map_format
-from dsifn.inference.runner import TileRunner, load_runner
+from dsifn.inference.runner import TileRunner
 from dsifn.inference.scene import predict_scene
 from dsifn.inference.sources import is_plain
 from dsifn.io.atomic import check_output_path

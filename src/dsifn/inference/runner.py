@@ -3,26 +3,22 @@
 Code that runs a model talks to it only through the :class:`TileRunner` protocol, so a PyTorch
 checkpoint (:class:`TorchRunner`), an exported ONNX model (``dsifn.interop.onnx.OnnxRunner``,
 the ``onnx`` extra) and an OpenVINO IR (``dsifn.interop.openvino.OpenVINORunner``, the
-``openvino`` extra), in fp32 or int8, are interchangeable. :func:`load_runner` is the one place
-where a model file becomes a runner: each runtime is an entry of :data:`RUNTIMES`, chosen by the
-file it is given (``.onnx``: onnxruntime; ``.xml``: openvino; anything else: a dsifn checkpoint
-on torch) or by name. Every runner carries the model's :class:`~dsifn.contract.InputContract`.
+``openvino`` extra), in fp32 or int8, are interchangeable; :mod:`dsifn.inference.loading`
+turns a model file into one. Every runner carries the model's
+:class:`~dsifn.contract.InputContract`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, Protocol, get_args, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from dsifn._validation import check_choice
 from dsifn.contract import DEFAULT_THRESHOLD, InputContract
-from dsifn.devices import Runtime, autocast, resolve_device, resolve_precision
-from dsifn.errors import ConfigError, InputError
+from dsifn.devices import autocast, resolve_device, resolve_precision
+from dsifn.errors import InputError
 from dsifn.inference.fast import FastInferenceModel, optimize_for_inference
 from dsifn.models.decoder import Descriptors
 from dsifn.models.dsifn import DSIFN
@@ -30,13 +26,8 @@ from dsifn.models.normalization import Normalization
 
 __all__ = [
     "DEFAULT_THRESHOLD",
-    "MODEL_SUFFIXES",
-    "RUNTIMES",
-    "Runtime",
     "TileRunner",
     "TorchRunner",
-    "load_runner",
-    "runtime_for",
 ]
 
 
@@ -181,76 +172,3 @@ class TorchRunner:
         """Short description for output metadata."""
         cfg = self.model.config
         return f"DSIFN {cfg.variant} variant, {cfg.in_channels} bands (torch, {self.precision})"
-
-
-def _torch_runner(path: Path, device: str, precision: str) -> TileRunner:
-    from dsifn.io.checkpoint import load_checkpoint
-
-    runner = TorchRunner(load_checkpoint(path), device=device, precision=precision)
-    runner.path = str(path)
-    return runner
-
-
-def _onnx_runner(path: Path, device: str, precision: str) -> TileRunner:
-    from dsifn.interop.onnx import OnnxRunner  # it says which extra is missing, if one is
-
-    if precision not in ("auto", "fp32"):
-        raise ConfigError(f"an ONNX model runs in the precision it was exported in: {precision}")
-    runner: TileRunner = OnnxRunner(path, device=device)
-    return runner
-
-
-def _openvino_runner(path: Path, device: str, precision: str) -> TileRunner:
-    from dsifn.interop.openvino import OpenVINORunner  # it says which extra is missing
-
-    runner: TileRunner = OpenVINORunner(path, device=device, precision=precision)
-    return runner
-
-
-# Each runtime: (path, device, precision) -> runner. The next runtime is one entry here.
-RUNTIMES: dict[str, Callable[[Path, str, str], TileRunner]] = {
-    "torch": _torch_runner,
-    "onnxruntime": _onnx_runner,
-    "openvino": _openvino_runner,
-}
-# Model files each runtime is chosen for by default (anything else: torch).
-MODEL_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino"}
-
-
-def runtime_for(path: str | os.PathLike[str], runtime: str = "auto") -> str:
-    """The runtime that runs ``path``: the one asked for, else the one its suffix says."""
-    check_choice("runtime", runtime, get_args(Runtime))
-    if runtime != "auto":
-        return runtime
-    return MODEL_SUFFIXES.get(Path(path).suffix.lower(), "torch")
-
-
-def load_runner(
-    path: str | os.PathLike[str],
-    *,
-    runtime: str = "auto",
-    device: str = "auto",
-    precision: str = "auto",
-) -> TileRunner:
-    """Load a model file as a :class:`TileRunner`.
-
-    Args:
-        path: A dsifn checkpoint, an exported ``.onnx`` model or an OpenVINO ``.xml``.
-        runtime: ``"auto"`` (by the file: :data:`MODEL_SUFFIXES`) or a name of :data:`RUNTIMES`.
-        device: Where to run.
-        precision: Numeric precision (torch; OpenVINO, for what int8 does not cover; ONNX
-            models run as exported).
-
-    Returns:
-        The runner.
-
-    Raises:
-        ConfigError: If the runtime is unknown or its optional dependencies are missing.
-        CheckpointError: If the checkpoint cannot be read.
-    """
-    file = Path(path)
-    if file.is_dir():
-        raise InputError(f"model {file} is a folder, not a model file")
-    if not file.is_file():
-        raise InputError(f"model {file} does not exist")
-    return RUNTIMES[runtime_for(file, runtime)](file, device, precision)

@@ -25,6 +25,7 @@ from typing import Any
 
 from dsifn.contract import InputContract
 from dsifn.errors import ConfigError, InputError
+from dsifn.inference.loading import load_runner
 from dsifn.inference.options import (
     AttentionMode,
     OutputDtype,
@@ -41,7 +42,7 @@ from dsifn.inference.outputs import (
     write_outputs,
 )
 from dsifn.inference.pipeline import plan_tiles
-from dsifn.inference.runner import TileRunner, load_runner
+from dsifn.inference.runner import TileRunner
 from dsifn.inference.scene_attention import DEFAULT_WINDOW, WindowGrid, as_attention_runner
 from dsifn.inference.sources import SceneSource, as_paths, open_pair, scene_scaling
 from dsifn.inference.staging import staged, work_folder

@@ -34,10 +34,9 @@ from torch import Tensor
 
 from dsifn._optional import require
 from dsifn.contract import InputContract, is_change
-from dsifn.data import ChangeDetectionDataset, detect_layout
+from dsifn.data import ChangeDetectionDataset, detect_layout, reading_config
 from dsifn.errors import ConfigError, DataError, InputError, WeightsError
 from dsifn.evaluation.scoring import runner_scorer, score_batches
-from dsifn.evaluation.workflow import reading_config
 from dsifn.inference.pipeline import DEFAULT_TILE
 from dsifn.inference.runner import TileRunner
 from dsifn.inference.tiling import MIN_TILE, TileGrid, pad_tile

@@ -130,7 +130,7 @@ def _calibration(args: argparse.Namespace) -> Calibration:
 def _write(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
     """Export (or quantise an fp32 export); returns the written model's metadata."""
     from dsifn.errors import ConfigError
-    from dsifn.inference.runner import runtime_for
+    from dsifn.inference.loading import runtime_for
     from dsifn.interop import onnx, openvino
     from dsifn.io.checkpoint import load_checkpoint
 
