@@ -123,7 +123,7 @@ def test_the_cost_is_measured_by_the_scoring_core_and_refused_past_the_limit(lev
     expected = _f1(tiles, _Difference(invert=True), reference=_Difference())
     assert worse.agreement_f1 == pytest.approx(expected)
     assert worse.f1_drop > 1 and worse.max_probability_difference > 0.1
-    with pytest.raises(WeightsError, match=r"more than the 1 allowed \(max_f1_drop\)"):
+    with pytest.raises(WeightsError, match=r"more than the 1 allowed \(`max_f1_drop`\)"):
         check_cost(worse)
     assert QuantizationCost.from_dict(worse.to_dict()) == worse
     assert worse.to_dict()["f1_drop"] == worse.f1_drop
@@ -223,7 +223,7 @@ def test_a_large_f1_drop_is_refused_and_nothing_is_written(
     assert main([*argv, "--overwrite"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert "F1 points against fp32" in err and "more than the -100 allowed" in err
+    assert "F1 points against fp32" in err and "more than the -100 allowed (--max-f1-drop)" in err
     # The existing file is left as it was, and no temporary file or folder remains.
     assert out.read_bytes() == b"kept" and [p.name for p in out.parent.iterdir()] == [out.name]
 

@@ -88,7 +88,7 @@ class Calibration:
             ConfigError: If ``value`` is None: int8 needs data to calibrate on.
         """
         if value is None:
-            raise ConfigError("int8 quantisation needs calibration data (calibration=DATA)")
+            raise ConfigError("int8 quantisation needs calibration data (`calibration=DATA`)")
         return value if isinstance(value, Calibration) else cls(data=os.fspath(value))
 
     @property
@@ -328,7 +328,7 @@ def check_cost(cost: QuantizationCost) -> None:
         raise WeightsError(
             f"the int8 model loses {cost.f1_drop:.2f} F1 points against fp32 (F1 "
             f"{cost.f1_fp32:.2f} -> {cost.f1_int8:.2f} on {cost.held_out_pairs} held-out "
-            f"tile(s)), more than the {cost.max_f1_drop:g} allowed (max_f1_drop); "
+            f"tile(s)), more than the {cost.max_f1_drop:g} allowed (`max_f1_drop`); "
             "nothing was written"
         )
 
