@@ -50,8 +50,7 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
     cases: list[CaseResult] = []
     ratios: dict[str, float] = {}
     if config.mode in ("train", "all"):
-        # Compiled training only when asked for, until a GPU run confirms the fix of its bf16
-        # NaN gradients (benchmarks/RESULTS.md).
+        # Compiled training only when asked for, as in dsifn train (dsifn.training.step: why).
         train = measure_training(model, config, device, precision, bool(config.compile), batch)
         cases += train
         ratios["train"] = train[1].pairs_per_second / train[0].pairs_per_second
