@@ -6,11 +6,12 @@ import argparse
 import math
 from typing import Any, get_args
 
-from dsifn.devices import Precision
+from dsifn.devices import Precision, Runtime
 from dsifn.models.dsifn import Variant
 
 __all__ = [
     "add_device_options",
+    "add_model_file_options",
     "add_model_options",
     "add_overwrite_option",
     "finite_float",
@@ -43,6 +44,19 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=get_args(Precision),
         help="numeric precision; auto picks bf16 where the hardware has it, else fp32 [auto]",
+    )
+
+
+def add_model_file_options(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint`` (a checkpoint or an exported model) and ``--runtime``."""
+    parser.add_argument(
+        "--checkpoint", required=True, help="dsifn checkpoint (.pt) or exported model (.onnx, .xml)"
+    )
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        choices=get_args(Runtime),
+        help="how to run the model [auto: onnxruntime for .onnx, openvino for .xml, else torch]",
     )
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "plan_tiles",
     "predict_array",
     "run_tiles",
+    "tile_side",
     "tiled_probabilities",
 ]
 
@@ -310,21 +311,33 @@ def plan_tiles(
     Returns:
         The grid (tiles shrink to an image smaller than one), the tile side and the overlap.
     """
-    tile = _tile_size(runner, tile_size or runner.contract.tile_size)
+    tile = tile_side(runner.tile_size, tile_size, runner.contract.tile_size)
     overlap = tile // 8 if overlap is None else overlap
     fixed = runner.tile_size is not None
     return TileGrid.plan(height, width, tile, overlap, fixed=fixed), tile, overlap
 
 
-def _tile_size(runner: TileRunner, asked: int | None) -> int:
-    if runner.tile_size is not None:
-        if asked is not None and asked != runner.tile_size:
+def tile_side(
+    fixed: int | None, asked: int | None, trained: int | None, *, what: str = "tile_size"
+) -> int:
+    """The side of the tiles to cut: a fixed-size model's size, else asked, trained or default.
+
+    Args:
+        fixed: The only side the model takes, or None.
+        asked: The side asked for, or None.
+        trained: The tile side the model's input contract says it trained on, or None.
+        what: The parameter that asked, for the message.
+
+    Raises:
+        ConfigError: If a fixed-size model is asked for another side.
+    """
+    if fixed is not None:
+        if asked is not None and asked != fixed:
             raise ConfigError(
-                f"this model takes {runner.tile_size}x{runner.tile_size} tiles only; "
-                f"`tile_size={asked}` is not possible"
+                f"this model takes {fixed}x{fixed} tiles only; `{what}={asked}` is not possible"
             )
-        return runner.tile_size
-    return DEFAULT_TILE if asked is None else asked
+        return fixed
+    return asked or trained or DEFAULT_TILE
 
 
 def predict_array(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, grid: TileGrid) -> np.ndarray:

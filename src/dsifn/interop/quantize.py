@@ -37,7 +37,7 @@ from dsifn.contract import InputContract, is_change
 from dsifn.data import ChangeDetectionDataset, detect_layout, reading_config
 from dsifn.errors import ConfigError, DataError, InputError, WeightsError
 from dsifn.evaluation.scoring import runner_scorer, score_batches
-from dsifn.inference.pipeline import DEFAULT_TILE
+from dsifn.inference.pipeline import tile_side
 from dsifn.inference.runner import TileRunner
 from dsifn.inference.tiling import MIN_TILE, TileGrid, pad_tile
 from dsifn.interop.exported import INPUT_NAMES, pad_to_multiple
@@ -115,17 +115,6 @@ def _split_of(calibration: Calibration, splits: Sequence[str]) -> str:
     return "val" if "val" in splits or "train" not in splits else "train"
 
 
-def _tile_side(calibration: Calibration, contract: InputContract, fixed: int | None) -> int:
-    if fixed is not None:
-        if calibration.tile_size not in (None, fixed):
-            raise ConfigError(
-                f"this model takes {fixed}x{fixed} tiles only; calibration tile_size "
-                f"{calibration.tile_size} is not possible"
-            )
-        return fixed
-    return calibration.tile_size or contract.tile_size or DEFAULT_TILE
-
-
 def _placed(x: Tensor, height: int, width: int) -> Tensor:
     """(1, h, w) labels in the top left of a (1, 1, height, width) zero tile."""
     out = torch.zeros((1, 1, height, width), dtype=x.dtype)
@@ -199,7 +188,9 @@ def read_calibration(
             f"the calibration data has {dataset.bands} band(s) per image but the model takes "
             f"{contract.band_count}"
         )
-    side = _tile_side(calibration, contract, fixed_size)
+    side = tile_side(
+        fixed_size, calibration.tile_size, contract.tile_size, what="calibration.tile_size"
+    )
     held, wanted = calibration.wanted_held_out, calibration.pairs + calibration.wanted_held_out
     per_pair = max(1, math.ceil(wanted / len(dataset)))
     tiles = list(itertools.islice(_tiles(dataset, side, fixed_size is not None, per_pair), wanted))

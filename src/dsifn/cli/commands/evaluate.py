@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING
 
-from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
-from dsifn.devices import Runtime
+from dsifn.cli.options import (
+    add_device_options,
+    add_model_file_options,
+    add_overwrite_option,
+    finite_float,
+)
 
 if TYPE_CHECKING:
     from dsifn.evaluation.report import ReportWriter
@@ -19,15 +23,7 @@ HELP = "score a checkpoint on a dataset split: metrics table, metrics.json, mask
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``evaluate``'s options."""
-    parser.add_argument(
-        "--checkpoint", required=True, help="dsifn checkpoint (.pt) or exported model (.onnx, .xml)"
-    )
-    parser.add_argument(
-        "--runtime",
-        default="auto",
-        choices=get_args(Runtime),
-        help="how to run the model [auto: onnxruntime for .onnx, openvino for .xml, else torch]",
-    )
+    add_model_file_options(parser)
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--split", default="test", help="split to score [test]")
     parser.add_argument("--layout", default="auto", help="dataset layout [auto: detect it]")

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
-from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
-from dsifn.devices import Runtime
+from dsifn.cli.options import (
+    add_device_options,
+    add_model_file_options,
+    add_overwrite_option,
+    finite_float,
+)
 
 if TYPE_CHECKING:
     from dsifn.inference.folders import FolderPairs
@@ -20,15 +24,7 @@ HELP = "predict the change map of a pair of scenes (GeoTIFF or PNG/JPEG), tile b
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``predict``'s options."""
-    parser.add_argument(
-        "--checkpoint", required=True, help="dsifn checkpoint, or an exported .onnx / .xml model"
-    )
-    parser.add_argument(
-        "--runtime",
-        default="auto",
-        choices=get_args(Runtime),
-        help="how to run the model [auto: onnxruntime for .onnx, openvino for .xml, else torch]",
-    )
+    add_model_file_options(parser)
     _add_io_options(parser)
     _add_map_options(parser)
     _add_band_options(parser)
