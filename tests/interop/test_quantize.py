@@ -248,3 +248,15 @@ def test_int8_options_are_checked_before_any_work(checkpoint, tmp_path, capsys):
         assert main(argv) == 2  # the data is read before the model is converted
         assert "missing" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_export_help_states_the_library_defaults():
+    import dataclasses
+
+    from dsifn.cli.commands import export
+    from dsifn.interop.onnx import DEFAULT_OPSET
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Calibration)}
+    assert export.DEFAULT_PAIRS == defaults["pairs"]
+    assert export.DEFAULT_MAX_F1_DROP == defaults["max_f1_drop"]
+    assert export.DEFAULT_OPSET == DEFAULT_OPSET

@@ -18,6 +18,8 @@ HELP = (
 )
 
 FORMATS = ("onnx", "openvino")
+# The library's defaults, for the help text only (the parser imports no export code); a flag
+# not given is not passed on, and a test keeps these equal to the library's.
 DEFAULT_OPSET = 18
 DEFAULT_PAIRS = 64
 DEFAULT_MAX_F1_DROP = 1.0
@@ -119,12 +121,12 @@ def _format(args: argparse.Namespace) -> str:
 def _calibration(args: argparse.Namespace) -> Calibration:
     from dsifn.interop.quantize import Calibration
 
-    return Calibration(
-        data=args.calibration,
-        split=args.calibration_split,
-        pairs=args.calibration_pairs or DEFAULT_PAIRS,
-        max_f1_drop=DEFAULT_MAX_F1_DROP if args.max_f1_drop is None else args.max_f1_drop,
-    )
+    given = {
+        "split": args.calibration_split,
+        "pairs": args.calibration_pairs,
+        "max_f1_drop": args.max_f1_drop,
+    }
+    return Calibration(data=args.calibration, **{k: v for k, v in given.items() if v is not None})
 
 
 def _write(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
@@ -153,7 +155,9 @@ def _write(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
             "calibration": _calibration(args) if args.int8 else None,
         }
         if fmt == "onnx":
-            onnx.export_onnx(model, args.out, opset=args.opset or DEFAULT_OPSET, **options)
+            if args.opset is not None:
+                options["opset"] = args.opset
+            onnx.export_onnx(model, args.out, **options)
         else:
             openvino.export_openvino(model, args.out, **options)
     return onnx.read_info(args.out) if fmt == "onnx" else openvino.read_info(args.out)
