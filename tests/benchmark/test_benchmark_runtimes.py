@@ -64,6 +64,8 @@ def test_exported_runtimes_predict_what_eager_predicts(trained, tmp_path, int8):
     )
     assert [r.name for r in runners] == ["baseline", fp32, int8]
     assert runners[2].precision == "int8" and "int8" in runners[2].description
+    if fp32 == "openvino":  # OpenVINO says what it computes in beside int8: fp32, as asked
+        assert runners[1].description.endswith("rest in fp32") and runners[1].precision == "fp32"
     rng = np.random.default_rng(0)
     t1, t2 = (rng.standard_normal((2, 3, 32, 32)).astype(np.float32) for _ in range(2))
     eager, exported, quantized = (r.runner(t1, t2) for r in runners)

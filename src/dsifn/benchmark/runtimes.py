@@ -64,17 +64,11 @@ def build_runners(
         else:
             path = exports.model_file(name)
             runner = load_runner(path, device=str(device), precision=config.precision)
-            runs_in = _runs_in(runner)
+            runs_in = getattr(runner, "compute_precision", None)  # OpenVINO's
             description = _describe(name) + (f", rest in {runs_in}" if runs_in else "")
             precision = "int8" if name.endswith("-int8") else runs_in or "fp32"
             runners.append(NamedRunner(name, runner, description, precision))
     return runners
-
-
-def _runs_in(runner: object) -> str | None:
-    """The precision OpenVINO computes in where int8 does not reach (bf16 where native)."""
-    hint = getattr(runner, "settings", {}).get("INFERENCE_PRECISION_HINT")
-    return None if hint is None else {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[hint]
 
 
 def _describe(name: str) -> str:

@@ -399,6 +399,12 @@ class OpenVINORunner(ExportedRunner):
         self.request = self.compiled.create_infer_request()
         self.outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
 
+    @property
+    def compute_precision(self) -> str | None:
+        """What OpenVINO computes in where int8 does not reach (``"bf16"``...), if set."""
+        hint = self.settings.get("INFERENCE_PRECISION_HINT")
+        return None if hint is None else {v: k for k, v in _PRECISIONS.items()}[hint]
+
     def _infer(self, t1: np.ndarray, t2: np.ndarray) -> Sequence[np.ndarray]:
         # Inputs are fresh padded arrays (shared, not copied); outputs are copies.
         result = self.request.infer({"t1": t1, "t2": t2}, share_inputs=True)
