@@ -12,7 +12,7 @@ import time
 import torch
 
 from dsifn import DSIFN, save_checkpoint
-from dsifn.inference.staging import remove_stale as _remove_stale
+from dsifn.io.atomic import remove_stale as _remove_stale
 from fixtures.rasters import uint16_scene, write_geotiff
 
 

@@ -12,7 +12,7 @@
    (:mod:`dsifn.inference.quicklook`) are made from the working raster.
 
 Every output is written under a private folder beside it and all are moved into place at the
-end (:mod:`dsifn.inference.staging`).
+end (:func:`dsifn.io.atomic.staged`).
 """
 
 from __future__ import annotations
@@ -45,10 +45,9 @@ from dsifn.inference.pipeline import plan_tiles
 from dsifn.inference.runner import TileRunner
 from dsifn.inference.scene_attention import DEFAULT_WINDOW, WindowGrid, as_attention_runner
 from dsifn.inference.sources import SceneSource, as_paths, open_pair, scene_scaling
-from dsifn.inference.staging import staged, work_folder
 from dsifn.inference.tiling import TileGrid
 from dsifn.inference.working import infer_to_file
-from dsifn.io.atomic import check_output_path
+from dsifn.io.atomic import check_output_path, staged, work_folder
 from dsifn.io.images import ArraySource
 from dsifn.scaling import Scaling
 

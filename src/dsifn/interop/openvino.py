@@ -25,12 +25,10 @@ OpenVINO property are its arguments.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, get_args
@@ -41,7 +39,7 @@ import torch
 from dsifn._optional import require
 from dsifn._validation import check_choice
 from dsifn.devices import resolve_precision
-from dsifn.errors import ConfigError, OutputExistsError, WeightsError
+from dsifn.errors import ConfigError, WeightsError
 from dsifn.interop.exported import (
     INPUT_NAMES,
     METADATA_KEY,
@@ -62,7 +60,7 @@ from dsifn.interop.quantize import (
     quantize_openvino_model,
     read_calibration,
 )
-from dsifn.io.atomic import check_input_file, check_output_path, move_into_place
+from dsifn.io.atomic import check_input_file, check_output_path, staged
 from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE
 
 __all__ = [
@@ -95,23 +93,6 @@ def _ir_path(path: str | os.PathLike[str], overwrite: bool) -> Path:
     check_output_path(out, overwrite=overwrite)
     check_output_path(out.with_suffix(".bin"), overwrite=overwrite)
     return out
-
-
-@contextlib.contextmanager
-def _staged(final: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield an ``.xml`` path in a hidden folder beside ``final``; move the IR there after."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    weights = final.with_suffix(".bin")
-    with tempfile.TemporaryDirectory(
-        prefix=f".{final.name}.", suffix=".partial", dir=final.parent
-    ) as work:
-        xml = Path(work) / final.name
-        yield xml
-        if not overwrite and (final.exists() or weights.exists()):
-            raise OutputExistsError(f"{final} appeared while writing; not replaced")
-        # The .xml last: whoever finds it finds its weights complete.
-        move_into_place(xml.with_suffix(".bin"), weights)
-        move_into_place(xml, final)
 
 
 def _convert(net: Probabilities) -> Any:
@@ -206,7 +187,7 @@ def export_openvino(
         check_against_torch(net, runner, cfg.input_size, cfg.in_channels, "OpenVINO IR")
     if tiles is not None:
         converted = _quantized(converted, tiles)
-    with _staged(out, overwrite) as xml:
+    with staged([out, out.with_suffix(".bin")], overwrite=overwrite) as (xml, _):
         _save(converted, xml)
     return out
 
@@ -258,7 +239,7 @@ def quantize_openvino(
         fixed_size=None if fixed is None else int(fixed),
     )
     int8 = _quantized(fp32, tiles)
-    with _staged(out, overwrite) as xml:
+    with staged([out, out.with_suffix(".bin")], overwrite=overwrite) as (xml, _):
         _save(int8, xml)
     return out
 

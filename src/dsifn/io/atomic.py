@@ -1,19 +1,28 @@
-"""Paths checked before any work, and files written so that a crash never leaves a bad output.
+"""Paths checked before any work, and outputs staged so that a crash never leaves a bad one.
 
 An output is checked up front (:func:`check_output_path`, :func:`check_output_folder`): an
 existing file is kept unless overwriting was asked for, and a path that cannot be written at
 all (a folder where a file goes, a file where a folder must be) is refused whatever the
-overwrite flag says, so a long run never fails at its last step. :func:`atomic_path` then
-writes beside the final path and renames, after syncing the data to disk, so that neither an
-exception nor a power loss leaves a truncated or empty file under the final name.
+overwrite flag says, so a long run never fails at its last step.
+
+Every output of the package is then written through :func:`staged`, the one staged write: the
+files are written under their own names in a private ``.dsifn-*`` folder beside where they go
+(the same file system, so the final move is a rename), synced to disk, and moved into place
+together only when all are complete. An exception, an interrupt or a power loss leaves the old
+files or the complete new ones under the final names, never a truncated one.
+:func:`atomic_path` is :func:`staged` for one file. A run killed outright (SIGKILL) cannot
+clean up; its folder names its owner and the next run beside it removes it
+(:func:`remove_stale`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dsifn.errors import ConfigError, DSIFNError, OutputExistsError
@@ -24,7 +33,13 @@ __all__ = [
     "check_output_folder",
     "check_output_path",
     "move_into_place",
+    "remove_stale",
+    "staged",
+    "sync_tree",
+    "work_folder",
 ]
+
+_OWNER = "owner"  # "HOST PID" of the run that made a work folder
 
 
 def check_input_file(
@@ -121,25 +136,114 @@ def _fsync(path: Path, *, folder: bool = False) -> None:
         os.close(fd)
 
 
-def move_into_place(tmp: Path, final: Path) -> None:
-    """Rename a complete file onto its final path, durably.
+def sync_tree(path: Path) -> None:
+    """Flush a file, or every file and folder under a folder, to the disk."""
+    if path.is_dir():
+        for sub in sorted(path.rglob("*")):
+            _fsync(sub, folder=sub.is_dir())
+    _fsync(path, folder=path.is_dir())
 
-    The file's data is synced before the rename and the folder's entry after it, so a power
-    loss leaves the old file or the new one whole, never an empty one.
+
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Rename a complete file (or folder) onto its final path, durably.
+
+    The data is synced before the rename and the folder's entry after it, so a power loss
+    leaves the old file or the new one whole, never an empty one. A folder replaces an
+    existing folder of that name (moved aside first, then removed).
     """
-    _fsync(tmp)
-    os.replace(tmp, final)
+    sync_tree(tmp)
+    if tmp.is_dir() and final.is_dir():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
     _fsync(final.parent, folder=True)
+
+
+def work_folder(parent: Path) -> tempfile.TemporaryDirectory[str]:
+    """A private ``.dsifn-*`` folder in ``parent``, after removing stale ones.
+
+    It names its owner (host and process), so that a later run can tell a dead run's folder
+    from a live one's (:func:`remove_stale`).
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(parent)
+    folder = tempfile.TemporaryDirectory(prefix=".dsifn-", dir=parent)
+    (Path(folder.name) / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    return folder
+
+
+def remove_stale(parent: Path) -> None:
+    """Remove ``.dsifn-*`` folders whose owner, a process on this host, no longer runs.
+
+    Folders without an owner file, of another host, or of a live (or unknown) process are left:
+    only what is surely a dead run's working data goes. (Processes of one ``torchrun`` job
+    writing into one folder are alive, so they never remove each other's folders.)
+    """
+    host = socket.gethostname()
+    for folder in parent.glob(".dsifn-*"):
+        try:
+            owner_host, pid = (folder / _OWNER).read_text().split()
+            if owner_host != host or _alive(int(pid)):
+                continue
+        except (OSError, ValueError):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+@contextlib.contextmanager
+def staged(
+    finals: Sequence[str | os.PathLike[str]], *, overwrite: bool = False
+) -> Iterator[list[Path]]:
+    """Yield a path per output, under its own name in a private folder beside it.
+
+    Outputs that share a folder share one private folder, so a writer that puts a companion
+    file beside its output (an OpenVINO ``.bin`` beside its ``.xml``) finds it there. When the
+    block succeeds, every output is checked again (one that appeared meanwhile is not
+    replaced without ``overwrite``), synced and renamed into place in reverse order, the first
+    output last: whoever finds the first finds the others complete. When the block raises,
+    nothing is moved and the private folders are removed.
+
+    Args:
+        finals: The outputs' final paths; the first is the one readers look for.
+        overwrite: Allow replacing existing files.
+
+    Yields:
+        The paths to write to, in the order of ``finals``.
+    """
+    targets = [check_output_path(final, overwrite=overwrite) for final in finals]
+    with contextlib.ExitStack() as stack:
+        folders: dict[Path, Path] = {}
+        for final in targets:
+            parent = final.parent.resolve()
+            if parent not in folders:
+                folders[parent] = Path(stack.enter_context(work_folder(final.parent)))
+        paths = [folders[final.parent.resolve()] / final.name for final in targets]
+        yield paths
+        for final in targets:
+            if not overwrite and (final.exists() or final.is_symlink()):
+                raise OutputExistsError(f"{final} appeared while writing; not replaced")
+        for path, final in reversed(list(zip(paths, targets, strict=True))):
+            if not path.exists():
+                raise RuntimeError(f"{final}: the staged output was never written")
+            move_into_place(path, final)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` when the block succeeds.
-
-    The temporary file is in the same folder (so the final rename is atomic) and is removed if
-    the block raises, so an interrupted write never leaves a truncated file at ``path``. Before
-    the rename the file's data is synced to disk, and after it the folder's entry, so a power
-    loss leaves either the old file or the complete new one, never an empty one.
+    """:func:`staged` for one file: yield a temporary path; move it onto ``path`` after.
 
     Args:
         path: The final output path.
@@ -148,19 +252,5 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     Yields:
         The temporary path to write to.
     """
-    final = check_output_path(path, overwrite=overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
-    # mkstemp makes the file private (0600); give it the mode a plain open() would have.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)
-    try:
+    with staged([path], overwrite=overwrite) as (tmp,):
         yield tmp
-        if not overwrite and final.exists():
-            raise OutputExistsError(f"{final} appeared while writing; not replaced")
-        move_into_place(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
