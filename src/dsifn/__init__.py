@@ -9,10 +9,10 @@ from typing import Any
 from dsifn._version import __version__
 from dsifn.errors import DSIFNError, InputError
 from dsifn.interop.official_pytorch import load_official_pytorch
-from dsifn.io.checkpoint import load_checkpoint, save_checkpoint
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from dsifn.models import DSIFN, DSIFNConfig, DSIFNOutput, Normalization
+from dsifn.models.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "DSIFN",

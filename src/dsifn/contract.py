@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from dsifn.bands import parse_bands
 from dsifn.errors import ConfigError, InputError
-from dsifn.io.images import parse_bands
-from dsifn.models.normalization import Normalization
+from dsifn.io.pairs import PixelReading, check_resampling
+from dsifn.normalization import Normalization
 from dsifn.scaling import ScalingRule
 
 if TYPE_CHECKING:
@@ -121,10 +122,7 @@ class InputContract:
         if self.normalization.bands != self.band_count:
             raise ConfigError("the contract's normalisation does not fit its band count")
         object.__setattr__(self, "threshold", check_threshold(self.threshold))
-        from rasterio.enums import Resampling
-
-        if self.resampling not in Resampling.__members__:
-            raise ConfigError(f"unknown resampling {self.resampling!r}")
+        check_resampling("the contract's resampling", self.resampling)
         if self.threshold_rule != THRESHOLD_RULE:
             raise ConfigError(f"unknown threshold rule {self.threshold_rule!r}")
         if self.nodata is not None and math.isinf(float(self.nodata)):
@@ -139,6 +137,7 @@ class InputContract:
             bands=data.bands,
             scaling=data.scaling_rule(),
             nodata=data.nodata,
+            resampling=data.resampling,
             ignore_value=data.ignore_value,
             tile_size=data.crop_size or model.input_size,
             threshold=threshold,
@@ -174,6 +173,10 @@ class InputContract:
             tile_size=data.get("crop_size") or model.input_size,
             origin="training config",
         )
+
+    def reading(self) -> PixelReading:
+        """How the pair reader reads pixels for this model (:mod:`dsifn.io.pairs`)."""
+        return PixelReading(self.bands, self.nodata, self.resampling, self.scaling)
 
     def replace(self, **changes: Any) -> InputContract:
         """A copy with some fields changed."""

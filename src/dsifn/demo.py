@@ -40,7 +40,7 @@ from dsifn.evaluation.scoring import (
     tune_threshold,
 )
 from dsifn.evaluation.workflow import store_threshold
-from dsifn.io.checkpoint import load_checkpoint
+from dsifn.models.checkpoint import load_checkpoint
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
 from dsifn.training.config import (
     OptimConfig,

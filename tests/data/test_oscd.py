@@ -115,7 +115,7 @@ def test_the_1_2_tif_and_the_0_255_png_decode_to_the_same_change(tmp_path):
     layout = detect_layout(tmp_path, "oscd")
     pairs = layout.splits["train"].samples + layout.splits["val"].samples
     for sample in pairs:
-        _, mask, _ = load_pair(sample, DataConfig(root=str(tmp_path)))
+        _, mask, _, _ = load_pair(sample, DataConfig(root=str(tmp_path)))
         assert np.array_equal(mask[0] > 0, truth)
 
 
@@ -139,7 +139,7 @@ def test_training_crops_come_from_labelled_pixels_and_read_only_their_window(tmp
             assert torch.equal(bright & item["valid"][0], item["mask"][0].bool())
     # The windowed read gives what cropping the whole pair gives, draw for draw.
     sample = dataset.samples[0]
-    image, mask, valid = (torch.from_numpy(a) for a in load_pair(sample, config))
+    image, mask, valid, _ = (torch.from_numpy(a) for a in load_pair(sample, config))
     generator = sample_generator(3, 3, 0)
     whole = augment_sample(image, mask, valid, config.augment, generator, 16, 0.5)
     windowed = dataset[0]

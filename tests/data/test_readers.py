@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dsifn.bands import parse_bands
 from dsifn.data import ChangeDetectionDataset, DataConfig
 from dsifn.data.readers import decode_mask, read_mask
 from dsifn.errors import ConfigError, DataError, InputError
-from dsifn.io.images import decode_pillow, open_image, parse_bands
+from dsifn.io.images import decode_pillow, open_image
 from dsifn.scaling import ScalingRule
 from fixtures.datasets import FOLDERS, build_layout, encode_mask, write_split
 from fixtures.rasters import write_image

@@ -10,11 +10,11 @@ from PIL import Image
 from dsifn.evaluation.report import (
     ReportWriter,
     error_map,
-    image_to_rgb,
     mask_to_gray,
     safe_name,
 )
 from dsifn.evaluation.results import EvaluationResult, Prediction
+from dsifn.io.pictures import display_stretch, write_png
 
 
 def test_error_map_colours_on_a_hand_made_case():
@@ -44,21 +44,34 @@ def test_error_map_accepts_tensors_with_a_channel_axis():
         error_map(np.zeros((2, 2)), np.zeros((3, 3)))
 
 
-def test_image_to_rgb_and_masks():
-    image = torch.zeros(4, 2, 2)
-    image[0, 0, 0], image[1, 0, 1], image[2, 1, 0] = 1.0, 0.5, 1.0
-    image[3] = 0.7
-    rgb = image_to_rgb(image)
-    assert rgb.shape == (2, 2, 3)
-    assert rgb[0, 0].tolist() == [255, 0, 0]
-    assert rgb[0, 1].tolist() == [0, 128, 0]
-    assert rgb[1, 0].tolist() == [0, 0, 255]
-    gray = image_to_rgb(torch.full((1, 2, 2), 0.5))  # one band: grey
-    assert gray[0, 0].tolist() == [128, 128, 128]
-    dark = torch.linspace(0.0, 0.1, 100).reshape(1, 10, 10)  # 16-bit-like: stretched
-    stretched = image_to_rgb(dark)
-    assert stretched.max() == 255 and stretched.min() == 0
+def test_display_stretch_shows_both_dates_alike_and_masks_as_grey():
+    bright = np.zeros((3, 2, 2), np.float32)
+    bright[0, 0, 0], bright[1, 0, 1], bright[2, 1, 0] = 1.0, 0.5, 1.0
+    shown = display_stretch([bright])[0]  # bright enough: as it is
+    assert shown[0, 0].tolist() == [255, 0, 0] and shown[0, 1].tolist() == [0, 128, 0]
+    before = np.zeros((4, 10, 10), np.float32)
+    before[0] = np.linspace(0.0, 0.1, 100).reshape(10, 10)  # dark, 16-bit-like: stretched
+    after = before.copy()
+    after[1] = 0.05
+    pictures = display_stretch([before, after], [np.ones((10, 10), bool)] * 2)
+    assert [p.shape for p in pictures] == [(10, 10, 3)] * 2 and pictures[0].dtype == np.uint8
+    assert pictures[0][..., 0].max() == 255 and pictures[0][..., 0].min() == 0
+    np.testing.assert_array_equal(pictures[0][..., 0], pictures[1][..., 0])  # one stretch
+    grey = display_stretch([np.arange(4, dtype=np.float32).reshape(1, 2, 2)])[0]
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
     assert mask_to_gray(torch.tensor([[[0.0, 1.0]]])).tolist() == [[0, 255]]
+
+
+def test_png_pixels_without_data_are_transparent(tmp_path):
+    pixels = np.array([[0, 255], [255, 0]], np.uint8)
+    write_png(tmp_path / "all.png", pixels, valid=np.ones((2, 2), bool))
+    assert Image.open(tmp_path / "all.png").mode == "L"  # no alpha when all pixels have data
+    write_png(tmp_path / "some.png", pixels, valid=np.array([[1, 1], [0, 1]], bool))
+    with Image.open(tmp_path / "some.png") as image:
+        assert image.mode == "LA"
+        assert np.asarray(image)[..., 1].tolist() == [[255, 255], [0, 255]]
+    with pytest.raises(FileExistsError):
+        write_png(tmp_path / "all.png", pixels)
 
 
 def test_safe_name():
@@ -73,6 +86,7 @@ def _prediction(name, pred, ref):
         image=torch.rand(2, 3, *pred_t.shape[-2:]),
         mask=torch.tensor(ref, dtype=torch.float32)[None],
         valid=torch.ones_like(pred_t),
+        has_data=torch.ones_like(pred_t),
         probability=pred_t.float(),
         prediction=pred_t,
     )

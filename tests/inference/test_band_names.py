@@ -9,9 +9,10 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from dsifn.bands import parse_bands
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.scene import predict_scene
-from dsifn.io.images import band_files, open_image, parse_bands
+from dsifn.io.images import band_files, open_image
 from fixtures.rasters import write_geotiff
 from fixtures.runners import LocalRunner
 

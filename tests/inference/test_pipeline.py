@@ -10,11 +10,13 @@ import pytest
 from affine import Affine
 
 from dsifn.inference.pipeline import RowWriter, TileReader
-from dsifn.inference.sources import SceneSource
-from dsifn.io.images import PixelGrid
+from dsifn.inference.tiling import StripBlender, TileGrid
+from dsifn.io.image_source import ImageData, ImageSource, PixelGrid
+from dsifn.io.pairs import ImagePair, PairData
+from dsifn.scaling import Scaling
 
 
-class ArrayDate(SceneSource):
+class ArrayDate(ImageSource):
     """One band held in memory; 0 is invalid. Its copies (reopen) record their thread."""
 
     def __init__(self, values, copies=None):
@@ -27,11 +29,8 @@ class ArrayDate(SceneSource):
 
     def read(self, row, col, height, width):
         self.readers.add(threading.current_thread().name)
-        return self.values[None, row : row + height, col : col + width].copy()
-
-    def read_mask(self, row, col, height, width):
-        self.readers.add(threading.current_thread().name)
-        return self.values[row : row + height, col : col + width] > 0
+        window = self.values[row : row + height, col : col + width]
+        return ImageData(window[None].copy(), window > 0)
 
     def reopen(self):
         copy = ArrayDate(self.values, self.copies)
@@ -42,9 +41,12 @@ class ArrayDate(SceneSource):
         self.closed = True
 
 
-def _dates():
+AS_IS = Scaling((0.0,), (1.0,), "as is", clip=False)
+
+
+def _pair():
     values = np.arange(1, 1 + 40 * 30, dtype=np.float32).reshape(40, 30)
-    return ArrayDate(values), ArrayDate(values + 2000)
+    return ImagePair(ArrayDate(values), ArrayDate(values + 2000), AS_IS)
 
 
 def _stack(batch):
@@ -52,7 +54,8 @@ def _stack(batch):
 
 
 def test_batches_come_in_order_read_on_threads_through_their_own_copies():
-    t1, t2 = _dates()
+    pair = _pair()
+    t1, t2 = pair.t1, pair.t2
     rng = np.random.default_rng(0)
     delays = iter(rng.uniform(0, 0.01, 100))  # readers finish out of order
 
@@ -61,12 +64,13 @@ def test_batches_come_in_order_read_on_threads_through_their_own_copies():
         return source.read(row, 0, 1, 30)
 
     jobs = [[r, r + 1] for r in range(0, 40, 2)]
-    with TileReader(t1, t2, read_tile, _stack, readers=3) as reader:
+    with TileReader(pair, read_tile, _stack, readers=3) as reader:
         got = list(reader.read(jobs))
     assert [job for job, _ in got] == jobs
-    for job, (a, b) in got:
+    for job, (a, b, valid) in got:
         np.testing.assert_array_equal(a, t1.values[job][:, None, None])
         np.testing.assert_array_equal(b, a + 2000)
+        assert valid.shape == (2, 1, 30) and valid.all()
     copies = t1.copies + t2.copies
     assert 2 <= len(copies) <= 6  # one copy of each date per reader thread that ran
     assert all(c.closed for c in copies) and not t1.closed and not t2.closed
@@ -75,7 +79,7 @@ def test_batches_come_in_order_read_on_threads_through_their_own_copies():
 
 
 def test_a_reader_error_is_raised_in_the_caller_and_the_copies_are_closed():
-    t1, t2 = _dates()
+    pair = _pair()
 
     def read_tile(source, row):
         if row == 7:
@@ -85,44 +89,66 @@ def test_a_reader_error_is_raised_in_the_caller_and_the_copies_are_closed():
     seen = []
     with (
         pytest.raises(OSError, match="read failed"),
-        TileReader(t1, t2, read_tile, _stack, readers=2) as reader,
+        TileReader(pair, read_tile, _stack, readers=2) as reader,
     ):
         for job, _ in reader.read([[r] for r in range(20)]):
             seen.append(job[0])
     assert seen == list(range(7))
-    assert t1.copies and all(c.closed for c in t1.copies + t2.copies)
+    copies = pair.t1.copies + pair.t2.copies
+    assert copies and all(c.closed for c in copies)
 
 
-def test_rows_are_written_in_order_nan_where_either_date_is_invalid():
-    t1, t2 = _dates()
-    t1.values[3, 4] = 0
-    t2.values[12, 20:25] = 0
+def test_a_pair_read_zeroes_both_dates_where_either_has_no_data():
+    pair = _pair()
+    pair.t1.values[3, 4] = 0
+    pair.t2.values[5, 6] = 0  # T2 alone has no data here: T1 is zeroed too
+    read = pair.read(0, 0, 10, 10)
+    assert isinstance(read, PairData) and read.values.shape == (2, 1, 10, 10)
+    assert not read.valid[3, 4] and not read.valid[5, 6] and read.valid.sum() == 98
+    assert (read.values[:, :, 3, 4] == 0).all() and (read.values[:, :, 5, 6] == 0).all()
+    assert read.values[0, 0, 0, 0] == 1 and read.values[1, 0, 0, 0] == 2001
+
+
+def test_rows_are_written_in_order_on_one_thread():
     written = []
 
     def write_rows(first, values):
         written.append((first, values.copy(), threading.current_thread().name))
 
-    with RowWriter(t1, t2, write_rows) as writer:
+    with RowWriter(write_rows) as writer:
         writer.put([(0, np.full((10, 30), 0.5, np.float32))])
         writer.put([])
         writer.put([(10, np.full((20, 30), 0.25, np.float32)), (30, np.ones((10, 30), "f4"))])
     assert [first for first, _, _ in written] == [0, 10, 30]
     assert {name for _, _, name in written} == {"dsifn-write_0"}
-    rows = np.concatenate([values for _, values, _ in written])
-    assert np.isnan(rows[3, 4]) and np.isnan(rows[12, 20:25]).all()
-    assert np.isnan(rows).sum() == 6 and rows[3, 5] == 0.5 and rows[35, 0] == 1.0
+
+
+def test_blended_rows_are_nan_where_a_tile_said_there_is_no_data():
+    grid = TileGrid.plan(40, 30, 16, 4)
+    blender = StripBlender(grid)
+    rows = []
+    for row in grid.row_starts:
+        rows += list(blender.start_row(row))
+        for col in grid.col_starts:
+            valid = np.ones((16, 16), bool)
+            if row <= 3 < row + 16 and col <= 4 < col + 16:
+                valid[3 - row, 4 - col] = False  # the one pixel without data, seen by its tiles
+            blender.add(row, col, np.full((16, 16), 0.5, np.float32), valid)
+    rows += list(blender.finish())
+    values = np.concatenate([v for _, v in rows])
+    assert values.shape == (40, 30) and np.isnan(values[3, 4]) and np.isnan(values).sum() == 1
+    np.testing.assert_allclose(values[~np.isnan(values)], 0.5, rtol=1e-6)
 
 
 def test_a_write_error_is_raised_by_the_next_put_or_on_leaving():
-    t1, t2 = _dates()
 
     def write_rows(first, values):
         raise OSError(f"disk full at row {first}")
 
     rows = np.zeros((10, 30), np.float32)
-    with pytest.raises(OSError, match="row 0"), RowWriter(t1, t2, write_rows) as writer:
+    with pytest.raises(OSError, match="row 0"), RowWriter(write_rows) as writer:
         writer.put([(0, rows.copy())])
         writer.put([(10, rows.copy())])  # waits for row 0's write: its error stops here
         pytest.fail("put did not raise the previous write's error")
-    with pytest.raises(OSError, match="row 20"), RowWriter(t1, t2, write_rows) as writer:
+    with pytest.raises(OSError, match="row 20"), RowWriter(write_rows) as writer:
         writer.put([(20, rows.copy())])

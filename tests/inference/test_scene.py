@@ -29,17 +29,17 @@ def scene(tmp_path_factory):
 
 
 def _whole_image(runner, t1, t2, divisor):
-    # The stand-in applied to the whole scene at once, with the same scaling and nodata fill.
+    # The stand-in applied to the whole scene at once, with the same scaling and the one
+    # nodata rule: where either date has no data, both are 0.
+    valid = np.all(t1 > 0, axis=0) & np.all(t2 > 0, axis=0)
+
     def prepare(x):
-        valid = np.all(x > 0, axis=0)
         scaled = np.clip(x.astype(np.float32) / divisor, 0, 1)
         scaled[:, ~valid] = 0
-        return runner.normalization(torch.from_numpy(scaled)).numpy()[None], valid
+        return runner.normalization(torch.from_numpy(scaled)).numpy()[None]
 
-    a, va = prepare(t1)
-    b, vb = prepare(t2)
-    out = runner(a, b)[0, 0]
-    return np.where(va & vb, out, FLOAT_NODATA)
+    out = runner(prepare(t1), prepare(t2))[0, 0]
+    return np.where(valid, out, FLOAT_NODATA)
 
 
 def test_georeferenced_tiled_output_equals_whole_image_with_nodata(scene, tmp_path):
@@ -130,7 +130,7 @@ def test_aligned_coverage_holds_with_a_nodata_value(tmp_path):
     source = RasterSource([t2], grid=grid, nodata=10000, name="T2")
     try:
         assert source.count == 3  # the coverage band is not a data band
-        mask = source.read_mask(0, 0, 160, 200)
+        mask = source.read(0, 0, 160, 200).valid
         assert not mask[:, :5].any() and not mask[:4, :].any()
         assert mask[4:, 5:].all()
         _, decimated = source.read_decimated(100)
@@ -325,16 +325,16 @@ def test_a_reopened_source_reads_the_same_through_its_own_files(scene):
     with RasterSource([scene["t1"]], bands=[3, 1], name="T1") as source:
         clone = source.reopen()
         assert clone is not source and clone.grid == source.grid and clone.count == 2
-        np.testing.assert_array_equal(clone.read(5, 7, 40, 30), source.read(5, 7, 40, 30))
-        np.testing.assert_array_equal(clone.read_mask(0, 0, 50, 60), source.read_mask(0, 0, 50, 60))
+        for got, expected in zip(clone.read(5, 7, 40, 30), source.read(5, 7, 40, 30), strict=True):
+            np.testing.assert_array_equal(got, expected)
         clone.close()
-        assert source.read(0, 0, 4, 4).shape == (2, 4, 4)  # the original is still open
+        assert source.read(0, 0, 4, 4).values.shape == (2, 4, 4)  # the original is still open
 
 
 def test_a_failed_write_stops_the_run_with_its_error(scene):
     from dsifn.inference.pipeline import run_tiles
-    from dsifn.inference.scene import open_pair
     from dsifn.inference.tiling import TileGrid
+    from dsifn.io.pairs import PixelReading, open_pair
     from dsifn.scaling import ScalingRule
 
     rows = []
@@ -344,17 +344,9 @@ def test_a_failed_write_stops_the_run_with_its_error(scene):
             raise OSError("disk full")
         rows.append(first)
 
-    t1, t2 = open_pair(scene["t1"], scene["t2"])
-    with t1, t2:
+    reading = PixelReading(scaling=ScalingRule.of(10000))
+    with open_pair(scene["t1"], scene["t2"], reading) as pair:
         grid = TileGrid.plan(HEIGHT, WIDTH, 128, 32)
         with pytest.raises(OSError, match="disk full"):
-            run_tiles(
-                LocalRunner(),
-                t1,
-                t2,
-                grid,
-                ScalingRule.of(10000).resolve("uint16", 3, list),
-                write_rows,
-                progress=False,
-            )
+            run_tiles(LocalRunner(), pair, grid, write_rows, progress=False)
     assert rows == [0]  # the rows after the failure were not written

@@ -114,14 +114,14 @@ def _calibrated_dsifn(t1: np.ndarray, t2: np.ndarray) -> DSIFN:
 def _whole_image(
     model: DSIFN, t1: np.ndarray, t2: np.ndarray, tta: bool, fast: bool = False
 ) -> np.ndarray:
-    # The network on the whole scene: scaled, each date's nodata set to 0, normalised, padded
+    # The network on the whole scene: scaled, 0 where either date has no data, normalised, padded
     # by the model; nodata where either date is. fast: BatchNorm folded into the convolutions,
     # as TorchRunner runs it by default (the same map, rounded differently).
     norm = model.config.input_normalization
     valid1, valid2 = (t1 != 0).all(axis=0), (t2 != 0).all(axis=0)
     valid = valid1 & valid2
-    a = norm(torch.from_numpy(np.where(valid1, t1 / SCALE, 0.0).astype(np.float32)))[None]
-    b = norm(torch.from_numpy(np.where(valid2, t2 / SCALE, 0.0).astype(np.float32)))[None]
+    a = norm(torch.from_numpy(np.where(valid, t1 / SCALE, 0.0).astype(np.float32)))[None]
+    b = norm(torch.from_numpy(np.where(valid, t2 / SCALE, 0.0).astype(np.float32)))[None]
     # With TTA, each flip or rotation is of the scene padded to multiples of 16, as the tiles'.
     height, width = t1.shape[1:]
     pad = (0, -width % 16, 0, -height % 16)

@@ -13,7 +13,7 @@ from PIL import Image
 from dsifn.contract import InputContract
 from dsifn.inference.scene import predict_scene
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep
-from dsifn.models.normalization import Normalization
+from dsifn.normalization import Normalization
 from fixtures.rasters import write_geotiff
 
 # T2's value 77 becomes p = 77 / 255 in float32; the threshold is exactly that number.

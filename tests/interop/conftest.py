@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from dsifn.cli.main import main
-from dsifn.io.checkpoint import save_checkpoint
 from dsifn.models import DSIFN
+from dsifn.models.checkpoint import save_checkpoint
 from fixtures.datasets import write_levir
 
 THRESHOLD = 0.4  # recorded in the checkpoint: exports must carry it

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from dsifn.io.checkpoint import save_checkpoint
 from dsifn.models import DSIFN
+from dsifn.models.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")

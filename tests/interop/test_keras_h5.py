@@ -26,8 +26,8 @@ keras = pytest.importorskip("keras")
 from dsifn.cli.main import main  # noqa: E402
 from dsifn.errors import WeightsError  # noqa: E402
 from dsifn.interop.keras_h5 import load_keras_h5, plan_from_config, read_keras_h5  # noqa: E402
-from dsifn.io.checkpoint import load_checkpoint  # noqa: E402
-from dsifn.models.normalization import CAFFE_BGR  # noqa: E402
+from dsifn.models.checkpoint import load_checkpoint  # noqa: E402
+from dsifn.normalization import CAFFE_BGR  # noqa: E402
 
 layers = keras.layers
 ops = keras.ops

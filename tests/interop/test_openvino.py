@@ -24,7 +24,7 @@ from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import ConfigError, InputError, WeightsError
 from dsifn.inference.loading import RUNTIMES, Runtime, load_runner, runtime_for
 from dsifn.interop.openvino import OpenVINORunner, performance_config, read_info
-from dsifn.io.checkpoint import load_checkpoint
+from dsifn.models.checkpoint import load_checkpoint
 from fixtures.rasters import write_geotiff
 
 

@@ -21,7 +21,7 @@ from dsifn.interop.quantize import (
     measure_cost,
     read_calibration,
 )
-from dsifn.models.normalization import IMAGENET_RGB
+from dsifn.normalization import IMAGENET_RGB
 from fixtures.datasets import write_levir
 from fixtures.rasters import write_geotiff
 

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 import dsifn.models.vgg as vgg
 from dsifn.errors import WeightsError
 from dsifn.models.dsifn import DSIFN
-from dsifn.models.normalization import IMAGENET_RGB
 from dsifn.models.vgg import (
     VGG16_IMAGENET1K_V1,
     WeightsRecord,
@@ -25,6 +24,7 @@ from dsifn.models.vgg import (
     fetch_weights,
     load_vgg16_state_dict,
 )
+from dsifn.normalization import IMAGENET_RGB
 
 # torchvision vgg16: conv index in `features` -> (out, in) channels; classifier Linear layers.
 CONVS = {

@@ -11,8 +11,8 @@ from PIL import Image
 
 from dsifn import load_checkpoint
 from dsifn.errors import CheckpointError, ConfigError, DataError, DSIFNError, OutputExistsError
-from dsifn.io.checkpoint import read_checkpoint
 from dsifn.models import DSIFN
+from dsifn.models.checkpoint import read_checkpoint
 from dsifn.training.engine import train
 from fixtures.datasets import write_levir
 from fixtures.training import tiny_config
@@ -28,7 +28,7 @@ def levir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, levir):
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, levir, one_thread):
     # Batch 2 over 3 pairs: 2 steps per epoch (the second a single pair); a round every 3
     # steps puts the interruption in the middle of epoch 2, so the resume has to skip exactly
     # the batch already seen. Dropout (0.6) and flips are on: the random states and the

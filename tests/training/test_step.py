@@ -126,10 +126,19 @@ def test_a_non_finite_loss_stops_or_is_counted(net):
     assert any(p.grad is not None and not torch.isfinite(p.grad).all() for p in counted.params)
 
 
-def test_evaluate_gives_probabilities_and_the_loss_without_gradients(net):
+def test_the_loss_pass_gives_the_loss_without_gradients(net):
     step = make_step(net)
     step.model.eval()
-    prob, loss = step.evaluate(batch(0))
-    assert prob.shape == (2, 1, SIZE, SIZE) and not prob.requires_grad
-    assert ((prob >= 0) & (prob <= 1)).all() and loss.ndim == 0 and torch.isfinite(loss)
+    loss = step.loss(batch(0))
+    assert loss.ndim == 0 and torch.isfinite(loss) and not loss.requires_grad
     assert all(p.grad is None for p in step.params)
+
+
+def test_optimisation_is_built_by_the_one_builder_with_its_schedule(net):
+    from dsifn.training.config import ScheduleConfig
+
+    step = make_step(net)
+    assert step.scheduler is not None and not step.scaler.is_enabled()  # plateau; fp32
+    cosine = make_step(net, schedule=ScheduleConfig(scheduler="cosine", epochs=3))
+    assert isinstance(cosine.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert cosine.optimizer.param_groups[0]["params"] == cosine.params

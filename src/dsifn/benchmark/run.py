@@ -90,7 +90,7 @@ def _load_model(config: BenchmarkConfig) -> DSIFN:
     torch.manual_seed(config.seed)
     if config.checkpoint is None:
         return DSIFN()
-    from dsifn.io.checkpoint import load_checkpoint
+    from dsifn.models.checkpoint import load_checkpoint
 
     return load_checkpoint(config.checkpoint)
 

@@ -99,7 +99,7 @@ def _check_pair(config: DataConfig) -> Callable[[Sample], tuple[str, str | None,
     def check(sample: Sample) -> tuple[str, str | None, str | None]:
         """``(name, hash of the T1+T2 pixels, None)`` or ``(name, None, the problem)``."""
         try:
-            image, _, _ = load_pair(sample, config)
+            image = load_pair(sample, config)[0]
         except (DataError, InputError) as exc:
             text = str(exc)
             if not text.startswith(f"{sample.name}:"):
@@ -187,7 +187,8 @@ def compute_band_stats(
             samples = [samples[i] for i in dict.fromkeys(picks.tolist())]
 
     def sums(sample: Sample) -> tuple[int, NDArray[np.float64], NDArray[np.float64]]:
-        image, has_data = read_dates(sample, config)
+        pair = read_dates(sample, config)
+        image, has_data = pair.values, pair.valid
         bands = image.shape[1]
         values = image.transpose(1, 0, 2, 3).reshape(bands, -1).astype(np.float64)
         values = values[:, np.tile(has_data.reshape(-1), 2)]

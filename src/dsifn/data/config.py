@@ -7,9 +7,10 @@ from typing import ClassVar, Literal, get_args
 
 from dsifn._config import Config, settle
 from dsifn._validation import check_choice
+from dsifn.bands import parse_bands
 from dsifn.contract import InputContract
 from dsifn.errors import ConfigError
-from dsifn.io.images import parse_bands
+from dsifn.io.pairs import PixelReading, check_resampling
 from dsifn.scaling import ScalingRule
 
 __all__ = ["AugmentConfig", "DataConfig", "Layout", "reading_config"]
@@ -101,7 +102,9 @@ class DataConfig(Config):
     scale: float | None = None  # raw value that maps to 1.0; None = by dtype (see above)
     stretch: tuple[float, float] | None = None  # per-pair percentile stretch (low, high)
     ignore_value: int | None = None  # mask value meaning "not labelled": valid False there
-    nodata: float | None = None  # raw image value meaning "no data"; None = the file's tag
+    nodata: float | None = None  # raw image value meaning "no data", besides the files' marks
+    # how band files coarser than the finest are resampled onto its grid (a rasterio name)
+    resampling: str = "bilinear"
     crop_size: int | None = None  # training: random square crop of this side; None = full image
     # training crops with fewer valid pixels than this fraction are drawn again (a few times)
     crop_min_valid: float = 0.5
@@ -127,6 +130,7 @@ class DataConfig(Config):
             self.scaling_rule()
         except ConfigError as exc:
             raise ConfigError(f"data.scale / data.stretch: {exc}") from exc
+        check_resampling("data.resampling", self.resampling)
         if self.crop_size is not None and self.crop_size < 1:
             raise ConfigError(f"data.crop_size must be positive; got {self.crop_size}")
         _check_probability("data.crop_min_valid", self.crop_min_valid)
@@ -148,6 +152,10 @@ class DataConfig(Config):
         """The rule ``scale`` and ``stretch`` ask for (:mod:`dsifn.scaling`)."""
         return ScalingRule.of(self.scale, self.stretch)
 
+    def reading(self) -> PixelReading:
+        """How the pair reader reads this data's pixels (:mod:`dsifn.io.pairs`)."""
+        return PixelReading(self.bands, self.nodata, self.resampling, self.scaling_rule())
+
 
 def reading_config(contract: InputContract, root: str, layout: str = "auto") -> DataConfig:
     """The data configuration that reads a dataset the way ``contract`` says."""
@@ -159,5 +167,6 @@ def reading_config(contract: InputContract, root: str, layout: str = "auto") -> 
         scale=rule.scale,
         stretch=rule.stretch,
         nodata=contract.nodata,
+        resampling=contract.resampling,
         ignore_value=contract.ignore_value,
     )

@@ -23,6 +23,8 @@ from dsifn.data.layouts import DetectedLayout, Sample, detect_layout
 from dsifn.data.readers import read_mask
 from dsifn.errors import DataError
 from dsifn.io.images import open_image
+from dsifn.io.pairs import PairData, read_pair
+from dsifn.scaling import Scaling
 
 __all__ = [
     "ChangeDetectionDataset",
@@ -52,78 +54,61 @@ def read_dates(
     sample: Sample,
     config: DataConfig,
     window: tuple[int, int, int, int] | None = None,
-) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-    """Read both dates of one sample through the one reader and the one scaling.
+    *,
+    scaling: Scaling | None = None,
+) -> PairData:
+    """Read both dates of one sample through the one pair reader (:mod:`dsifn.io.pairs`).
 
     Args:
         sample: The pair's files (an image each, or band files stacked onto the finest grid).
-        config: Band selection, scaling and nodata.
+        config: Band selection, scaling, nodata and resampling.
         window: ``(row, col, height, width)`` to read alone, clipped to the image; None:
-            the whole image. A percentile stretch is computed on what is read.
+            the whole image.
+        scaling: The pair's scaling when already known; None: resolved from the whole pair
+            (a percentile stretch samples it whole, whatever the window).
 
     Returns:
-        ``(image, has_data)``: (2, C, H, W) float32 in [0, 1], T1 then T2, 0 where either
-        date has no data; (H, W) bool, True where both dates have data.
+        (2, C, H, W) float32 values in [0, 1], T1 then T2, 0 where either date has no data;
+        (H, W) validity, True where both dates have data; the scaling used.
 
     Raises:
         DataError: If a file is unreadable, the dates differ in size or band count.
         InputError: If a file is missing or a selected band does not exist.
     """
-    raw, valid = [], []
-    for files, date in ((sample.t1, "T1"), (sample.t2, "T2")):
-        with open_image(files, bands=config.bands, nodata=config.nodata, name=date) as src:
-            if window is None:
-                values, ok = src.read_all()
-            else:
-                row, col = window[0], window[1]
-                height = max(0, min(window[2], src.grid.height - row))
-                width = max(0, min(window[3], src.grid.width - col))
-                values = src.read(row, col, height, width)
-                ok = src.read_mask(row, col, height, width)
-        raw.append(values)
-        valid.append(ok)
-    if raw[0].shape != raw[1].shape:
-        raise DataError(
-            f"{sample.name}: the dates differ: {_describe(raw[0])} in {sample.where('T1')}, "
-            f"{_describe(raw[1])} in {sample.where('T2')}"
-        )
-    has_data = valid[0] & valid[1]
-    scaling = config.scaling_rule().resolve(
-        np.result_type(raw[0].dtype, raw[1].dtype),
-        raw[0].shape[0],
-        lambda: [values[:, has_data] for values in raw],
-    )
-    image = np.stack([scaling(values) for values in raw])
-    image[:, :, ~has_data] = 0.0  # no-data fill values mean nothing; make them 0
-    return image, has_data
+    try:
+        return read_pair(sample.t1, sample.t2, config.reading(), window, scaling=scaling)
+    except DataError as exc:
+        raise DataError(f"{sample.name}: {exc}") from exc
 
 
 def load_pair(
-    sample: Sample, config: DataConfig
-) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]:
+    sample: Sample, config: DataConfig, *, scaling: Scaling | None = None
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_], NDArray[np.bool_]]:
     """Read one sample's files into arrays (no augmentation).
 
     Args:
         sample: The three files.
         config: Band selection, scaling, nodata and ignore value.
+        scaling: The pair's scaling when already known (:func:`read_dates`).
 
     Returns:
-        ``(image, mask, valid)``: (2, C, H, W) float32 in [0, 1] (T1 then T2; 0 where there is
-        no data), (1, H, W) float32 0/1, (1, H, W) bool (False where the label is ignored or
-        either date has no data).
+        ``(image, mask, valid, has_data)``: (2, C, H, W) float32 in [0, 1] (T1 then T2; 0
+        where there is no data), (1, H, W) float32 0/1, (1, H, W) bool (False where the label
+        is ignored or either date has no data), (1, H, W) bool (True where both dates have
+        data).
 
     Raises:
         DataError: If a file is unreadable, the dates differ in size or band count, the mask
             differs in size, or a selected band does not exist.
     """
-    image, has_data = read_dates(sample, config)
+    pair = read_dates(sample, config, scaling=scaling)
     mask, valid = read_label(sample, config)
-    if mask.shape[-2:] != image.shape[-2:]:
+    if mask.shape[-2:] != pair.values.shape[-2:]:
         raise DataError(
-            f"{sample.name}: mask {_size(mask)} in {sample.mask} but images {_size(image)}"
+            f"{sample.name}: mask {_size(mask)} in {sample.mask} but images {_size(pair.values)}"
         )
-    valid &= has_data
-    return image, mask, valid
+    has_data = pair.valid[None]
+    return pair.values, mask, valid & has_data, has_data
 
 
 def read_label(sample: Sample, config: DataConfig) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
@@ -150,14 +135,15 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
     """One split of a change-detection dataset on disk.
 
     A sample is ``{"image": (2, C, H, W) float32 in [0, 1] (T1 then T2), "mask": (1, H, W)
-    float32 0/1, "valid": (1, H, W) bool, "name": str}``. Normalisation is not applied: the
-    training engine applies the model's own (``model.config.input_normalization``).
+    float32 0/1, "valid": (1, H, W) bool, "name": str}``; whole (not training) samples also
+    carry ``"has_data"``, (1, H, W) bool, True where both dates have data. Normalisation is not
+    applied: the training engine applies the model's own (``model.config.input_normalization``).
 
     With ``train=True`` each sample is randomly cropped to ``config.crop_size`` (if set) and
     augmented by ``config.augment``. A crop holds at least ``config.crop_min_valid`` valid
     pixels where one can be found in a few draws, and only its window of the dates is read
-    (a 13-band OSCD city is not read whole for a 96-pixel crop), unless a percentile stretch
-    needs the whole pair. The randomness is a pure function of (``seed``, epoch,
+    (a 13-band OSCD city is not read whole for a 96-pixel crop; a percentile stretch is
+    sampled from the whole pair once). The randomness is a pure function of (``seed``, epoch,
     index), so any number of loader workers, or a resumed run, gives the same samples. The epoch
     lives in shared memory, so :meth:`set_epoch` reaches persistent loader workers too.
 
@@ -200,6 +186,7 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         self.samples: tuple[Sample, ...] = files.samples
         self.names: list[str] = [s.name for s in self.samples]
         self.bands: int = self._band_count()
+        self._stretches: dict[int, Scaling] = {}  # each pair's percentile stretch, once
         # Shared memory: loader workers (forked, spawned, persistent) see set_epoch's value.
         self._epoch = torch.zeros((), dtype=torch.int64)
         self._epoch.share_memory_()  # type: ignore[no-untyped-call]
@@ -228,23 +215,28 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         index = index % len(self)
         sample = self.samples[index]
         config = self.config
-        if self.train and config.crop_size is not None and config.stretch is None:
+        if self.train and config.crop_size is not None:
             return self._windowed(index, sample, config.crop_size)
-        image_np, mask_np, valid_np = load_pair(sample, config)
-        image = torch.from_numpy(image_np)
-        mask = torch.from_numpy(mask_np)
-        valid = torch.from_numpy(valid_np)
-        if self.train:
-            generator = sample_generator(self.seed, self.epoch, index)
-            image, mask, valid = augment_sample(
-                image,
-                mask,
-                valid,
-                config.augment,
-                generator,
-                config.crop_size,
-                config.crop_min_valid,
-            )
+        arrays = load_pair(sample, config, scaling=self._scaling(index))
+        image, mask, valid, has_data = (torch.from_numpy(a) for a in arrays)
+        if not self.train:
+            return {
+                "image": image,
+                "mask": mask,
+                "valid": valid,
+                "has_data": has_data,
+                "name": sample.name,
+            }
+        generator = sample_generator(self.seed, self.epoch, index)
+        image, mask, valid = augment_sample(
+            image,
+            mask,
+            valid,
+            config.augment,
+            generator,
+            config.crop_size,
+            config.crop_min_valid,
+        )
         return {"image": image, "mask": mask, "valid": valid, "name": sample.name}
 
     def _windowed(self, index: int, sample: Sample, crop_size: int) -> dict[str, Any]:
@@ -259,7 +251,8 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         generator = sample_generator(self.seed, self.epoch, index)
         side = crop_side(crop_size, draw_scale(config.augment, generator))
         top, left = crop_window(valid, side, generator, config.crop_min_valid)
-        image_np, has_data = read_dates(sample, config, (top, left, side, side))
+        pair = read_dates(sample, config, (top, left, side, side), scaling=self._scaling(index))
+        image_np, has_data = pair.values, pair.valid
         height, width = has_data.shape
         full_h, full_w = mask_np.shape[-2:]
         # Images larger than the mask pass here unseen; check_splits finds those (whole reads).
@@ -278,6 +271,19 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
             crop_size,
         )
         return {"image": image, "mask": mask, "valid": valid, "name": sample.name}
+
+    def _scaling(self, index: int) -> Scaling | None:
+        """A pair's percentile stretch, resolved once per pair and process (None: no stretch).
+
+        Fixed rules cost nothing to resolve; a stretch samples the whole pair, which every
+        crop of it shares.
+        """
+        if self.config.stretch is None:
+            return None
+        if index not in self._stretches:
+            sample = self.samples[index]
+            self._stretches[index] = read_dates(sample, self.config, (0, 0, 1, 1)).scaling
+        return self._stretches[index]
 
     def __repr__(self) -> str:
         mode = "train" if self.train else "eval"

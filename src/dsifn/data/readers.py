@@ -38,7 +38,8 @@ def decode_mask(
     codings read alike. A colour mask (several bands) is change where any band is above it.
     Palette masks are decoded by their indices (index 0 is no change), so ``ignore_value``
     refers to an index there. With the ``"oscd"`` coding 2 is change, 1 no change and every
-    other value (0 at the borders of some change maps) not labelled.
+    other value (0 at the borders of some change maps) not labelled. In a floating-point label,
+    NaN and infinity are not labelled, as ``ignore_value`` is.
 
     Args:
         data: (C, H, W) raw mask, C = 1 (grey or palette indices) or 3 (colours).
@@ -60,6 +61,8 @@ def decode_mask(
         valid = np.ones(change.shape, dtype=np.bool_)
     if ignore_value is not None:
         valid &= ~np.asarray(np.all(data == ignore_value, axis=0, keepdims=True), dtype=np.bool_)
+    if np.issubdtype(data.dtype, np.floating):  # NaN (or infinity) in a float label: unlabelled
+        valid &= np.all(np.isfinite(data), axis=0, keepdims=True)
     change &= valid
     return change.astype(np.float32), valid
 
@@ -87,7 +90,7 @@ def read_mask(
         data, _ = decode_pillow(path, keep_palette=True)
     else:
         with open_image(path, name="mask") as source:
-            data = source.read_all()[0]
+            data = source.read_all().values
     if data.shape[0] == 4:  # colours plus alpha (TIFF); alpha says nothing about change
         data = data[:3]
     if data.shape[0] not in (1, 3):

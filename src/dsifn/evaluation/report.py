@@ -1,13 +1,15 @@
 """Pictures and an HTML report of an evaluation.
 
-Pure functions turn tensors into pictures (:func:`error_map`, :func:`image_to_rgb`,
-:func:`mask_to_gray`); :class:`ReportWriter` writes them per image as an evaluation streams its
-predictions, and at the end an HTML page (``report.html``) that links them by relative paths:
-the summary table, then every image sorted from the worst F1 to the best with before, after,
-reference, prediction and error side by side.
+Pure functions turn tensors into pictures (:func:`error_map`, :func:`mask_to_gray`; the dates
+through the package's one display stretch, :func:`dsifn.io.pictures.display_stretch`);
+:class:`ReportWriter` writes them (:func:`dsifn.io.pictures.write_png`) per image as an
+evaluation streams its predictions, and at the end an HTML page (``report.html``) that links
+them by relative paths: the summary table, then every image sorted from the worst F1 to the
+best with before, after, reference, prediction and error side by side.
 
 Error-map colours: true positive white, false positive red, false negative green, true
-negative black; pixels without a reference label (``valid`` False) grey.
+negative black; pixels without a reference label (``valid`` False) grey. Predicted masks
+are transparent where either date has no data, as ``dsifn predict``'s PNG maps are.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 from torch import Tensor
 
 from dsifn.evaluation.results import (
@@ -32,16 +33,15 @@ from dsifn.evaluation.results import (
     image_f1,
 )
 from dsifn.io.atomic import atomic_path, check_output_path
+from dsifn.io.pictures import display_stretch, write_png
 
 __all__ = [
     "ERROR_COLOURS",
     "ReportWriter",
     "error_map",
-    "image_to_rgb",
     "mask_to_gray",
     "render_html",
     "safe_name",
-    "save_png",
     "write_json",
 ]
 
@@ -95,42 +95,6 @@ def mask_to_gray(mask: NDArray[Any] | Tensor) -> NDArray[np.uint8]:
     """(H, W) or (1, H, W) binary map -> (H, W) uint8 picture, change 255, no change 0."""
     out: NDArray[np.uint8] = np.where(_as_bool(mask), 255, 0).astype(np.uint8)
     return out
-
-
-def image_to_rgb(
-    image: NDArray[Any] | Tensor, bands: Sequence[int] = (0, 1, 2)
-) -> NDArray[np.uint8]:
-    """A displayable picture of one date.
-
-    Args:
-        image: (C, H, W) float image in [0, 1].
-        bands: Zero-based bands shown as red, green and blue (clipped to the bands there are;
-            a one-band image is shown in grey).
-
-    Returns:
-        (H, W, 3) uint8 RGB. Dark images (98th percentile below 0.25, e.g. 16-bit data scaled
-        to [0, 1]) are stretched linearly between their 2nd and 98th percentiles so that
-        something is visible; others are shown as they are.
-    """
-    values = image.detach().cpu().float().numpy() if isinstance(image, Tensor) else image
-    values = np.asarray(values, dtype=np.float32)
-    if values.ndim != 3:
-        raise ValueError(f"expected a (C, H, W) image; got shape {values.shape}")
-    picked = [min(b, values.shape[0] - 1) for b in bands]
-    rgb = np.moveaxis(values[picked], 0, -1)
-    high = float(np.percentile(rgb, 98))
-    if high < 0.25:
-        low = float(np.percentile(rgb, 2))
-        rgb = (rgb - low) / max(high - low, 1e-6)
-    out: NDArray[np.uint8] = np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
-    return out
-
-
-def save_png(path: str | os.PathLike[str], picture: NDArray[np.uint8], *, overwrite: bool) -> Path:
-    """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically."""
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG")
-    return Path(path)
 
 
 def write_json(path: str | os.PathLike[str], data: Any, *, overwrite: bool) -> Path:
@@ -200,23 +164,25 @@ class ReportWriter:
             stem = f"{base}_{k}"
         self._names.add(stem)
         pictures: dict[str, str] = {}
-        pred = item.prediction
+        pred, has_data = item.prediction, _as_bool(item.has_data)
         if self.masks:
             path, rel = self._file("masks", stem)
-            save_png(path, mask_to_gray(pred), overwrite=self.overwrite)
+            write_png(path, mask_to_gray(pred), valid=has_data, overwrite=self.overwrite)
             pictures["prediction"] = rel
         if self.errors:
             path, rel = self._file("errors", stem)
-            save_png(path, error_map(pred, item.mask, item.valid), overwrite=self.overwrite)
+            write_png(path, error_map(pred, item.mask, item.valid), overwrite=self.overwrite)
             pictures["error"] = rel
         if self.report:
+            dates = [item.image[0].float().numpy(), item.image[1].float().numpy()]
+            before, after = display_stretch(dates, [has_data, has_data])
             for kind, picture in (
-                ("before", image_to_rgb(item.image[0])),
-                ("after", image_to_rgb(item.image[1])),
+                ("before", before),
+                ("after", after),
                 ("reference", mask_to_gray(item.mask)),
             ):
                 path, rel = self._file("report", f"{stem}_{kind}")
-                save_png(path, picture, overwrite=self.overwrite)
+                write_png(path, picture, overwrite=self.overwrite)
                 pictures[kind] = rel
         p, r, v = _as_bool(pred), _as_bool(item.mask), _as_bool(item.valid)
         tp, fp = int((p & r & v).sum()), int((p & ~r & v).sum())

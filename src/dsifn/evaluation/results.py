@@ -27,7 +27,8 @@ class Prediction:
     name: str  # the pair's name in the dataset
     image: Tensor  # (2, C, H, W) float in [0, 1]: T1 then T2
     mask: Tensor  # (1, H, W) float 0/1 reference
-    valid: Tensor  # (1, H, W) bool, False where the reference is not labelled
+    valid: Tensor  # (1, H, W) bool, False where not labelled or either date has no data
+    has_data: Tensor  # (1, H, W) bool, True where both dates have data
     probability: Tensor  # (1, H, W) float change probability
     prediction: Tensor  # (1, H, W) bool, probability above the threshold
 

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from dsifn.contract import (
     DEFAULT_THRESHOLD,
+    InputContract,
     check_threshold,
     is_change,
 )
@@ -33,7 +34,7 @@ from dsifn.evaluation.results import (
     ImageResult,
     Prediction,
 )
-from dsifn.inference.pipeline import tiled_probabilities
+from dsifn.inference.pipeline import predict_images
 from dsifn.inference.runner import TileRunner, TorchRunner
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from dsifn.models.dsifn import DSIFN
@@ -64,12 +65,11 @@ def resolve_threshold(threshold: float | None, model: DSIFN | TileRunner | None 
     Raises:
         ConfigError: If the threshold is not in [0, 1] (:func:`dsifn.contract.check_threshold`).
     """
-    value: Any = threshold
-    if value is None and isinstance(model, DSIFN):
-        value = model.checkpoint_meta.get("threshold")
-    elif value is None and model is not None:
-        value = model.threshold
-    return check_threshold(DEFAULT_THRESHOLD if value is None else value)
+    if threshold is not None:
+        return check_threshold(threshold)
+    if isinstance(model, DSIFN):
+        return InputContract.from_meta(model.checkpoint_meta, model.config).threshold
+    return DEFAULT_THRESHOLD if model is None else model.contract.threshold
 
 
 def check_compatible(runner: TileRunner, dataset: Dataset[Sample]) -> None:
@@ -81,10 +81,9 @@ def check_compatible(runner: TileRunner, dataset: Dataset[Sample]) -> None:
     bands = getattr(dataset, "bands", None)
     if bands is None and len(dataset) > 0:  # type: ignore[arg-type]
         bands = int(dataset[0]["image"].shape[1])
-    if bands is not None and bands != runner.in_channels:
-        raise InputError(
-            f"the data has {bands} band(s) per image but the model takes {runner.in_channels}"
-        )
+    takes = runner.contract.band_count
+    if bands is not None and bands != takes:
+        raise InputError(f"the data has {bands} band(s) per image but the model takes {takes}")
 
 
 def as_runner(
@@ -99,21 +98,17 @@ def as_runner(
 def runner_scorer(runner: TileRunner, tile_size: int | None = None) -> Scorer:
     """Wrap a runner as a :data:`Scorer`: pairs in [0, 1] are predicted as ``dsifn predict`` does.
 
-    An image larger than a tile (``tile_size``, else the model's fixed size or the tile size it
-    trained on, else 512: :func:`~dsifn.inference.pipeline.plan_tiles`) is tiled and blended
-    exactly as a scene is, so evaluation scores the map ``dsifn predict`` writes; smaller
-    images go through whole, a batch at a time.
+    Through :func:`~dsifn.inference.pipeline.predict_images`, the one rule of batched
+    prediction: an image larger than a tile (``tile_size``, else the model's fixed size or the
+    tile size it trained on, else 512) is tiled and blended exactly as a scene is, so
+    evaluation scores the map ``dsifn predict`` writes; smaller images go through whole, a
+    batch at a time.
     """
-    normalize = runner.normalization
 
     def score(images: Tensor) -> Tensor:
         # images: (B, 2, C, H, W) in [0, 1]; the runner moves them where it runs.
-        tiled = tiled_probabilities(runner, images.float().cpu().numpy(), tile_size)
-        if tiled is not None:
-            return torch.from_numpy(tiled)
-        a = normalize(images[:, 0].float().cpu()).numpy()
-        b = normalize(images[:, 1].float().cpu()).numpy()
-        return torch.from_numpy(runner(a, b))
+        array = images.float().cpu().numpy()
+        return torch.from_numpy(predict_images(runner, array, tile_size=tile_size))
 
     return score
 
@@ -140,6 +135,7 @@ def _collate(samples: Sequence[Sample]) -> dict[str, Any]:
         "image": torch.stack([s["image"] for s in samples]),
         "mask": torch.stack([s["mask"] for s in samples]),
         "valid": torch.stack([s["valid"] for s in samples]),
+        "has_data": torch.stack([s.get("has_data", s["valid"]) for s in samples]),
         "name": [str(s["name"]) for s in samples],
     }
 
@@ -227,6 +223,7 @@ def _each_image(
 ) -> list[ImageResult]:
     """Per-image counts of a batch (``prob`` on the CPU), each handed to ``on_prediction``."""
     mask, valid = batch["mask"].cpu(), batch["valid"].cpu()
+    has_data = batch.get("has_data", batch["valid"]).cpu()
     rows = []
     for i, name in enumerate(batch["name"]):
         single = ConfusionMatrix(threshold=threshold)
@@ -240,6 +237,7 @@ def _each_image(
                     image=batch["image"][i].cpu(),
                     mask=mask[i],
                     valid=valid[i],
+                    has_data=has_data[i],
                     probability=prob[i],
                     prediction=is_change(prob[i], threshold),
                 )

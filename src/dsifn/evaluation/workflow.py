@@ -20,7 +20,7 @@ from dsifn.errors import InputError
 from dsifn.evaluation.results import EvaluationResult, Prediction
 from dsifn.evaluation.scoring import evaluate, tune_threshold
 from dsifn.inference.loading import load_runner, runtime_for
-from dsifn.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from dsifn.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 
 __all__ = [
     "CheckpointEvaluation",

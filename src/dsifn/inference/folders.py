@@ -10,7 +10,7 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1) the pairs are shared among the processes
 plan, each round's results or error) over gloo. Rank 0 pairs the folders and checks every
 output before any process writes; after each round the processes agree, so a failed pair
 stops every rank with its error (:func:`dsifn.distributed.agree_gather`). Each map is written
-by one process, atomically (:mod:`dsifn.inference.staging`).
+by one process, atomically (:func:`dsifn.io.atomic.staged`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dsifn.inference.options import PathLike, SceneOptions, SceneResult
 from dsifn.inference.outputs import check_map_format
 from dsifn.inference.runner import TileRunner
 from dsifn.inference.scene import predict_scene
-from dsifn.inference.sources import is_plain
 from dsifn.io.atomic import check_output_path
+from dsifn.io.images import is_plain
 
 __all__ = [
     "FolderPairs",
@@ -137,10 +137,11 @@ def predict_folders(
     before_dir: PathLike,
     after_dir: PathLike,
     out_dir: PathLike,
+    options: SceneOptions | None = None,
     *,
     on_pairs: Callable[[FolderPairs], None] | None = None,
     on_result: Callable[[SceneResult], None] | None = None,
-    **options: Any,
+    **fields: Any,
 ) -> FolderResult:
     """Predict the change map of every pair of two folders, sharing them under ``torchrun``.
 
@@ -153,12 +154,15 @@ def predict_folders(
         before_dir: Folder of T1 images.
         after_dir: Folder of T2 images, paired with T1's by file name.
         out_dir: Folder of the change maps.
+        options: How to tile, read and write (:class:`~dsifn.inference.options.SceneOptions`,
+            without ``polygons`` and ``quicklook``, which name one file each); the same
+            object serves every pair.
         on_pairs: Called on rank 0 with the pairing, before any output is checked (to report
             names without a partner, say).
         on_result: Called on rank 0 with each pair's result, in name order: after each pair
             in a single process, after the last pair under ``torchrun``.
-        **options: Fields of :class:`~dsifn.inference.options.SceneOptions`, but ``polygons``
-            and ``quicklook``, which name one file each.
+        **fields: Fields of :class:`~dsifn.inference.options.SceneOptions`, replacing those
+            of ``options``.
 
     Returns:
         Every pair's result, on every process.
@@ -169,7 +173,9 @@ def predict_folders(
             process writes).
         DSIFNError: Any pair's error, on every process (its own on the one it happened on).
     """
-    opts = SceneOptions(**options)
+    opts = options or SceneOptions()
+    if fields:
+        opts = dataclasses.replace(opts, **fields)
     if opts.polygons is not None or opts.quicklook is not None:
         raise ConfigError(
             "polygons and quicklook name one file each: ask for them pair by pair (predict_scene)"
@@ -249,7 +255,7 @@ def _predict_shared(
 
     world = ctx.world_size
     # Under torchrun tile bars of several processes would interleave: one bar over pairs.
-    scene = dataclasses.asdict(dataclasses.replace(opts, progress=opts.progress and world == 1))
+    scene = dataclasses.replace(opts, progress=opts.progress and world == 1)
     show = opts.progress and ctx.distributed and ctx.is_main
     results: list[SceneResult] = []
     with progress_bar(len(jobs), "dsifn predict", "pair", enabled=show) as bar:
@@ -266,7 +272,7 @@ def _predict_shared(
 
 
 def _predict_round(
-    ctx: DistContext, runner: TileRunner, jobs: Sequence[PairJob], options: dict[str, Any]
+    ctx: DistContext, runner: TileRunner, jobs: Sequence[PairJob], options: SceneOptions
 ) -> list[SceneResult]:
     """One pair per rank (rank r takes ``jobs[r]``); every rank gets the round's results."""
     result: SceneResult | None = None
@@ -274,7 +280,7 @@ def _predict_round(
     if ctx.rank < len(jobs):
         job = jobs[ctx.rank]
         try:
-            result = predict_scene(runner, job.before, job.after, job.out, **options)
+            result = predict_scene(runner, job.before, job.after, job.out, options)
         except Exception as exc:  # re-raised by agree_gather after telling the other ranks
             error = exc
     found = agree_gather(ctx, result, error)

@@ -23,7 +23,7 @@ __all__ = ["MODEL_SUFFIXES", "RUNTIMES", "Runtime", "load_runner", "runtime_for"
 
 
 def _torch_runner(path: Path, device: str, precision: str) -> TileRunner:
-    from dsifn.io.checkpoint import load_checkpoint
+    from dsifn.models.checkpoint import load_checkpoint
 
     runner = TorchRunner(load_checkpoint(path), device=device, precision=precision)
     runner.path = str(path)

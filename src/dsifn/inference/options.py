@@ -1,16 +1,17 @@
-"""What a scene prediction is asked to do (:class:`SceneOptions`) and what it wrote.
+"""A scene prediction: what it is asked (:class:`SceneOptions`), decided, and wrote.
 
-:func:`dsifn.inference.scene.predict_scene` takes the fields of :class:`SceneOptions` as keyword
-arguments and returns a :class:`SceneResult`; both are re-exported by
-:mod:`dsifn.inference.scene`.
+:func:`dsifn.inference.scene.predict_scene` takes one :class:`SceneOptions` (or its fields as
+keyword arguments), makes one :class:`ScenePlan` (:func:`dsifn.inference.scene.plan_scene`)
+and returns a :class:`SceneResult`; all three are re-exported by :mod:`dsifn.inference.scene`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from dsifn._validation import check_choice
 from dsifn.contract import check_threshold
@@ -18,19 +19,29 @@ from dsifn.devices import Precision, Runtime
 from dsifn.errors import ConfigError
 from dsifn.scaling import ScalingRule
 
+if TYPE_CHECKING:
+    from dsifn.contract import InputContract
+    from dsifn.inference.scene_attention import WindowGrid
+    from dsifn.inference.tiling import TileGrid
+
 __all__ = [
     "AttentionMode",
     "OutputDtype",
     "OutputMode",
     "PathLike",
     "SceneOptions",
+    "ScenePlan",
     "SceneResult",
+    "TileLoop",
 ]
 
 OutputMode = Literal["probability", "mask", "both"]
 AttentionMode = Literal["tile", "scene"]
 OutputDtype = Literal["float32", "uint8"]
 PathLike = str | os.PathLike[str]
+# A tile loop: (runner, pair, tiles, write_rows, *, batch_size, tta, progress) -> None
+# (dsifn.inference.pipeline.run_tiles, dsifn.inference.scene_attention.run_scene_attention).
+TileLoop = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -100,3 +111,16 @@ class SceneResult:
     tiles: int  # tiles predicted (before test-time augmentation)
     threshold: float  # decision threshold used
     tags: dict[str, str]  # metadata recorded in the output
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """Everything decided about one scene, once; inference and output writing only read it."""
+
+    contract: InputContract  # how pixels were read and the decision threshold
+    tiles: TileGrid | WindowGrid  # plain tiles, or scene-wide attention's windows
+    tile: int  # tile (window) side
+    overlap: int  # pixels shared by neighbouring tiles (windows)
+    run: TileLoop  # the tile loop that predicts ``tiles``
+    plain: bool  # plain images: a PNG map without georeference
+    tags: dict[str, str]  # what the map records about how it was made

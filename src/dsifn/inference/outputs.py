@@ -19,8 +19,10 @@ import numpy as np
 from dsifn._version import __version__
 from dsifn.contract import InputContract, is_change
 from dsifn.errors import ConfigError
-from dsifn.inference.options import SceneOptions
-from dsifn.inference.sources import SceneSource
+from dsifn.inference.options import SceneOptions, ScenePlan
+from dsifn.io.images import SourceName
+from dsifn.io.pairs import ImagePair
+from dsifn.io.pictures import write_png
 from dsifn.scaling import Scaling
 
 __all__ = [
@@ -31,8 +33,8 @@ __all__ = [
     "output_nodata",
     "scene_tags",
     "write_geotiff",
+    "write_map_png",
     "write_outputs",
-    "write_png",
 ]
 
 # Nodata of float32 outputs: outside [0, 1], so no probability is mistaken for it.
@@ -80,8 +82,8 @@ def scene_tags(
     *,
     model: str,
     checkpoint: str,
-    before: Sequence[Path],
-    after: Sequence[Path],
+    before: Sequence[SourceName],
+    after: Sequence[SourceName],
     contract: InputContract,
     scaling: Scaling,
     tile: int,
@@ -203,10 +205,14 @@ def _copy_as_cog(source: Path, out: Path, mode: str) -> None:
     )
 
 
-def write_png(work: Path, out: Path, *, mode: str, threshold: float) -> None:
-    """Write the change map of a working raster as an 8-bit PNG (probability x 255, or mask)."""
+def write_map_png(work: Path, out: Path, *, mode: str, threshold: float) -> None:
+    """Write the change map of a working raster as an 8-bit PNG.
+
+    The probability is stored as round(p x 255), the mask as 0/255; pixels where either date
+    has no data are transparent (alpha 0), as PNG inputs say "no data"
+    (:func:`dsifn.io.pictures.write_png`).
+    """
     import rasterio
-    from PIL import Image
 
     if mode == "both":
         raise ConfigError('a PNG holds one map: use `mode="probability"` or `mode="mask"`')
@@ -216,18 +222,14 @@ def write_png(work: Path, out: Path, *, mode: str, threshold: float) -> None:
         pixels = np.where(is_change(probability, threshold), 255, 0).astype(np.uint8)
     else:
         pixels = np.rint(np.nan_to_num(probability) * 255).astype(np.uint8)
-    Image.fromarray(pixels, mode="L").save(out, format="PNG")
+    write_png(out, pixels, valid=~np.isnan(probability), overwrite=True)
 
 
 def write_outputs(
     work: Path,
     paths: Sequence[Path],
-    t1: SceneSource,
-    t2: SceneSource,
-    *,
-    plain: bool,
-    threshold: float,
-    tags: dict[str, str],
+    pair: ImagePair,
+    plan: ScenePlan,
     opts: SceneOptions,
 ) -> int | None:
     """Write the change map, then the polygons and quicklook asked for, from a working raster.
@@ -235,18 +237,16 @@ def write_outputs(
     Args:
         work: The working raster (float32 probabilities, NaN = nodata).
         paths: Where to write the map, then the polygons and the quicklook if asked for.
-        t1: First date (for the quicklook).
-        t2: Second date.
-        plain: Whether the inputs are plain images (a PNG map, no metadata).
-        threshold: Decision threshold.
-        tags: Metadata the GeoTIFF records.
-        opts: The scene's options.
+        pair: Both dates (for the quicklook).
+        plan: The scene's plan: the map's format, threshold and metadata.
+        opts: What was asked: mode, data type, COG, polygons, quicklook.
 
     Returns:
         The number of polygons written, or None when none were asked for.
     """
-    if plain:
-        write_png(work, paths[0], mode=opts.mode, threshold=threshold)
+    threshold = plan.contract.threshold
+    if plan.plain:
+        write_map_png(work, paths[0], mode=opts.mode, threshold=threshold)
     else:
         write_geotiff(
             work,
@@ -255,7 +255,7 @@ def write_outputs(
             dtype=opts.dtype,
             threshold=threshold,
             cog=opts.cog,
-            tags=tags,
+            tags=plan.tags,
         )
     count = None
     if opts.polygons is not None:
@@ -267,5 +267,5 @@ def write_outputs(
     if opts.quicklook is not None:
         from dsifn.inference.quicklook import write_quicklook
 
-        write_quicklook(t1, t2, work, paths[-1], threshold=threshold, overwrite=True)
+        write_quicklook(pair, work, paths[-1], threshold=threshold, overwrite=True)
     return count

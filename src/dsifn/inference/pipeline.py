@@ -1,14 +1,16 @@
-"""The tile loop of scene inference: tiles read ahead on threads, finished rows written on one.
+"""The tile loop: tiles read ahead on threads, blended, finished rows written on one thread.
 
-Plain tiles (:func:`run_tiles`) and every pass of scene-wide attention
-(:func:`dsifn.inference.scene_attention.run_scene_attention`) run through the same two pieces:
+Plain tiles (:func:`run_tiles`), every pass of scene-wide attention
+(:func:`dsifn.inference.scene_attention.run_scene_attention`) and the images of evaluation and
+validation (:func:`predict_images`) run through the same pieces:
 
-- :class:`TileReader` reads, scales and normalises the next batches of tiles on up to
-  :data:`READERS` threads while the model predicts, and hands them over in order. A GDAL
-  dataset must not be read by two threads at once, so each reader thread reads through its own
-  file handles (:meth:`~dsifn.inference.sources.SceneSource.reopen`).
-- :class:`RowWriter` sets finished rows to NaN where either date is invalid and writes them on
-  one thread, in order; it is the only thread that reads the original sources.
+- :class:`TileReader` reads the next batches of tiles of a pair (both dates, scaled, with their
+  validity: :meth:`dsifn.io.pairs.ImagePair.read`) on up to :data:`READERS` threads while the
+  model predicts, normalises them and hands them over in order. A GDAL dataset must not be read
+  by two threads at once, so each reader thread reads through its own file handles
+  (:meth:`~dsifn.io.pairs.ImagePair.reopen`).
+- :class:`RowWriter` writes finished rows (NaN where either date has no data, as the tiles'
+  validity says) on one thread, in order.
 
 An error on either thread is raised in the thread that runs the model.
 """
@@ -20,14 +22,13 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 import torch
 
 from dsifn.errors import ConfigError
 from dsifn.inference.runner import TileRunner
-from dsifn.inference.sources import SceneSource, both_valid, read_scaled
 from dsifn.inference.tiling import (
     StripBlender,
     TileGrid,
@@ -35,35 +36,49 @@ from dsifn.inference.tiling import (
     pad_tile,
     tta_transforms,
 )
-from dsifn.io.images import MemorySource
+from dsifn.io.image_source import MemorySource
+from dsifn.io.pairs import ImagePair, PairData
 from dsifn.scaling import Scaling
 
 __all__ = [
     "DEFAULT_TILE",
+    "DEFAULT_WINDOW",
     "READERS",
+    "Batch",
     "RowWriter",
     "TileReader",
+    "fits_one_tile",
+    "memory_pair",
     "normalizer",
     "plan_tiles",
-    "predict_array",
+    "predict_images",
     "run_tiles",
     "tile_side",
-    "tiled_probabilities",
 ]
 
 # Default tile side for models that take any size: the paper's training size.
 DEFAULT_TILE = 512
+# Default window side of scene-wide attention: 1024 keeps a core of 448 pixels inside the
+# 288-pixel margins.
+DEFAULT_WINDOW = 1024
 # Threads reading tiles ahead of the model (each with its own file handles).
 READERS = max(1, min(4, os.cpu_count() or 1))
 
 Tile = TypeVar("Tile")  # what a reader needs to find one tile: an origin, a window's spans
-Batch = tuple[np.ndarray, np.ndarray]  # normalised float32 (B, C, h, w) tiles of T1 and T2
 Rows = tuple[int, np.ndarray]  # first scene row, float32 (n, width) probabilities
+
+
+class Batch(NamedTuple):
+    """One batch of tiles of both dates, normalised for the runner, with their validity."""
+
+    t1: np.ndarray  # float32 (B, C, h, w)
+    t2: np.ndarray  # float32 (B, C, h, w)
+    valid: np.ndarray  # bool (B, h, w): both dates have data
 
 
 def normalizer(runner: TileRunner) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
     """Stacks scaled (C, h, w) tiles into a batch normalised for ``runner``: (B, C, h, w)."""
-    normalize = runner.normalization
+    normalize = runner.contract.normalization
 
     def norm(batch: Sequence[np.ndarray]) -> np.ndarray:
         return np.asarray(normalize(torch.from_numpy(np.stack(batch))).numpy(), dtype=np.float32)
@@ -72,35 +87,34 @@ def normalizer(runner: TileRunner) -> Callable[[Sequence[np.ndarray]], np.ndarra
 
 
 class TileReader(Generic[Tile]):
-    """Batches of both dates' tiles, read on threads ahead of the model, in order.
+    """Batches of a pair's tiles, read on threads ahead of the model, in order.
 
     Use it as a context manager: leaving it stops the threads and closes their file handles.
 
     Args:
-        t1: First date.
-        t2: Second date, on the same grid.
-        read_tile: Called on a reader thread as ``read_tile(source, tile)``: the scaled
-            float32 (C, h, w) tile, read from ``source`` (that thread's own copy of a date).
-        normalize: Stacks a batch of scaled tiles into a normalised float32 (B, C, h, w) array.
+        pair: Both dates, open.
+        read_tile: Called on a reader thread as ``read_tile(pair, tile)``: the tile of both
+            dates read from ``pair`` (that thread's own copy), scaled, padded as the model
+            needs.
+        normalize: Stacks scaled tiles into a normalised float32 (B, C, h, w) array.
         readers: Reader threads; None: :data:`READERS`.
     """
 
     def __init__(
         self,
-        t1: SceneSource,
-        t2: SceneSource,
-        read_tile: Callable[[SceneSource, Tile], np.ndarray],
+        pair: ImagePair,
+        read_tile: Callable[[ImagePair, Tile], PairData],
         normalize: Callable[[Sequence[np.ndarray]], np.ndarray],
         readers: int | None = None,
     ) -> None:
         self._readers = READERS if readers is None else readers
         if self._readers < 1:
             raise ConfigError(f"readers must be at least 1; got {self._readers}")
-        self._dates = (t1, t2)
+        self._pair = pair
         self._read_tile = read_tile
         self._normalize = normalize
-        self._local = threading.local()  # each thread's own copies of the dates
-        self._reopened: list[SceneSource] = []  # those copies, closed on exit
+        self._local = threading.local()  # each thread's own copy of the pair
+        self._reopened: list[ImagePair] = []  # those copies, closed on exit
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -114,12 +128,12 @@ class TileReader(Generic[Tile]):
                 self._pool.shutdown(wait=True, cancel_futures=True)
         finally:
             self._pool = None
-            for source in self._reopened:
-                source.close()
+            for pair in self._reopened:
+                pair.close()
             self._reopened.clear()
 
     def read(self, jobs: Iterable[Sequence[Tile]]) -> Iterator[tuple[Sequence[Tile], Batch]]:
-        """Each job (the tiles of one batch) with its T1 and T2 batches, in the order given.
+        """Each job (the tiles of one batch) with its batch, in the order given.
 
         Up to ``readers + 1`` batches are read ahead; a reader's error is raised here.
         """
@@ -143,42 +157,35 @@ class TileReader(Generic[Tile]):
             yield job, batch
 
     def _load(self, job: Sequence[Tile]) -> Batch:
-        # On a reader thread: the job's tiles of both dates, through this thread's copies.
-        if not hasattr(self._local, "dates"):
-            self._local.dates = tuple(self._reopen(source) for source in self._dates)
-        first, second = self._local.dates
-        a = [self._read_tile(first, tile) for tile in job]
-        b = [self._read_tile(second, tile) for tile in job]
-        return self._normalize(a), self._normalize(b)
+        # On a reader thread: the job's tiles, through this thread's copy of the pair.
+        if not hasattr(self._local, "pair"):
+            self._local.pair = self._reopen()
+        tiles = [self._read_tile(self._local.pair, tile) for tile in job]
+        return Batch(
+            self._normalize([t.values[0] for t in tiles]),
+            self._normalize([t.values[1] for t in tiles]),
+            np.stack([t.valid for t in tiles]),
+        )
 
-    def _reopen(self, source: SceneSource) -> SceneSource:
-        copy = source.reopen()
-        if copy is not source:
-            with self._lock:
-                self._reopened.append(copy)
+    def _reopen(self) -> ImagePair:
+        copy = self._pair.reopen()
+        with self._lock:
+            self._reopened.append(copy)
         return copy
 
 
 class RowWriter:
-    """Writes finished rows on one thread, in order, NaN where either date is invalid.
+    """Writes finished rows on one thread, in order.
 
     Use it as a context manager: leaving it normally waits for the last write and raises its
     error. One piece of rows at most waits to be written while the next is computed.
 
     Args:
-        t1: First date (read by the writer thread only, for its validity).
-        t2: Second date.
         write_rows: Called on the writer thread as ``write_rows(first_row, values)`` with
-            float32 (n, width) probabilities, rows in increasing order.
+            float32 (n, width) probabilities (NaN: no data), rows in increasing order.
     """
 
-    def __init__(
-        self,
-        t1: SceneSource,
-        t2: SceneSource,
-        write_rows: Callable[[int, np.ndarray], None],
-    ) -> None:
-        self._dates = (t1, t2)
+    def __init__(self, write_rows: Callable[[int, np.ndarray], None]) -> None:
         self._write_rows = write_rows
         self._pool: ThreadPoolExecutor | None = None
         self._written: Future[None] | None = None
@@ -199,7 +206,7 @@ class RowWriter:
     def put(self, pieces: Iterable[Rows]) -> None:
         """Hand over finished rows; first waits for the previous ones (raising their error).
 
-        The arrays are masked in place and must not be changed by the caller afterwards.
+        The arrays must not be changed by the caller afterwards.
         """
         if self._pool is None:
             raise RuntimeError("RowWriter.put is for use inside its with block")
@@ -214,31 +221,25 @@ class RowWriter:
 
     def _write(self, pieces: Sequence[Rows]) -> None:
         for first, values in pieces:
-            values[~both_valid(*self._dates, first, values.shape[0])] = np.nan
             self._write_rows(first, values)
 
 
-def _tile_input(
-    source: SceneSource, grid: TileGrid, row: int, col: int, scaling: Scaling
-) -> np.ndarray:
-    # (C, th, tw) scaled [0, 1] tile, padded past the scene; invalid pixels set to 0.
-    h = min(grid.tile_height, grid.height - row)
-    w = min(grid.tile_width, grid.width - col)
-    values = read_scaled(source, row, col, h, w, scaling)
-    return pad_tile(values, grid.tile_height, grid.tile_width)
+def read_tile(pair: ImagePair, grid: TileGrid, row: int, col: int) -> PairData:
+    """A tile of both dates: scaled, 0 where either has no data, padded past the scene."""
+    tile = pair.read(row, col, grid.tile_height, grid.tile_width)
+    h, w = grid.tile_height, grid.tile_width
+    return PairData(pad_tile(tile.values, h, w), pad_tile(tile.valid, h, w), tile.scaling)
 
 
-def _predict_batch(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, tta: bool) -> np.ndarray:
-    # (B, C, h, w) normalised tiles -> (B, h, w) probabilities, TTA-averaged if asked.
-    return dihedral_average(lambda a, b, _: runner(a, b), t1, t2, tta_transforms(tta))
+def _predict_batch(runner: TileRunner, batch: Batch, tta: bool) -> np.ndarray:
+    # Normalised (B, C, h, w) tiles -> (B, h, w) probabilities, TTA-averaged if asked.
+    return dihedral_average(lambda a, b, _: runner(a, b), batch.t1, batch.t2, tta_transforms(tta))
 
 
 def run_tiles(
     runner: TileRunner,
-    t1: SceneSource,
-    t2: SceneSource,
+    pair: ImagePair,
     grid: TileGrid,
-    scaling: Scaling,
     write_rows: Callable[[int, np.ndarray], None],
     *,
     batch_size: int = 1,
@@ -250,12 +251,10 @@ def run_tiles(
 
     Args:
         runner: The model.
-        t1: First date.
-        t2: Second date, on the same grid.
+        pair: Both dates, open.
         grid: Tiles to predict.
-        scaling: Raw values to [0, 1].
         write_rows: Called as ``write_rows(first_row, values)`` with float32 (n, width)
-            probabilities, NaN where either date is invalid, rows in increasing order.
+            probabilities, NaN where either date has no data, rows in increasing order.
         batch_size: Tiles per runner call.
         tta: Average the 8 flips and rotations.
         progress: Show progress over tiles (:func:`dsifn.progress.progress_bar`).
@@ -270,25 +269,57 @@ def run_tiles(
         for i in range(0, len(grid.col_starts), batch_size)
     ]
 
-    def read_tile(source: SceneSource, origin: tuple[int, int]) -> np.ndarray:
-        return _tile_input(source, grid, *origin, scaling)
+    def read(pair: ImagePair, origin: tuple[int, int]) -> PairData:
+        return read_tile(pair, grid, *origin)
 
     with (
-        TileReader(t1, t2, read_tile, normalizer(runner), readers) as reader,
-        RowWriter(t1, t2, write_rows) as writer,
+        TileReader(pair, read, normalizer(runner), readers) as reader,
+        RowWriter(write_rows) as writer,
         progress_bar(len(grid), "dsifn predict", "tile", enabled=progress) as bar,
     ):
         current: int | None = None
-        for job, (a, b) in reader.read(jobs):
+        for job, batch in reader.read(jobs):
             row = job[0][0]
             if row != current:
                 writer.put(blender.start_row(row))
                 current = row
-            probability = _predict_batch(runner, a, b, tta)
-            for (_, col), p in zip(job, probability, strict=True):
-                blender.add(row, col, p)
+            probability = _predict_batch(runner, batch, tta)
+            for (_, col), p, valid in zip(job, probability, batch.valid, strict=True):
+                blender.add(row, col, p, valid)
             bar.update(len(job))
         writer.put(blender.finish())
+
+
+def tile_side(
+    fixed: int | None,
+    asked: int | None,
+    trained: int | None,
+    *,
+    attention: str = "tile",
+    what: str = "tile_size",
+) -> int:
+    """The side of the tiles to cut, the one rule: fixed, else asked, else trained, else default.
+
+    Args:
+        fixed: The only side the model takes, or None.
+        asked: The side asked for, or None.
+        trained: The tile side the model's input contract says it trained on, or None.
+        attention: ``"scene"``: the side of scene-wide attention's windows, whose default
+            (:data:`DEFAULT_WINDOW`) follows from the model's receptive field, not training.
+        what: The parameter that asked, for the message.
+
+    Raises:
+        ConfigError: If a fixed-size model is asked for another side.
+    """
+    if fixed is not None:
+        if asked is not None and asked != fixed:
+            raise ConfigError(
+                f"this model takes {fixed}x{fixed} tiles only; `{what}={asked}` is not possible"
+            )
+        return fixed
+    if attention == "scene":
+        return asked or DEFAULT_WINDOW
+    return asked or trained or DEFAULT_TILE
 
 
 def plan_tiles(
@@ -304,8 +335,7 @@ def plan_tiles(
         runner: The model (a fixed-size model takes its size only).
         height: Image rows.
         width: Image columns.
-        tile_size: Tile side; None: the model's fixed size, else the tile size its input
-            contract says it trained on, else :data:`DEFAULT_TILE`.
+        tile_size: Tile side asked for (:func:`tile_side` decides).
         overlap: Pixels shared by neighbours; None: an eighth of the tile.
 
     Returns:
@@ -317,69 +347,57 @@ def plan_tiles(
     return TileGrid.plan(height, width, tile, overlap, fixed=fixed), tile, overlap
 
 
-def tile_side(
-    fixed: int | None, asked: int | None, trained: int | None, *, what: str = "tile_size"
-) -> int:
-    """The side of the tiles to cut: a fixed-size model's size, else asked, trained or default.
+def fits_one_tile(
+    runner: TileRunner, height: int, width: int, tile_size: int | None = None
+) -> bool:
+    """Whether an image goes through ``runner`` whole: it is one tile of its own size."""
+    grid, _, _ = plan_tiles(runner, height, width, tile_size)
+    return len(grid) == 1 and (grid.tile_height, grid.tile_width) == (height, width)
+
+
+def memory_pair(images: np.ndarray, valid: np.ndarray | None = None) -> ImagePair:
+    """An in-memory pair of already scaled dates, for the tile loop.
 
     Args:
-        fixed: The only side the model takes, or None.
-        asked: The side asked for, or None.
-        trained: The tile side the model's input contract says it trained on, or None.
-        what: The parameter that asked, for the message.
-
-    Raises:
-        ConfigError: If a fixed-size model is asked for another side.
+        images: float32 (2, C, H, W) values in [0, 1].
+        valid: bool (H, W) where both dates have data; None: everywhere.
     """
-    if fixed is not None:
-        if asked is not None and asked != fixed:
-            raise ConfigError(
-                f"this model takes {fixed}x{fixed} tiles only; `{what}={asked}` is not possible"
-            )
-        return fixed
-    return asked or trained or DEFAULT_TILE
-
-
-def predict_array(runner: TileRunner, t1: np.ndarray, t2: np.ndarray, grid: TileGrid) -> np.ndarray:
-    """(H, W) probabilities of an in-memory pair, tiled and blended exactly as a scene is.
-
-    Args:
-        runner: The model.
-        t1: float32 (C, H, W) first date, scaled to [0, 1].
-        t2: float32 (C, H, W) second date.
-        grid: The tiles (:func:`plan_tiles`).
-    """
-    out = np.empty((grid.height, grid.width), dtype=np.float32)
-
-    def write_rows(first: int, values: np.ndarray) -> None:
-        out[first : first + values.shape[0]] = values
-
-    bands = t1.shape[0]
+    bands = images.shape[1]
     as_is = Scaling((0.0,) * bands, (1.0,) * bands, "already in [0, 1]", clip=False)
-    pair = MemorySource(t1, name="T1"), MemorySource(t2, name="T2")
-    run_tiles(runner, *pair, grid, as_is, write_rows, progress=False, readers=1)
-    return out
+    t1, t2 = MemorySource(images[0], valid, name="T1"), MemorySource(images[1], valid, name="T2")
+    return ImagePair(t1, t2, as_is)
 
 
-def tiled_probabilities(
-    runner: TileRunner, images: np.ndarray, tile_size: int | None = None
-) -> np.ndarray | None:
-    """(B, 1, H, W) probabilities of in-memory pairs tiled as scenes are, or None if one fits.
+def predict_images(
+    runner: TileRunner, images: np.ndarray, *, tile_size: int | None = None
+) -> np.ndarray:
+    """Change probabilities of in-memory pairs of any size: the one rule of batched prediction.
 
-    Evaluation and validation predict whole images that fit in one tile as a batch, their own
-    way; larger ones go through here, so they are scored on the map ``dsifn predict`` writes.
+    Images that fit in one tile go through the runner whole, as one batch; larger ones through
+    the tile loop, tiled and blended exactly as ``dsifn predict`` tiles a scene, so evaluation
+    and validation score the map ``dsifn predict`` writes.
 
     Args:
         runner: The model.
-        images: float32 (B, 2, C, H, W) pairs scaled to [0, 1].
-        tile_size: As in :func:`plan_tiles`.
+        images: float32 (B, 2, C, H, W) pairs scaled to [0, 1] (0 where there is no data).
+        tile_size: Tile side asked for (:func:`tile_side` decides).
 
     Returns:
-        The tiled probabilities, or None when each image is a single tile of its own size.
+        float32 (B, 1, H, W) probabilities at every pixel (where a date has no data, of its
+        zeros: the caller's validity leaves those pixels out).
     """
     height, width = images.shape[-2:]
     grid, _, _ = plan_tiles(runner, height, width, tile_size)
-    if len(grid) == 1 and (grid.tile_height, grid.tile_width) == (height, width):
-        return None
-    maps = [predict_array(runner, pair[0], pair[1], grid) for pair in images]
+    if fits_one_tile(runner, height, width, tile_size):
+        norm = normalizer(runner)
+        return runner(norm(list(images[:, 0])), norm(list(images[:, 1])))
+    maps = []
+    for pair_values in images:
+        out = np.empty((height, width), dtype=np.float32)
+
+        def write_rows(first: int, values: np.ndarray, out: np.ndarray = out) -> None:
+            out[first : first + values.shape[0]] = values
+
+        run_tiles(runner, memory_pair(pair_values), grid, write_rows, progress=False, readers=1)
+        maps.append(out)
     return np.stack(maps)[:, None]

@@ -9,38 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from dsifn.contract import is_change
-from dsifn.inference.sources import SceneSource
-from dsifn.io.atomic import atomic_path
+from dsifn.io.pairs import ImagePair
+from dsifn.io.pictures import display_stretch, write_png
 
-__all__ = ["compose_quicklook", "display_stretch", "write_quicklook"]
+__all__ = ["compose_quicklook", "write_quicklook"]
 
 # Longest side of each panel, in pixels.
 PANEL_SIDE = 800
 GAP = 8  # white pixels between panels
 CHANGE_RGB = np.array([255, 0, 0], dtype=np.float32)
 NODATA_RGB = np.array([40, 40, 40], dtype=np.float32)
-
-
-def display_stretch(
-    images: list[np.ndarray], valid: list[np.ndarray], low: float = 2.0, high: float = 98.0
-) -> list[np.ndarray]:
-    """Scale (C, h, w) images to uint8 (h, w, 3) with one per-band percentile stretch for all.
-
-    The first three bands are shown as RGB; a single band as grey.
-    """
-    rgb = [im[:3] if im.shape[0] >= 3 else np.repeat(im[:1], 3, axis=0) for im in images]
-    samples = np.concatenate([im[:, v] for im, v in zip(rgb, valid, strict=True)], axis=1)
-    if samples.shape[1] == 0:
-        lo, hi = np.zeros(3), np.ones(3)
-    else:
-        lo = np.percentile(samples, low, axis=1)
-        hi = np.percentile(samples, high, axis=1)
-    span = np.where(hi > lo, hi - lo, 1.0).reshape(3, 1, 1)
-    out = []
-    for im in rgb:
-        scaled = np.clip((im - lo.reshape(3, 1, 1)) / span, 0.0, 1.0) * 255.0
-        out.append(np.moveaxis(scaled, 0, -1).astype(np.float32))
-    return out
 
 
 def compose_quicklook(
@@ -53,8 +31,8 @@ def compose_quicklook(
     """Side-by-side picture.
 
     Args:
-        before: float32 (h, w, 3) display values 0-255 of T1.
-        after: float32 (h, w, 3) of T2.
+        before: uint8 (h, w, 3) picture of T1 (:func:`dsifn.io.pictures.display_stretch`).
+        after: uint8 (h, w, 3) picture of T2.
         probability: float32 (h, w) change probability (NaN = nodata).
         valid: bool (h, w) where both dates are valid.
         threshold: Change threshold.
@@ -63,6 +41,7 @@ def compose_quicklook(
         uint8 (h, 3 * w + 2 * GAP, 3).
     """
     changed = valid & is_change(probability, threshold)
+    before, after = before.astype(np.float32), after.astype(np.float32)
     overlay = after.copy()
     overlay[changed] = 0.45 * overlay[changed] + 0.55 * CHANGE_RGB
     panels = []
@@ -77,8 +56,7 @@ def compose_quicklook(
 
 
 def write_quicklook(
-    t1: SceneSource,
-    t2: SceneSource,
+    pair: ImagePair,
     work: str | os.PathLike[str],
     path: str | os.PathLike[str],
     *,
@@ -89,8 +67,7 @@ def write_quicklook(
     """Write the before | after | change PNG from decimated reads (never the whole scene).
 
     Args:
-        t1: First date.
-        t2: Second date.
+        pair: Both dates.
         work: The probability raster (float32, NaN = nodata).
         path: Output PNG.
         threshold: Change threshold.
@@ -101,18 +78,15 @@ def write_quicklook(
         The path written.
     """
     import rasterio
-    from PIL import Image
     from rasterio.errors import NotGeoreferencedWarning
 
-    a, valid_a = t1.read_decimated(panel_side)
-    b, valid_b = t2.read_decimated(panel_side)
+    a, b = pair.read_decimated(panel_side)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(work) as src:
-            probability = src.read(1, out_shape=a.shape[1:])
-    valid = valid_a & valid_b & ~np.isnan(probability)
-    before, after = display_stretch([a, b], [valid_a, valid_b])
+            probability = src.read(1, out_shape=a.values.shape[1:])
+    valid = a.valid & b.valid & ~np.isnan(probability)
+    shown = [pair.scaling(a.values), pair.scaling(b.values)]  # [0, 1], as the model saw them
+    before, after = display_stretch(shown, [a.valid, b.valid])
     picture = compose_quicklook(before, after, probability, valid, threshold)
-    with atomic_path(path, overwrite=overwrite) as partial:
-        Image.fromarray(picture, mode="RGB").save(partial, format="PNG")
-    return Path(path)
+    return write_png(path, picture, overwrite=overwrite)

@@ -22,7 +22,7 @@ from dsifn.errors import InputError
 from dsifn.inference.fast import FastInferenceModel, optimize_for_inference
 from dsifn.models.decoder import Descriptors
 from dsifn.models.dsifn import DSIFN
-from dsifn.models.normalization import Normalization
+from dsifn.normalization import Normalization
 
 __all__ = [
     "DEFAULT_THRESHOLD",

@@ -1,27 +1,31 @@
-"""Change maps for whole scenes: tiled, blended, windowed, georeferenced.
+"""Change maps for whole scenes: planned once, tiled, blended, windowed, georeferenced.
 
-:func:`predict_scene` runs in three passes, none of which holds the scene in memory:
+:func:`predict_scene` checks every output, opens the pair through the one pair reader
+(:func:`dsifn.io.pairs.open_pair`), makes one :class:`ScenePlan` and carries it:
 
-1. Inference (:mod:`dsifn.inference.working`): overlapping tiles, a batch at a time, blended
-   strip by strip (:class:`~dsifn.inference.tiling.StripBlender`) on the threads of the tile
-   pipeline (:mod:`dsifn.inference.pipeline`); finished rows go to a float32 working raster (NaN
-   where either date is invalid) in a temporary folder beside the output.
-2. The output (GeoTIFF, Cloud-Optimized GeoTIFF or PNG) is written from the working raster in
-   row blocks (:mod:`dsifn.inference.outputs`).
-3. Optional polygons (:mod:`dsifn.inference.polygons`) and quicklook
-   (:mod:`dsifn.inference.quicklook`) are made from the working raster.
-
-Every output is written under a private folder beside it and all are moved into place at the
-end (:func:`dsifn.io.atomic.staged`).
+1. The plan (:func:`plan_scene`) fixes everything a scene needs decided: the model's input
+   contract with the options that replace recorded values, the tiles (or the windows of
+   scene-wide attention) with their side and overlap, the tile loop that runs them, the
+   scaling, the map's format and the metadata it records. Nothing further down decides again.
+2. Inference runs the plan's tile loop (:func:`dsifn.inference.pipeline.run_tiles` or
+   :func:`dsifn.inference.scene_attention.run_scene_attention`); finished rows go to a float32
+   working raster (NaN where either date has no data) in a private folder beside the output.
+3. The map, polygons and quicklook are written from the working raster
+   (:mod:`dsifn.inference.outputs`) and moved into place together
+   (:func:`dsifn.io.atomic.staged`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dsifn.contract import InputContract
 from dsifn.errors import ConfigError, InputError
@@ -32,7 +36,9 @@ from dsifn.inference.options import (
     OutputMode,
     PathLike,
     SceneOptions,
+    ScenePlan,
     SceneResult,
+    TileLoop,
 )
 from dsifn.inference.outputs import (
     FLOAT_NODATA,
@@ -41,15 +47,13 @@ from dsifn.inference.outputs import (
     scene_tags,
     write_outputs,
 )
-from dsifn.inference.pipeline import plan_tiles
+from dsifn.inference.pipeline import run_tiles, tile_side
 from dsifn.inference.runner import TileRunner
-from dsifn.inference.scene_attention import DEFAULT_WINDOW, WindowGrid, as_attention_runner
-from dsifn.inference.sources import SceneSource, as_paths, open_pair, scene_scaling
+from dsifn.inference.scene_attention import WindowGrid, as_attention_runner, run_scene_attention
 from dsifn.inference.tiling import TileGrid
-from dsifn.inference.working import infer_to_file
 from dsifn.io.atomic import check_output_path, staged, work_folder
-from dsifn.io.images import ArraySource
-from dsifn.scaling import Scaling
+from dsifn.io.images import source_names
+from dsifn.io.pairs import ImagePair, open_pair
 
 __all__ = [
     "FLOAT_NODATA",
@@ -58,20 +62,25 @@ __all__ = [
     "OutputDtype",
     "OutputMode",
     "SceneOptions",
+    "ScenePlan",
     "SceneResult",
+    "plan_scene",
     "predict_scene",
 ]
 
 # GDAL block cache during scene inference, in MiB.
 GDAL_CACHE_MB = 128
 
+Files = PathLike | Sequence[PathLike]
+
 
 def predict_scene(
     runner_or_checkpoint: TileRunner | PathLike,
-    before: PathLike | Sequence[PathLike],
-    after: PathLike | Sequence[PathLike],
+    before: Files,
+    after: Files,
     out: PathLike,
-    **options: Any,
+    options: SceneOptions | None = None,
+    **fields: Any,
 ) -> SceneResult:
     """Predict the change map of a scene pair and write it, tile by tile.
 
@@ -81,12 +90,13 @@ def predict_scene(
 
     Args:
         runner_or_checkpoint: A :class:`~dsifn.inference.runner.TileRunner`, or the path of a
-            dsifn checkpoint (or ONNX model with ``runtime="onnxruntime"``).
-        before: T1: a GeoTIFF (or any raster), a PNG/JPEG, or several band files stacked in
-            the given order on the finest of their grids.
+            model file (a dsifn checkpoint, an ONNX model, an OpenVINO ``.xml``).
+        before: T1: a GeoTIFF (or any raster or GDAL dataset name), a PNG/JPEG, or several band
+            files stacked in the given order on the finest of their grids.
         after: T2, the same way; it must be on T1's grid unless ``align=True``.
         out: The change map: a GeoTIFF for rasters, a PNG for plain images.
-        **options: Fields of :class:`SceneOptions`.
+        options: How to tile, read and write (:class:`SceneOptions`), made once by the caller.
+        **fields: Fields of :class:`SceneOptions`, replacing those of ``options``.
 
     Returns:
         What was written.
@@ -99,64 +109,33 @@ def predict_scene(
     """
     import rasterio
 
-    opts = SceneOptions(**options)
+    opts = options or SceneOptions()
+    if fields:
+        opts = dataclasses.replace(opts, **fields)
     # GDAL's block cache defaults to 5 % of RAM; bound it so peak memory does not grow with
-    # the scene. A GDAL_CACHEMAX set by the user wins.
-    # (rasterio passes an integer GDAL_CACHEMAX to GDAL in bytes.)
+    # the scene. A GDAL_CACHEMAX set by the user wins. (rasterio passes an integer in bytes.)
     env = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB * 2**20}
     with rasterio.Env(**env):
-        return _predict_scene(runner_or_checkpoint, before, after, Path(out), opts)
-
-
-def _predict_scene(
-    runner_or_checkpoint: TileRunner | PathLike,
-    before: PathLike | Sequence[PathLike],
-    after: PathLike | Sequence[PathLike],
-    out_path: Path,
-    opts: SceneOptions,
-) -> SceneResult:
-    """Check the outputs, load the model, open the pair, plan the tiles, then write."""
-    _check_outputs(out_path, opts)
-    runner, model_name = _resolve_runner(runner_or_checkpoint, opts)
-    contract = _reading(runner, model_name, opts)
-    t1, t2 = open_pair(
-        before,
-        after,
-        bands=contract.bands,
-        nodata=contract.nodata,
-        align=opts.align,
-        resampling=contract.resampling,
-    )
-    with t1, t2:
-        plain = isinstance(t1, ArraySource)
-        check_map_format(out_path, plain=plain, opts=opts)
-        _check_bands(t1, runner)
-        grid, tile, overlap = _plan(runner, contract, t1, opts)
-        scaling = scene_scaling(t1, t2, contract.scaling)
-        tags = scene_tags(
-            model=_describe(runner),
-            checkpoint=model_name,
-            before=as_paths(before),
-            after=as_paths(after),
-            contract=contract,
-            scaling=scaling,
-            tile=tile,
-            overlap=overlap,
-            opts=opts,
-        )
-        count = _write(runner, (t1, t2), grid, scaling, out_path, plain, contract, tags, opts)
+        check_outputs(Path(out), opts)
+        runner, model_name = _resolve_runner(runner_or_checkpoint, opts)
+        contract = _reading(runner, model_name, opts)
+        with open_pair(before, after, contract.reading(), align=opts.align) as pair:
+            plan = plan_scene(
+                runner, pair, contract, opts, model=model_name, inputs=(before, after)
+            )
+            count = _write(runner, pair, plan, Path(out), opts)
     return SceneResult(
-        output=out_path,
+        output=Path(out),
         polygons=None if opts.polygons is None else Path(opts.polygons),
         quicklook=None if opts.quicklook is None else Path(opts.quicklook),
         polygon_count=count,
-        tiles=len(grid),
-        threshold=contract.threshold,
-        tags=tags,
+        tiles=len(plan.tiles),
+        threshold=plan.contract.threshold,
+        tags=plan.tags,
     )
 
 
-def _check_outputs(out_path: Path, opts: SceneOptions) -> None:
+def check_outputs(out_path: Path, opts: SceneOptions) -> None:
     """Refuse outputs that exist or cannot be written, before any work."""
     for path in (out_path, opts.polygons, opts.quicklook):
         if path is not None:
@@ -186,11 +165,12 @@ _SAID: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 def _reading(runner: TileRunner, model_name: str, opts: SceneOptions) -> InputContract:
     """The model's input contract with the options that replace recorded values."""
-    trained_tile = opts.attention == "tile" and runner.tile_size is None
     try:
         said = _SAID.setdefault(runner, set())
     except TypeError:  # a runner that cannot be weakly referenced
         said = set()
+    # An asked tile side is worth a word against the trained one (plain tiles, any-size model).
+    trained_tile = opts.attention == "tile" and runner.tile_size is None
     return runner.contract.resolve(
         model_name or "the model",
         said,
@@ -202,25 +182,57 @@ def _reading(runner: TileRunner, model_name: str, opts: SceneOptions) -> InputCo
     )
 
 
-def _check_bands(t1: SceneSource, runner: TileRunner) -> None:
-    if t1.count != runner.in_channels:
+def plan_scene(
+    runner: TileRunner,
+    pair: ImagePair,
+    contract: InputContract,
+    opts: SceneOptions,
+    *,
+    model: str = "",
+    inputs: tuple[Files, Files] = ((), ()),
+) -> ScenePlan:
+    """Decide, once, how a scene pair is tiled, run and written.
+
+    Args:
+        runner: The model.
+        pair: Both dates, open (read as ``contract`` says).
+        contract: The model's input contract with the options applied.
+        opts: What was asked.
+        model: The model file's name, for the map's metadata.
+        inputs: The T1 and T2 files as given, for the map's metadata.
+
+    Raises:
+        InputError: If the band count does not fit the model.
+        ConfigError: If the options do not fit the model or the map's format.
+    """
+    if pair.count != contract.band_count:
         raise InputError(
-            f"the model takes {runner.in_channels} band(s) per date but the images have "
-            f"{t1.count}; choose them, e.g. `bands='4,3,2'`"
+            f"the model takes {contract.band_count} band(s) per date but the images have "
+            f"{pair.count}; choose them, e.g. `bands='4,3,2'`"
         )
-
-
-def _plan(
-    runner: TileRunner, contract: InputContract, t1: SceneSource, opts: SceneOptions
-) -> tuple[TileGrid | WindowGrid, int, int]:
-    """The tiles (or scene-attention windows), their side and their overlap."""
-    height, width = t1.grid.height, t1.grid.width
+    tile = tile_side(runner.tile_size, opts.tile_size, contract.tile_size, attention=opts.attention)
+    height, width = pair.grid.height, pair.grid.width
+    tiles: TileGrid | WindowGrid
+    run: TileLoop
     if opts.attention == "scene":
-        radius = as_attention_runner(runner).receptive_radius
-        tile = DEFAULT_WINDOW if opts.tile_size is None else opts.tile_size
-        windows = WindowGrid.plan(height, width, tile, radius)
-        return windows, tile, 2 * windows.margin
-    return plan_tiles(runner, height, width, opts.tile_size or contract.tile_size, opts.overlap)
+        tiles = WindowGrid.plan(height, width, tile, as_attention_runner(runner).receptive_radius)
+        overlap, run = 2 * tiles.margin, run_scene_attention
+    else:
+        overlap = tile // 8 if opts.overlap is None else opts.overlap
+        tiles = TileGrid.plan(height, width, tile, overlap, fixed=runner.tile_size is not None)
+        run = run_tiles
+    tags = scene_tags(
+        model=_describe(runner),
+        checkpoint=model,
+        before=source_names(inputs[0]),
+        after=source_names(inputs[1]),
+        contract=contract,
+        scaling=pair.scaling,
+        tile=tile,
+        overlap=overlap,
+        opts=opts,
+    )
+    return ScenePlan(contract, tiles, tile, overlap, run, pair.plain, tags)
 
 
 def _describe(runner: TileRunner) -> str:
@@ -229,15 +241,7 @@ def _describe(runner: TileRunner) -> str:
 
 
 def _write(
-    runner: TileRunner,
-    pair: tuple[SceneSource, SceneSource],
-    grid: TileGrid | WindowGrid,
-    scaling: Scaling,
-    out_path: Path,
-    plain: bool,
-    contract: InputContract,
-    tags: dict[str, str],
-    opts: SceneOptions,
+    runner: TileRunner, pair: ImagePair, plan: ScenePlan, out_path: Path, opts: SceneOptions
 ) -> int | None:
     """Infer into a working raster, then write the map, polygons and quicklook from it.
 
@@ -247,18 +251,52 @@ def _write(
     Returns:
         The number of polygons written, or None when none were asked for.
     """
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    check_map_format(out_path, plain=plan.plain, opts=opts)
     finals = [out_path, *(Path(p) for p in (opts.polygons, opts.quicklook) if p is not None)]
     with work_folder(out_path.parent) as tmp:
         work = Path(tmp) / "probability.tif"
-        infer_to_file(runner, *pair, grid, scaling, work, opts)
+        _infer(runner, pair, plan, work, opts)
         with staged(finals, overwrite=opts.overwrite) as paths:
-            return write_outputs(
-                work,
-                paths,
-                *pair,
-                plain=plain,
-                threshold=contract.threshold,
-                tags=tags,
-                opts=opts,
+            return write_outputs(work, paths, pair, plan, opts)
+
+
+def _infer(
+    runner: TileRunner, pair: ImagePair, plan: ScenePlan, work: Path, opts: SceneOptions
+) -> None:
+    """Run the plan's tile loop into the working raster: float32, NaN where there is no data."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    grid = pair.grid
+    profile = {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": 1,
+        "dtype": "float32",
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": float("nan"),
+        "compress": "deflate",
+        "zlevel": 1,  # a temporary file: fast compression matters more than its size
+        "num_threads": "ALL_CPUS",
+        "predictor": 3,
+        "blockysize": 1,  # rows arrive in order: each strip is written once, whole
+        "BIGTIFF": "IF_SAFER",
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(work, "w", **profile) as dst:
+
+            def write_rows(first: int, values: np.ndarray) -> None:
+                dst.write(values[None], window=((first, first + values.shape[0]), (0, grid.width)))
+
+            plan.run(
+                runner,
+                pair,
+                plan.tiles,
+                write_rows,
+                batch_size=opts.batch_size,
+                tta=opts.tta,
+                progress=opts.progress,
             )

@@ -29,7 +29,7 @@ threads and finished rows written on a writer thread.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,13 +38,12 @@ import torch
 from torch import Tensor
 
 from dsifn.errors import ConfigError, InputError
-from dsifn.inference.pipeline import RowWriter, TileReader
+from dsifn.inference.pipeline import DEFAULT_WINDOW, Batch, RowWriter, TileReader, normalizer
 from dsifn.inference.runner import TileRunner
-from dsifn.inference.sources import SceneSource, read_scaled
 from dsifn.inference.tiling import apply_dihedral, axis_starts, dihedral_average, tta_transforms
+from dsifn.io.pairs import ImagePair, PairData
 from dsifn.models.decoder import Descriptors
 from dsifn.models.dsifn import SIZE_MULTIPLE
-from dsifn.scaling import Scaling
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -59,9 +58,6 @@ Span = tuple[int, int, int]  # (window start, core start, core end) along one ax
 Window = tuple[Span, Span]  # a window's row span and column span
 Transform = tuple[int, bool]  # (quarter turns, mirror) of test-time augmentation
 Pooled = dict[Transform, dict[int, Descriptors]]  # scene-wide descriptors by transform, stage
-
-# Default window side: 1024 keeps a core of 448 pixels inside the 288-pixel margins.
-DEFAULT_WINDOW = 1024
 
 
 @runtime_checkable
@@ -178,19 +174,19 @@ class WindowGrid:
         return mask
 
 
-def read_window(
-    source: SceneSource, grid: WindowGrid, row: int, col: int, scaling: Scaling
-) -> np.ndarray:
-    """(C, window_height, window_width) scaled window; invalid pixels 0, padded by reflection.
+def read_window(pair: ImagePair, grid: WindowGrid, row: int, col: int) -> PairData:
+    """A window of both dates: scaled, 0 where either has no data, padded by reflection.
 
     Past the scene's bottom and right the values mirror the scene as ``torch`` ``"reflect"``
     padding does (without repeating the edge pixel), which is what the whole image gets.
     """
-    h = min(grid.window_height, grid.height - row)
-    w = min(grid.window_width, grid.width - col)
-    values = read_scaled(source, row, col, h, w, scaling)
-    pad = ((0, 0), (0, grid.window_height - h), (0, grid.window_width - w))
-    return np.pad(values, pad, mode="reflect") if any(p[1] for p in pad) else values
+    window = pair.read(row, col, grid.window_height, grid.window_width)
+    h, w = window.valid.shape
+    pad = ((0, grid.window_height - h), (0, grid.window_width - w))
+    if not any(p[1] for p in pad):
+        return window
+    values = np.pad(window.values, ((0, 0), (0, 0), *pad), mode="reflect")
+    return PairData(values, np.pad(window.valid, pad, mode="reflect"), window.scaling)
 
 
 def _batches(grid: WindowGrid, size: int) -> Iterator[list[Window]]:
@@ -201,12 +197,9 @@ def _batches(grid: WindowGrid, size: int) -> Iterator[list[Window]]:
 
 
 def run_scene_attention(
-    runner: AttentionRunner,
-    t1: SceneSource,
-    t2: SceneSource,
+    runner: TileRunner,
+    pair: ImagePair,
     grid: WindowGrid,
-    scaling: Scaling,
-    normalize: Callable[[Sequence[np.ndarray]], np.ndarray],
     write_rows: Callable[[int, np.ndarray], None],
     *,
     batch_size: int = 1,
@@ -217,12 +210,9 @@ def run_scene_attention(
     """Predict a scene exactly as the network would predict it whole, window by window.
 
     Args:
-        runner: The model, able to fix its attention descriptors.
-        t1: First date.
-        t2: Second date, on the same grid.
+        runner: The model, able to fix its attention descriptors (:func:`as_attention_runner`).
+        pair: Both dates, open.
         grid: Windows and cores (:meth:`WindowGrid.plan` with the runner's receptive radius).
-        scaling: Raw values to [0, 1].
-        normalize: Stacks scaled windows into a normalised float32 (B, C, h, w) batch.
         write_rows: Called as ``write_rows(first_row, values)`` with float32 (n, width)
             probabilities, NaN where either date is invalid, rows in increasing order.
         batch_size: Windows per runner call.
@@ -236,21 +226,22 @@ def run_scene_attention(
     """
     from dsifn.progress import progress_bar
 
-    _check_margin(runner, grid)
+    attention = as_attention_runner(runner)
+    _check_margin(attention, grid)
     pooled: Pooled = {t: {} for t in tta_transforms(tta)}
-    passes = len(runner.attention_stages) + 1
+    passes = len(attention.attention_stages) + 1
 
-    def read_tile(source: SceneSource, window: Window) -> np.ndarray:
-        return read_window(source, grid, window[0][0], window[1][0], scaling)
+    def read(pair: ImagePair, window: Window) -> PairData:
+        return read_window(pair, grid, window[0][0], window[1][0])
 
     with (
-        TileReader(t1, t2, read_tile, normalize, readers) as reader,
+        TileReader(pair, read, normalizer(runner), readers) as reader,
         progress_bar(len(grid) * passes, "dsifn predict", "window", enabled=progress) as bar,
     ):
-        _pool_stages(runner, reader, grid, pooled, batch_size, bar)
+        _pool_stages(attention, reader, grid, pooled, batch_size, bar)
         bar.set_description("dsifn predict: change map")
-        with RowWriter(t1, t2, write_rows) as writer:
-            for rows in _core_rows(runner, reader, grid, pooled, batch_size, bar):
+        with RowWriter(write_rows) as writer:
+            for rows in _core_rows(attention, reader, grid, pooled, batch_size, bar):
                 writer.put([rows])
     return pooled
 
@@ -315,7 +306,7 @@ def _stage_descriptors(
     sums: dict[Transform, Tensor] = {}
     peaks: dict[Transform, Tensor] = {}
     counts = dict.fromkeys(pooled, 0)
-    for batch, (a, b) in reader.read(_batches(grid, batch_size)):
+    for batch, (a, b, _) in reader.read(_batches(grid, batch_size)):
         masks = np.stack([grid.core_mask(row, col) for row, col in batch])
         for t in pooled:
             total, peak, count = runner.attention_statistics(
@@ -340,25 +331,34 @@ def _core_rows(
     batch_size: int,
     bar: Any,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    # The last pass: each window row's cores as (first scene row, float32 (n, width)), in order.
+    # The last pass: each window row's cores as (first scene row, float32 (n, width)), in
+    # order, NaN where either date has no data.
     strip = np.zeros((0, grid.padded_width), dtype=np.float32)
     current: Span | None = None
-    for batch, (a, b) in reader.read(_batches(grid, batch_size)):
+    for batch, tiles in reader.read(_batches(grid, batch_size)):
         row = batch[0][0]
         if row != current:
             if current is not None:
                 yield _scene_rows(grid, current, strip)
             current = row
             strip = np.zeros((row[2] - row[1], grid.padded_width), dtype=np.float32)
-        probability = dihedral_average(
-            lambda x1, x2, t: runner(x1, x2, pooled[t]), a, b, tuple(pooled)
-        )
+        probability = _predict_windows(runner, tiles, pooled)
         for (_, col), p in zip(batch, probability, strict=True):
             core = p[row[1] - row[0] : row[2] - row[0], col[1] - col[0] : col[2] - col[0]]
             strip[:, col[1] : col[2]] = core
         bar.update(len(batch))
     if current is not None:
         yield _scene_rows(grid, current, strip)
+
+
+def _predict_windows(runner: AttentionRunner, tiles: Batch, pooled: Pooled) -> np.ndarray:
+    # (B, h, w) probabilities of a batch of windows with the scene-wide descriptors, NaN
+    # where either date has no data.
+    probability = dihedral_average(
+        lambda x1, x2, t: runner(x1, x2, pooled[t]), tiles.t1, tiles.t2, tuple(pooled)
+    )
+    probability[~tiles.valid] = np.nan
+    return probability
 
 
 def _scene_rows(grid: WindowGrid, row: Span, strip: np.ndarray) -> tuple[int, np.ndarray]:

@@ -11,7 +11,8 @@ depends only on a neighbourhood no wider than the margin gives exactly its whole
 
 The blending accumulator covers one strip of tile rows only (:class:`StripBlender`): finished
 rows are handed out as soon as no later tile touches them, so memory is bounded by the scene's
-width times the tile height, whatever the scene's height.
+width times the tile height, whatever the scene's height. Each tile brings the validity read
+with its values, and finished rows come out NaN where either date has no data.
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ class StripBlender:
 
     Call :meth:`start_row` with each tile row's first row (increasing), :meth:`add` for the
     tiles of that row, and collect the finished rows that :meth:`start_row` and :meth:`finish`
-    return. Memory: two float32 (tile_height, width) buffers.
+    return, NaN where the tiles' validity says there is no data. Memory: two float32 and one
+    bool (tile_height, width) buffers.
 
     Args:
         grid: The tile grid being blended.
@@ -193,6 +195,7 @@ class StripBlender:
         rows = min(grid.tile_height, grid.height)
         self._value = np.zeros((rows, grid.width), dtype=np.float32)
         self._weight = np.zeros((rows, grid.width), dtype=np.float32)
+        self._valid = np.ones((rows, grid.width), dtype=bool)
         self._origin = 0  # scene row of buffer row 0
 
     def start_row(self, row: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -205,8 +208,12 @@ class StripBlender:
             raise ValueError(f"tile rows must increase; got {row} after {self._origin}")
         return self._release(row - self._origin)
 
-    def add(self, row: int, col: int, values: np.ndarray) -> None:
-        """Accumulate one tile's (tile_height, tile_width) prediction at (row, col)."""
+    def add(self, row: int, col: int, values: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Accumulate one tile's (tile_height, tile_width) prediction at (row, col).
+
+        ``valid`` is the tile's bool (tile_height, tile_width) validity (None: all valid);
+        every tile over a pixel reads the same validity there.
+        """
         g = self.grid
         top = row - self._origin
         h = min(g.tile_height, g.height - row)
@@ -214,6 +221,8 @@ class StripBlender:
         weight = g.weights(row, col)[:h, :w]
         self._value[top : top + h, col : col + w] += weight * values[:h, :w]
         self._weight[top : top + h, col : col + w] += weight
+        if valid is not None:
+            self._valid[top : top + h, col : col + w] &= valid[:h, :w]
 
     def finish(self) -> Iterator[tuple[int, np.ndarray]]:
         """Return the remaining rows after the last tile row was added."""
@@ -225,12 +234,12 @@ class StripBlender:
         count = min(count, self._value.shape[0])
         with np.errstate(invalid="ignore", divide="ignore"):
             done = self._value[:count] / self._weight[:count]
+        done[~self._valid[:count]] = np.nan
         first = self._origin
         keep = self._value.shape[0] - count
-        self._value[:keep] = self._value[count:]
-        self._weight[:keep] = self._weight[count:]
-        self._value[keep:] = 0.0
-        self._weight[keep:] = 0.0
+        for buffer, empty in ((self._value, 0.0), (self._weight, 0.0), (self._valid, True)):
+            buffer[:keep] = buffer[count:]
+            buffer[keep:] = empty
         self._origin += count
         return iter([(first, done)])
 

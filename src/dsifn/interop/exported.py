@@ -25,7 +25,7 @@ from dsifn._version import __version__
 from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import ConfigError, InputError, WeightsError
 from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE, DSIFNConfig
-from dsifn.models.normalization import Normalization
+from dsifn.normalization import Normalization
 
 __all__ = [
     "INPUT_NAMES",

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from dsifn.errors import CheckpointError, WeightsError
 from dsifn.io.atomic import check_input_file
-from dsifn.io.checkpoint import load_plain
+from dsifn.models.checkpoint import load_plain
 from dsifn.models.dsifn import DSIFN
 
 __all__ = ["load_official_pytorch", "official_to_dsifn", "read_official_state_dict"]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from dsifn.errors import InputError
 
 __all__ = [
+    "ImageData",
     "ImageSource",
     "MemorySource",
     "PixelGrid",
+    "decimated_indices",
     "decimated_shape",
     "select_bands",
     "valid_pixels",
@@ -40,6 +42,17 @@ class PixelGrid:
         return 1e-3 * min(self.resolution)
 
 
+class ImageData(NamedTuple):
+    """Raw values of one date and where they are valid, read together (after rio-tiler's).
+
+    A pixel is valid where every band is: not the nodata value, not masked by an alpha band or
+    by GDAL's internal or sidecar mask, covered by every band file, and finite.
+    """
+
+    values: np.ndarray  # (C, h, w) raw values in the source's type
+    valid: np.ndarray  # bool (h, w)
+
+
 class ImageSource:
     """One date as a band stack on a pixel grid, read by windows (interface)."""
 
@@ -48,26 +61,21 @@ class ImageSource:
     dtype: str  # numpy dtype of the raw values
     name: str  # for messages and metadata
 
-    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """(count, height, width) raw values of a window inside the grid, in :attr:`dtype`."""
+    def read(self, row: int, col: int, height: int, width: int) -> ImageData:
+        """Values and validity of a window inside the grid, values in :attr:`dtype`."""
         raise NotImplementedError
 
-    def read_mask(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """Validity of a window: bool (height, width), True where every selected band is valid."""
-        raise NotImplementedError
+    def read_decimated(self, max_side: int) -> ImageData:
+        """The whole image shrunk to at most ``max_side`` pixels a side (float32 values).
 
-    def read_decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-        """A whole-scene read shrunk to at most ``max_side`` pixels a side.
-
-        Returns:
-            float32 (count, h, w) raw values and bool (h, w) validity.
+        The pixels kept are the nearest to the centres of the shrunk grid's cells
+        (:func:`decimated_indices`), as GDAL's nearest-neighbour decimation keeps them.
         """
         raise NotImplementedError
 
-    def read_all(self) -> tuple[np.ndarray, np.ndarray]:
-        """The whole image: (count, H, W) raw values and bool (H, W) validity."""
-        h, w = self.grid.height, self.grid.width
-        return self.read(0, 0, h, w), self.read_mask(0, 0, h, w)
+    def read_all(self) -> ImageData:
+        """The whole image."""
+        return self.read(0, 0, self.grid.height, self.grid.width)
 
     def reopen(self) -> ImageSource:
         """The same date through its own file handles, for reading on another thread.
@@ -115,11 +123,16 @@ def decimated_shape(grid: PixelGrid, max_side: int) -> tuple[int, int]:
     return max(1, round(grid.height / factor)), max(1, round(grid.width / factor))
 
 
+def decimated_indices(length: int, count: int) -> np.ndarray:
+    """Which of ``length`` pixels a decimation to ``count`` keeps: the cell centres'."""
+    return np.minimum(((np.arange(count) + 0.5) * (length / count)).astype(np.int64), length - 1)
+
+
 class MemorySource(ImageSource):
-    """A date already in memory, for running arrays through the tile loop.
+    """A date already in memory, for running arrays through the readers and the tile loop.
 
     Args:
-        values: (C, H, W) values (already scaled, for evaluation's images).
+        values: (C, H, W) values.
         valid: bool (H, W) validity; None: every pixel valid.
         name: What to call this date in messages.
     """
@@ -136,18 +149,15 @@ class MemorySource(ImageSource):
         self.dtype = str(values.dtype)
         self.grid = PixelGrid(None, Affine.identity(), int(values.shape[2]), int(values.shape[1]))
 
-    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """(count, height, width) values of a window (a copy), in the source's type."""
-        window: np.ndarray = self._array[:, row : row + height, col : col + width].copy()
-        return window
+    def read(self, row: int, col: int, height: int, width: int) -> ImageData:
+        """Values and validity of a window (copies), values in the source's type."""
+        rows, cols = slice(row, row + height), slice(col, col + width)
+        return ImageData(self._array[:, rows, cols].copy(), self.valid_pixels[rows, cols].copy())
 
-    def read_mask(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """Validity of a window: bool (height, width)."""
-        valid: np.ndarray = self.valid_pixels[row : row + height, col : col + width].copy()
-        return valid
-
-    def read_decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every k-th pixel so that the result is at most ``max_side`` a side."""
-        step = max(1, -(-max(self.grid.height, self.grid.width) // max_side))
-        values = self._array[:, ::step, ::step].astype(np.float32)
-        return values, self.valid_pixels[::step, ::step].copy()
+    def read_decimated(self, max_side: int) -> ImageData:
+        """The pixels nearest the centres of a grid at most ``max_side`` a side."""
+        h, w = decimated_shape(self.grid, max_side)
+        rows = decimated_indices(self.grid.height, h)[:, None]
+        cols = decimated_indices(self.grid.width, w)[None, :]
+        values = self._array[:, rows, cols].astype(np.float32)
+        return ImageData(values, self.valid_pixels[rows, cols])

@@ -1,20 +1,23 @@
 """Reading image files: the one reader of pixels for datasets, evaluation and scenes.
 
 An :class:`ImageSource` presents one date as a stack of bands on one pixel grid, however it is
-stored, and is read by windows:
+stored, and reads windows of values with their validity (:class:`ImageData`):
 
 - PNG, JPEG and BMP (:data:`PILLOW_SUFFIXES`) are decoded whole by Pillow
   (:class:`ArraySource`). Every Pillow mode is read: 8- and 16-bit grey, RGB, palette images
   as their colours (masks keep the indices), alpha as validity (a transparent pixel has no
   data), CMYK and other colour spaces converted to RGB.
-- Everything else (TIFF, GeoTIFF, VRT, any GDAL raster) goes through rasterio
-  (:class:`RasterSource`): one multi-band file, or several band files at different resolutions
-  (Sentinel-2's 10, 20 and 60 m bands) warped on the fly onto the finest grid with
+- Everything else (TIFF, GeoTIFF, VRT, JPEG 2000, any GDAL raster, and GDAL dataset names that
+  are not files: ``/vsicurl/https://...``, ``GPKG:x.gpkg:table``) goes through rasterio
+  (:class:`RasterSource`): one multi-band file, or several band files at different
+  resolutions (Sentinel-2's 10, 20 and 60 m bands) warped on the fly onto the finest grid with
   :class:`rasterio.vrt.WarpedVRT`.
 
-A pixel is valid where every selected band is valid: not the nodata value (the file's own, or
-the one given), not masked by an alpha band or an internal mask, and, for floating-point
-data, finite (NaN and infinity are nodata).
+One validity rule for every format: a pixel is valid where every selected band is valid: not
+the nodata value (the file's own, and the one given), not masked by an alpha band or by GDAL's
+internal or sidecar mask, covered by every band file, and, for floating-point data, finite
+(NaN and infinity are nodata). Both dates of a pair are read together by
+:mod:`dsifn.io.pairs`.
 """
 
 from __future__ import annotations
@@ -24,23 +27,26 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from dsifn.errors import ConfigError, InputError
-from dsifn.io.image_source import ImageSource, MemorySource, PixelGrid
+from dsifn.errors import InputError
+from dsifn.io.image_source import ImageData, ImageSource, MemorySource, PixelGrid
 from dsifn.io.pillow_images import ArraySource, decode_pillow
-from dsifn.io.raster_images import RasterSource
+from dsifn.io.raster_images import RasterSource, SourceName
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "PILLOW_SUFFIXES",
     "ArraySource",
+    "ImageData",
     "ImageSource",
     "MemorySource",
     "PixelGrid",
     "RasterSource",
+    "SourceName",
     "band_files",
     "decode_pillow",
+    "is_plain",
     "open_image",
-    "parse_bands",
+    "source_names",
 ]
 
 # Files read whole with Pillow; a pair of them gives a PNG map.
@@ -48,40 +54,44 @@ PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Files a dataset folder or a folder of scenes may hold (lower case); others are ignored.
 IMAGE_SUFFIXES = (*PILLOW_SUFFIXES, ".tif", ".tiff")
 
+# GDAL dataset names that are not paths: virtual file systems and DRIVER:... connections
+# (two letters at least, so that a Windows drive letter stays a path).
+_GDAL_NAME = re.compile(r"^(/vsi[a-z0-9_]+/|[A-Za-z][A-Za-z0-9_]+:)")
+_URL = re.compile(r"^https?://", re.IGNORECASE)
 
-# A band's name in a file name, as Sentinel-2 products write it: ..._B04.tif, ..._B8A.jp2.
-_BAND_NAME = re.compile(r"^B(\d{1,2}|8A)$", re.IGNORECASE)
 
+def source_names(
+    value: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> list[SourceName]:
+    """One date's files as a list: a path for each local file, text for other GDAL names.
 
-def parse_bands(
-    text: str | Sequence[int | str], option: str = "bands"
-) -> tuple[int, ...] | tuple[str, ...]:
-    """Bands from ``"4,3,2"`` (1-based numbers) or ``"B04,B03,B02"`` (names), or a list.
-
-    Numbers pick bands of a file's (or a stack's) band list. Names pick band files by the
-    name their file name carries (``*_B04.tif``; Sentinel-2's 13 bands B01 to B12 and B8A),
-    in the order given; they are returned upper case.
-
-    Raises:
-        ConfigError: If the text is neither numbers of at least 1 nor band names.
+    An ``http(s)://`` URL becomes ``/vsicurl/URL`` (read by windows, never downloaded whole).
     """
-    parts = [str(p).strip() for p in (text.split(",") if isinstance(text, str) else text)]
-    parts = [p for p in parts if p]
-    if parts and all(_BAND_NAME.match(p) for p in parts):
-        return tuple(p.upper() for p in parts)
-    try:
-        numbers = tuple(int(p) for p in parts)
-    except ValueError:
-        numbers = ()
-    if not numbers or min(numbers) < 1:
-        raise ConfigError(
-            f"{option} takes 1-based band numbers such as 4,3,2 or band names such as "
-            f"B04,B03,B02; got {text!r}"
-        )
-    return numbers
+    values = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+    names: list[SourceName] = []
+    for item in values:
+        text = os.fspath(item)
+        if _URL.match(text):
+            names.append(f"/vsicurl/{text}")
+        elif _GDAL_NAME.match(text):
+            names.append(text)
+        else:
+            names.append(Path(text))
+    return names
 
 
-def band_files(paths: Sequence[Path], names: Sequence[str], what: str = "image") -> list[Path]:
+def is_plain(files: Sequence[SourceName]) -> bool:
+    """Whether a date is one plain image (PNG/JPEG/BMP): read by Pillow, no georeference."""
+    return (
+        len(files) == 1
+        and isinstance(files[0], Path)
+        and files[0].suffix.lower() in PILLOW_SUFFIXES
+    )
+
+
+def band_files(
+    paths: Sequence[SourceName], names: Sequence[str], what: str = "image"
+) -> list[SourceName]:
     """The band files named ``names`` (``B04``...), in that order, among ``paths``.
 
     A file carries a band's name as the last ``_``-separated part of its stem
@@ -90,15 +100,16 @@ def band_files(paths: Sequence[Path], names: Sequence[str], what: str = "image")
     Raises:
         InputError: If a name matches no file or several.
     """
-    found: dict[str, list[Path]] = {}
+    found: dict[str, list[SourceName]] = {}
     for path in paths:
-        token = path.stem.rsplit("_", 1)[-1].upper()
+        token = Path(str(path)).stem.rsplit("_", 1)[-1].upper()
         found.setdefault(token, []).append(path)
     chosen = []
     for name in names:
         matches = found.get(name.upper(), [])
         if len(matches) != 1:
-            given = ", ".join(p.name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+            shown = [Path(str(p)).name for p in paths[:3]]
+            given = ", ".join(shown) + (", ..." if len(paths) > 3 else "")
             how = "no file" if not matches else f"{len(matches)} files"
             raise InputError(f"{what}: {how} of band {name} among {given}")
         chosen.append(matches[0])
@@ -117,10 +128,11 @@ def open_image(
     """Open one date: a PNG/JPEG/BMP, a raster, or several band files stacked in order.
 
     Args:
-        paths: One file, or several whose bands are stacked in the given order.
+        paths: One file, or several whose bands are stacked in the given order; GDAL dataset
+            names and URLs are read by GDAL (:func:`source_names`).
         bands: 1-based band numbers to keep from the stack, in the order wanted, or band
             names (``B04``...) that pick band files (:func:`band_files`); None: all.
-        nodata: Raw value that marks no data on any band, instead of the files' own marks.
+        nodata: Raw value that marks no data on any band, as well as the files' own marks.
         grid: Target grid for rasters (resampled onto it); None: the finest file's grid.
         resampling: How files off that grid are resampled (a rasterio resampling name).
         name: What to call this date in messages ("T1", "T2").
@@ -129,13 +141,13 @@ def open_image(
         InputError: If a file is missing or a band number is out of range.
         DataError: If a file cannot be read.
     """
-    files = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    files = source_names(paths)
     numbers: Sequence[int] | None = None
     if bands is not None and all(isinstance(b, str) for b in bands):
         files = band_files(files, [str(b) for b in bands], name)
     elif bands is not None:
         numbers = [int(b) for b in bands]
-    if len(files) == 1 and files[0].suffix.lower() in PILLOW_SUFFIXES:
+    if is_plain(files):
         if grid is not None:
             raise InputError(f"{name}: a plain image has no georeference to resample it by")
         return ArraySource(files[0], bands=numbers, nodata=nodata, name=name)

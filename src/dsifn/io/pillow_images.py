@@ -77,7 +77,7 @@ class ArraySource(MemorySource):
     Args:
         path: The image file.
         bands: 1-based band numbers to keep; None: all colour bands.
-        nodata: Raw value that marks no data on any band.
+        nodata: Raw value that marks no data on any band, as well as alpha 0.
         name: What to call this date in messages.
     """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 from dsifn.errors import DataError, InputError
 from dsifn.io.atomic import check_input_file
 from dsifn.io.image_source import (
+    ImageData,
     ImageSource,
     PixelGrid,
     decimated_shape,
@@ -20,17 +20,23 @@ from dsifn.io.image_source import (
     valid_pixels,
 )
 
-__all__ = ["RasterSource"]
+__all__ = ["RasterSource", "SourceName"]
+
+# A raster to open: a local file, or a name GDAL opens that is not one (``/vsicurl/...``,
+# ``GPKG:file.gpkg:table``), kept as text so that no path logic changes it.
+SourceName = str | Path
 
 
 class RasterSource(ImageSource):
     """One date from one or more raster files, stacked in order and put on one grid.
 
+    Alpha bands are not part of the stack: they say where the other bands are valid.
+
     Args:
         paths: One multi-band file, or several files whose bands are stacked in the given
-            order.
+            order (local paths, or GDAL dataset names such as ``/vsicurl/https://...``).
         bands: 1-based band numbers to keep from the stack, in the order wanted; None: all.
-        nodata: Raw value that marks no data on any band, instead of the files' own masks.
+        nodata: Raw value that marks no data on any band, as well as the files' own marks.
         grid: Target grid; None: the grid of the finest-resolution file (of the only file).
         resampling: Resampling name for files not on the target grid.
         name: What to call this date in messages ("T1", "T2").
@@ -38,7 +44,7 @@ class RasterSource(ImageSource):
 
     def __init__(
         self,
-        paths: Sequence[str | os.PathLike[str]],
+        paths: Sequence[SourceName],
         *,
         bands: Sequence[int] | None = None,
         nodata: float | None = None,
@@ -56,16 +62,15 @@ class RasterSource(ImageSource):
         }
         self.name = name
         self.nodata = nodata
-        self.paths = [Path(p) for p in paths]
+        self.paths = list(paths)
         self._files: list[Any] = []
         self._layers: list[Any] = []
         try:
             self._open(grid, resampling)
-            # The files' band counts: a warped layer's extra alpha band is coverage, not data.
             stack = [
                 (layer, b)
                 for layer, file in zip(self._layers, self._files, strict=True)
-                for b in range(1, file.count + 1)
+                for b in _data_bands(file)
             ]
             self._bands = [stack[i] for i in select_bands(len(stack), bands, name)]
             self.count = len(self._bands)
@@ -73,21 +78,24 @@ class RasterSource(ImageSource):
         except BaseException:
             self.close()
             raise
-        self._float = bool(np.issubdtype(np.dtype(self.dtype), np.floating))
 
     def _open(self, grid: PixelGrid | None, resampling: str) -> None:
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
         for path in self.paths:
-            check_input_file(path, f"{self.name} file", InputError)
+            if isinstance(path, Path):
+                check_input_file(path, f"{self.name} file", InputError)
             try:
                 with warnings.catch_warnings():
                     # Plain TIFF tiles of public datasets carry no georeference; that is fine.
                     warnings.simplefilter("ignore", NotGeoreferencedWarning)
                     self._files.append(rasterio.open(path))
             except RasterioIOError as exc:
-                raise DataError(f"{self.name} file {path} is not a readable raster: {exc}") from exc
+                detail = " ".join(str(exc).split())
+                raise DataError(
+                    f"{self.name} file {path} is not a readable raster: {detail}"
+                ) from exc
         if grid is None:
             finest = min(self._files, key=lambda f: abs(f.transform.a * f.transform.e))
             grid = PixelGrid(finest.crs, finest.transform, finest.width, finest.height)
@@ -118,7 +126,7 @@ class RasterSource(ImageSource):
             width=grid.width,
             height=grid.height,
             resampling=Resampling[resampling],
-            # Pixels of the grid the file does not cover get alpha 0, so read_masks reports
+            # Pixels of the grid the file does not cover get alpha 0, so its masks report
             # them invalid instead of passing zero-filled values as data.
             add_alpha=True,
         )
@@ -136,20 +144,36 @@ class RasterSource(ImageSource):
             entry[2].append(pos)
         return list(groups.values())
 
-    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """(count, height, width) raw values of a window inside the grid, in :attr:`dtype`."""
+    def read(self, row: int, col: int, height: int, width: int) -> ImageData:
+        """Values and validity of a window inside the grid, values in :attr:`dtype`."""
         return self._read(height, width, window=(row, col))
 
-    def _read(self, height: int, width: int, *, window: tuple[int, int] | None) -> np.ndarray:
-        out = np.empty((self.count, height, width), dtype=self.dtype)
+    def read_decimated(self, max_side: int) -> ImageData:
+        """The whole scene shrunk to at most ``max_side`` a side, by GDAL (float32 values)."""
+        h, w = decimated_shape(self.grid, max_side)
+        data = self._read(h, w, window=None)
+        return ImageData(data.values.astype(np.float32), data.valid)
+
+    def _read(self, height: int, width: int, *, window: tuple[int, int] | None) -> ImageData:
+        """Values and validity of a window, or of the whole grid decimated (``window`` None).
+
+        Validity is every mark at once: GDAL's mask of each band read (nodata value, alpha
+        band, internal or sidecar mask, a warped file's coverage), the ``nodata`` given, and
+        finiteness.
+        """
+        values = np.empty((self.count, height, width), dtype=self.dtype)
+        valid = np.ones((height, width), dtype=bool)
         for layer, bands, positions in self._groups():
-            out[positions] = self._layer_read(layer.read, bands, height, width, window)
-        return out
+            values[positions] = self._layer_read(layer.read, bands, height, width, window)
+            masks = self._layer_read(layer.read_masks, bands, height, width, window)
+            valid &= np.all(masks > 0, axis=0)
+        valid &= valid_pixels(values, self.nodata)
+        return ImageData(values, valid)
 
     def _layer_read(
         self,
         read: Any,
-        bands: int | list[int],
+        bands: list[int],
         height: int,
         width: int,
         window: tuple[int, int] | None,
@@ -164,47 +188,12 @@ class RasterSource(ImageSource):
 
         try:
             if window is None:
-                count = () if isinstance(bands, int) else (len(bands),)
-                return np.asarray(read(bands, out_shape=(*count, height, width)))
+                return np.asarray(read(bands, out_shape=(len(bands), height, width)))
             return np.asarray(read(bands, window=Window(window[1], window[0], width, height)))
         except RasterioError as exc:
-            raise self._corrupt(exc) from exc
-
-    def _corrupt(self, exc: Exception) -> DataError:
-        files = " ".join(str(p) for p in self.paths)
-        detail = " ".join(str(exc).split())
-        return DataError(f"{self.name} file {files} is corrupt or truncated: {detail}")
-
-    def read_mask(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """Validity of a window: bool (height, width), True where every selected band is valid."""
-        return self._mask(height, width, window=(row, col))
-
-    def _mask(self, height: int, width: int, *, window: tuple[int, int] | None) -> np.ndarray:
-        if self.nodata is not None or self._float:
-            valid = valid_pixels(self._read(height, width, window=window), self.nodata)
-            if self.nodata is not None:
-                covered: np.ndarray = valid & self._coverage(height, width, window=window)
-                return covered
-        else:
-            valid = np.ones((height, width), dtype=bool)
-        for layer, bands, _ in self._groups():
-            masks = self._layer_read(layer.read_masks, bands, height, width, window)
-            valid &= np.all(masks > 0, axis=0)
-        return valid
-
-    def read_decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-        """Whole scene shrunk to at most ``max_side`` a side: (count, h, w) values, (h, w) mask."""
-        h, w = decimated_shape(self.grid, max_side)
-        values = self._read(h, w, window=None).astype(np.float32)
-        return values, self._mask(h, w, window=None)
-
-    def _coverage(self, height: int, width: int, *, window: tuple[int, int] | None) -> np.ndarray:
-        """Where every warped file covers the grid: bool (height, width), from the VRT's alpha."""
-        covered = np.ones((height, width), dtype=bool)
-        for layer, file in zip(self._layers, self._files, strict=True):
-            if layer is not file:
-                covered &= self._layer_read(layer.read, layer.count, height, width, window) > 0
-        return covered
+            files = " ".join(str(p) for p in self.paths)
+            detail = " ".join(str(exc).split())
+            raise DataError(f"{self.name} file {files} is corrupt or truncated: {detail}") from exc
 
     def close(self) -> None:
         """Close the files and any warped views of them."""
@@ -215,3 +204,11 @@ class RasterSource(ImageSource):
             f.close()
         self._files = []
         self._layers = []
+
+
+def _data_bands(file: Any) -> list[int]:
+    """The 1-based bands of a file that hold data: all but an alpha band."""
+    from rasterio.enums import ColorInterp
+
+    interpretation = file.colorinterp
+    return [b for b in range(1, file.count + 1) if interpretation[b - 1] != ColorInterp.alpha]

@@ -26,8 +26,8 @@ from dsifn._config import Config, plain, settle
 from dsifn._validation import check_choice
 from dsifn.errors import ConfigError, InputError
 from dsifn.models.decoder import DecoderStage, Descriptors, PReLUMode, decoder_widths
-from dsifn.models.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization
 from dsifn.models.vgg import VGG16Encoder, load_vgg16_state_dict, torchvision_to_encoder
+from dsifn.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization
 
 __all__ = [
     "DSIFN",

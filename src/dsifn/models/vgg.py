@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from dsifn.errors import CheckpointError, WeightsError
 from dsifn.io.atomic import check_input_file
 from dsifn.io.plain import load_plain
-from dsifn.models.normalization import IMAGENET_RGB, Normalization
+from dsifn.normalization import IMAGENET_RGB, Normalization
 
 __all__ = [
     "VGG16_IMAGENET1K_V1",

@@ -35,11 +35,11 @@ from dsifn.devices import resolve_precision
 from dsifn.distributed import DistContext, EpochSampler, ShardSampler, agree
 from dsifn.errors import ConfigError, DataError, OutputExistsError
 from dsifn.io.atomic import check_output_folder
-from dsifn.io.checkpoint import model_with_weights
+from dsifn.models.checkpoint import model_with_weights
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
 from dsifn.models.vgg import fetch_encoder_weights
 from dsifn.training.config import TrainConfig
-from dsifn.training.optim import build_optimizer, build_scheduler
+from dsifn.training.optim import build_optimisation
 from dsifn.training.resume import read_resume, seed_everything
 from dsifn.training.step import TrainStep
 
@@ -201,13 +201,16 @@ def _check_data(config: TrainConfig, *, progress: bool) -> DetectedLayout:
 def _check_settings(config: TrainConfig, device: torch.device) -> None:
     """Refuse what the set-up would refuse later: precision, optimiser and schedule values.
 
-    The optimiser and scheduler are built once over a one-element stand-in parameter, so
-    torch's own checks of their values run before the run directory is touched.
+    The optimisation is built once over a one-element stand-in parameter, by the function the
+    training step builds it with, so torch's own checks of its values run before the run
+    directory is touched.
     """
-    resolve_precision(config.run.precision, device)
+    precision = resolve_precision(config.run.precision, device)
+    probe = [torch.nn.Parameter(torch.zeros(1))]
     try:
-        probe = build_optimizer([torch.nn.Parameter(torch.zeros(1))], config.optim, fused=False)
-        build_scheduler(probe, config.schedule)
+        build_optimisation(
+            probe, config.optim, config.schedule, device=device, precision=precision, fused=False
+        )
     except ValueError as exc:
         raise ConfigError(f"the optim or schedule settings are refused: {exc}") from exc
 
@@ -262,6 +265,7 @@ def build_step(
         model,
         loss=config.loss,
         optim=config.optim,
+        schedule=config.schedule,
         device=device,
         precision=config.run.precision,
         channels_last=config.run.channels_last,

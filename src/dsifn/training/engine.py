@@ -17,7 +17,9 @@ accumulation and clipping. After each validation round (each epoch, or every
 
 The order of the training data is a pure function of (seed, epoch) and the augmentation of
 (seed, epoch, index), so a run resumed from ``last.pt`` repeats exactly what the uninterrupted
-run would have done (bitwise on the CPU with ``run.deterministic``).
+run would have done (bitwise on the CPU with ``run.deterministic`` and one thread per
+process: on some CPUs, AVX-512 Xeons among them, kernels on several threads sum in an order
+that varies from run to run).
 
 A run's parts are built in :mod:`dsifn.training.build`; here they run: epochs of optimiser
 steps, a validation round (:mod:`dsifn.training.validation`) every epoch or few steps, and
@@ -46,8 +48,8 @@ from dsifn.distributed import (
     setup_distributed,
 )
 from dsifn.errors import ConfigError
-from dsifn.io.checkpoint import save_checkpoint
 from dsifn.metrics import ConfusionMatrix
+from dsifn.models.checkpoint import save_checkpoint
 from dsifn.models.dsifn import DSIFN
 from dsifn.progress import progress_bar, write
 from dsifn.training.build import (
@@ -62,7 +64,6 @@ from dsifn.training.build import (
 )
 from dsifn.training.config import TrainConfig
 from dsifn.training.logs import MetricsLog, plot_curves, round_summary
-from dsifn.training.optim import build_scheduler
 from dsifn.training.resume import Progress, capture_rng, restore_resume, resume_entry
 from dsifn.training.step import StepResult
 from dsifn.training.validation import validate
@@ -221,7 +222,7 @@ class _Trainer:
         self.step = build_step(config, self.model, device, ctx)
         self.wrapped = self.step.wrapped  # what runs the step: DDP / compiled / the model
         self.optimizer = self.step.optimizer
-        self.scheduler = build_scheduler(self.optimizer, config.schedule)
+        self.scheduler = self.step.scheduler
         self.loaders = make_loaders(config, self.data, ctx, device)
         self.contract = training_contract(config, self.model.config, self.data.train)
         self.state = Progress()  # where the run stands: at the start, or as last.pt left it

@@ -1,16 +1,53 @@
-"""Optimiser and learning-rate schedule from their config sections."""
+"""Optimiser, learning-rate schedule and gradient scaler, built by one function from the config.
+
+:func:`build_optimisation` is the one builder: the training step (:mod:`dsifn.training.step`)
+builds its optimisation with it, and the run's settings check calls it on a stand-in parameter
+before anything is written, so a value torch refuses is refused up front, the same way.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from dsifn.training.config import OptimConfig, ScheduleConfig
 
-__all__ = ["build_optimizer", "build_scheduler"]
+__all__ = ["Optimisation", "build_optimisation", "build_optimizer", "build_scheduler"]
+
+
+class Optimisation(NamedTuple):
+    """What steps the parameters: the optimiser, its schedule and the gradient scaler."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch learning-rate scheduler, or None for a constant rate
+    scaler: torch.amp.GradScaler  # enabled for fp16 only
+
+
+def build_optimisation(
+    params: Iterable[nn.Parameter],
+    optim: OptimConfig,
+    schedule: ScheduleConfig,
+    *,
+    device: torch.device,
+    precision: str,
+    fused: bool | None = None,
+) -> Optimisation:
+    """The optimiser, schedule and gradient scaler of a run.
+
+    Args:
+        params: The trainable parameters, already on their device.
+        optim: The ``optim`` section.
+        schedule: The ``schedule`` section.
+        device: Where the run trains (the scaler's device type).
+        precision: The resolved precision; the scaler scales fp16 losses only.
+        fused: Fused Adam/AdamW (see :func:`build_optimizer`).
+    """
+    optimizer = build_optimizer(params, optim, fused=fused)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return Optimisation(optimizer, build_scheduler(optimizer, schedule), scaler)
 
 
 def build_optimizer(

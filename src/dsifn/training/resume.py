@@ -29,7 +29,7 @@ import torch
 from dsifn.distributed import DistContext
 from dsifn.errors import CheckpointError
 from dsifn.io.atomic import check_input_file
-from dsifn.io.checkpoint import read_checkpoint
+from dsifn.models.checkpoint import read_checkpoint
 
 __all__ = [
     "Progress",

@@ -11,6 +11,9 @@ Two models take part: ``model``, the :class:`~dsifn.models.dsifn.DSIFN` whose pa
 optimised and saved, and ``wrapped``, what the forward pass calls: ``model`` itself, or
 ``model`` in DDP and/or compiled (see :func:`wrap_for_training`).
 
+The same forward and loss, without the backward, give validation its loss (:meth:`TrainStep.loss`);
+scoring the model is the evaluation core's job (:mod:`dsifn.training.validation`).
+
 Compiled training, told here once: ``torch.compile`` (``compile=True``, from ``run.compile``
 or the benchmark's ``compile`` option) fuses the elementwise work (PReLU, BatchNorm, the
 attention products) into few kernels, at a start-up cost of a minute or two per input
@@ -18,7 +21,7 @@ shape, which a long run of fixed-size crops pays once. It is opt-in: compiled bf
 gave NaN gradients from its first step, through the spatial attention's ``amax`` (now
 ``max(dim)``, see :class:`~dsifn.models.dsifn.SpatialAttention`); the fix holds on a CPU,
 and a GPU has yet to confirm it and measure the speed-up (``benchmarks/RESULTS.md``).
-Validation never runs the compiled module (see :meth:`TrainStep.evaluate`).
+Validation never runs the compiled module (see :meth:`TrainStep.loss`).
 """
 
 from __future__ import annotations
@@ -31,16 +34,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.devices import autocast, resolve_precision
 from dsifn.distributed import DistContext, all_reduce_sum
 from dsifn.errors import DSIFNError
-from dsifn.inference.pipeline import tiled_probabilities
-from dsifn.inference.runner import TileRunner, TorchRunner
 from dsifn.losses import DeepSupervisionLoss
 from dsifn.models.dsifn import DSIFN, DSIFNOutput
-from dsifn.training.config import LossConfig, OptimConfig
-from dsifn.training.optim import build_optimizer
+from dsifn.training.config import LossConfig, OptimConfig, ScheduleConfig
+from dsifn.training.optim import build_optimisation
 
 __all__ = ["StepResult", "TrainStep", "resolve_channels_last", "wrap_for_training"]
 
@@ -105,7 +105,8 @@ class TrainStep:
     Attributes:
         model: The network, on ``device`` in the chosen layout; its parameters are optimised.
         wrapped: What the forward pass calls: ``model``, wrapped in DDP and/or compiled.
-        optimizer: Built by :func:`~dsifn.training.optim.build_optimizer` (fused on CUDA).
+        optimizer: Built by :func:`~dsifn.training.optim.build_optimisation` (fused on CUDA).
+        scheduler: The learning-rate schedule (stepped by the engine), or None.
         scaler: The gradient scaler (enabled for fp16 only).
         loss_fn: The deep-supervision loss.
         precision: The resolved precision.
@@ -120,6 +121,7 @@ class TrainStep:
         *,
         loss: LossConfig,
         optim: OptimConfig,
+        schedule: ScheduleConfig | None = None,
         device: torch.device,
         precision: str = "auto",
         channels_last: bool | None = None,
@@ -128,12 +130,13 @@ class TrainStep:
         ctx: DistContext | None = None,
         check_finite: bool = True,
     ) -> None:
-        """Place ``model`` on ``device`` and build the optimiser and scaler around it.
+        """Place ``model`` on ``device`` and build the optimisation around it.
 
         Args:
             model: The network, moved in place (device, layout).
             loss: The ``loss`` section.
             optim: The ``optim`` section (optimiser, accumulation, clipping).
+            schedule: The ``schedule`` section; None: the defaults.
             device: Where to train; under DDP, this process's device.
             precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see ``resolve_precision``).
             channels_last: NHWC layout; None: see :func:`resolve_channels_last`.
@@ -157,8 +160,14 @@ class TrainStep:
             model, device=device, ctx=self.ctx, compile=compile
         )
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.params, optim, fused=fused)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.optimizer, self.scheduler, self.scaler = build_optimisation(
+            self.params,
+            optim,
+            schedule or ScheduleConfig(),
+            device=device,
+            precision=self.precision,
+            fused=fused,
+        )
         self.loss_fn = DeepSupervisionLoss(
             weights=loss.weights,
             target_mode=loss.target_mode,
@@ -241,44 +250,13 @@ class TrainStep:
         self._micro = 0
 
     @torch.no_grad()
-    def evaluate(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Change probabilities and loss of a batch through ``model`` as it is (validation).
+    def loss(self, batch: Batch) -> Tensor:
+        """The deep-supervision loss of a batch through ``model`` as it is (validation's loss).
 
         Put ``model`` in eval mode first. ``model`` runs, not ``wrapped``: every process
         scores its own shard, and eval mode would recompile a compiled module.
 
         Returns:
-            (B, 1, H, W) float32 probabilities and the () float32 loss.
+            The () float32 loss.
         """
-        outputs, loss, _, _ = self._forward(self.model, batch)
-        return torch.sigmoid(outputs.stride1.float()), loss
-
-    @torch.no_grad()
-    def evaluate_tiled(self, batch: Batch, runner: TileRunner) -> tuple[Tensor, Tensor]:
-        """As :meth:`evaluate`, with images larger than a tile tiled as ``dsifn predict`` does.
-
-        Args:
-            batch: ``{"image", "mask", "valid"}`` as the loader gives them.
-            runner: :meth:`runner`, whose input contract gives the training tile size.
-
-        The tiles are those of :func:`dsifn.inference.pipeline.plan_tiles`, blended by the same
-        tile loop. The loss of a tiled batch is NaN: the deep-supervision loss is defined on
-        whole outputs, which tiling never makes.
-
-        Returns:
-            (B, 1, H, W) float32 probabilities and the () float32 loss.
-        """
-        tiled = tiled_probabilities(runner, batch["image"].float().cpu().numpy())
-        if tiled is None:
-            return self.evaluate(batch)
-        return torch.from_numpy(tiled), torch.tensor(math.nan)
-
-    def runner(self, contract: InputContract) -> TileRunner:
-        """The network being trained, as it is (no folded copy), as a tile runner (for tiling).
-
-        The runner puts the network in eval mode, as validation does.
-        """
-        meta = {CONTRACT_KEY: contract.to_dict()}
-        return TorchRunner(
-            self.model, device=str(self.device), precision=self.precision, meta=meta, fast=False
-        )
+        return self._forward(self.model, batch)[1]

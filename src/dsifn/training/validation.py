@@ -1,8 +1,13 @@
-"""Validation during training: the validation split scored by the model being trained.
+"""Validation during training: the model being trained, scored as ``dsifn evaluate`` scores.
 
-Each process scores its shard through the scoring core that ``dsifn evaluate`` uses, and the
-counts are summed across processes. Images larger than a training tile (whole OSCD cities)
-are tiled and blended as ``dsifn predict`` does.
+Each process scores its shard of the validation split through the evaluation core
+(:func:`dsifn.evaluation.scoring.score_batches`), predicting with a
+:class:`~dsifn.inference.runner.TorchRunner` of the model as it is through the one rule of
+batched prediction (:func:`dsifn.inference.pipeline.predict_images`): images larger than a
+training tile (whole OSCD cities) are tiled and blended as ``dsifn predict`` does. The counts
+are summed across processes. The loss is the training step's loss without its backward
+(:meth:`~dsifn.training.step.TrainStep.loss`), on the images that fit one tile: the
+deep-supervision loss is defined on whole outputs, which tiling never makes.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from dsifn.contract import InputContract
+from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.distributed import DistContext, all_reduce_sum
 from dsifn.evaluation.scoring import score_batches
+from dsifn.inference.pipeline import fits_one_tile, predict_images
+from dsifn.inference.runner import TorchRunner
 from dsifn.progress import progress_bar
 from dsifn.training.step import TrainStep
 
@@ -45,20 +53,23 @@ def validate(
 
     Returns:
         The scores over every process's shard, and the mean loss over the images that were
-        not tiled (NaN if every image was: the loss is not defined on tiled outputs).
+        not tiled (NaN if every image was).
     """
     model = step.model
-    model.eval()
+    meta = {CONTRACT_KEY: contract.to_dict()}
+    # The network as it is (no folded copy): the runner sets eval mode, as validation needs.
+    runner = TorchRunner(
+        model, device=str(step.device), precision=step.precision, meta=meta, fast=False
+    )
     loss_sum, count = 0.0, 0
-    runner = step.runner(contract)  # tiles large images as predict does
 
     def predict(batch: Mapping[str, Any]) -> Tensor:
         nonlocal loss_sum, count
-        prob, loss = step.evaluate_tiled(batch, runner)
-        if math.isfinite(float(loss)):
-            loss_sum += float(loss) * int(prob.shape[0])
-            count += int(prob.shape[0])
-        return prob
+        images = batch["image"].float().cpu().numpy()
+        if fits_one_tile(runner, *images.shape[-2:]):
+            loss_sum += float(step.loss(batch)) * images.shape[0]
+            count += images.shape[0]
+        return torch.from_numpy(predict_images(runner, images))
 
     bar = progress_bar(
         enabled=progress, unit="batch", iterable=batches, desc="validation", leave=False

@@ -134,7 +134,7 @@ def _write(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
     from dsifn.errors import ConfigError
     from dsifn.inference.loading import runtime_for
     from dsifn.interop import onnx, openvino
-    from dsifn.io.checkpoint import load_checkpoint
+    from dsifn.models.checkpoint import load_checkpoint
 
     source = runtime_for(args.checkpoint)
     if source != "torch":

@@ -16,7 +16,7 @@ from dsifn.cli.options import (
 
 if TYPE_CHECKING:
     from dsifn.inference.folders import FolderPairs
-    from dsifn.inference.scene import SceneResult
+    from dsifn.inference.options import SceneOptions, SceneResult
 
 NAME = "predict"
 HELP = "predict the change map of a pair of scenes (GeoTIFF or PNG/JPEG), tile by tile"
@@ -140,38 +140,38 @@ def _numbers(text: str | None, name: str, kind: type) -> tuple[Any, ...] | None:
         raise ConfigError(f"{name} takes comma-separated numbers; got {text!r}") from exc
 
 
-def _scene_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Fields of :class:`~dsifn.inference.scene.SceneOptions` from the command line, checked."""
+def _scene_options(args: argparse.Namespace) -> SceneOptions:
+    """The one :class:`~dsifn.inference.options.SceneOptions` of the command, checked."""
+    from dsifn.bands import parse_bands
     from dsifn.errors import ConfigError
     from dsifn.inference.scene import SceneOptions
-    from dsifn.io.images import parse_bands
 
     stretch = _numbers(args.stretch, "--stretch", float)
     if stretch is not None and len(stretch) != 2:
         raise ConfigError(f"--stretch takes LOW,HIGH; got {args.stretch!r}")
-    options: dict[str, Any] = {
-        "tile_size": args.tile_size,
-        "overlap": args.overlap,
-        "batch_size": args.batch_size,
-        "tta": args.tta,
-        "attention": args.attention,
-        "mode": args.mode,
-        "dtype": args.dtype,
-        "threshold": args.threshold,
-        "cog": args.cog,
-        "bands": None if args.bands is None else parse_bands(args.bands, "--bands"),
-        "scale": args.scale,
-        "stretch": stretch,
-        "align": args.align,
-        "min_area": args.min_area,
-        "overwrite": args.overwrite,
-        "progress": not args.quiet,
-        "runtime": args.runtime,
-        "device": args.device,
-        "precision": args.precision,
-    }
-    SceneOptions(**options)  # refuse bad values before loading anything
-    return options
+    return SceneOptions(
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        attention=args.attention,
+        mode=args.mode,
+        dtype=args.dtype,
+        threshold=args.threshold,
+        cog=args.cog,
+        bands=None if args.bands is None else parse_bands(args.bands, "--bands"),
+        scale=args.scale,
+        stretch=stretch,
+        align=args.align,
+        min_area=args.min_area,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        runtime=args.runtime,
+        device=args.device,
+        precision=args.precision,
+        polygons=args.polygons,
+        quicklook=args.quicklook,
+    )
 
 
 def _one_pair(args: argparse.Namespace) -> bool:
@@ -230,22 +230,13 @@ def _unmatched(pairs: FolderPairs) -> None:
         )
 
 
-def _predict_pair(args: argparse.Namespace, options: dict[str, Any]) -> None:
+def _predict_pair(args: argparse.Namespace, options: SceneOptions) -> None:
     from dsifn.inference.scene import predict_scene
 
-    result = predict_scene(
-        args.checkpoint,
-        args.before,
-        args.after,
-        Path(args.out),
-        polygons=args.polygons,
-        quicklook=args.quicklook,
-        **options,
-    )
-    print(_line(result))
+    print(_line(predict_scene(args.checkpoint, args.before, args.after, Path(args.out), options)))
 
 
-def _predict_folders(args: argparse.Namespace, options: dict[str, Any]) -> None:
+def _predict_folders(args: argparse.Namespace, options: SceneOptions) -> None:
     from dsifn.inference.folders import predict_folders
 
     done = predict_folders(
@@ -253,9 +244,9 @@ def _predict_folders(args: argparse.Namespace, options: dict[str, Any]) -> None:
         Path(args.before_dir),
         Path(args.after_dir),
         Path(args.out_dir),
+        options,
         on_pairs=_unmatched,
         on_result=lambda result: print(_line(result)),
-        **options,
     )
     if done.world_size > 1 and done.rank == 0:
         pairs, tiles = len(done.results), done.tiles

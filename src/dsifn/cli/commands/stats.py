@@ -12,8 +12,8 @@ HELP = "per-band mean and std of a dataset's images (both dates), for the model'
 
 
 def _bands(text: str) -> tuple[int, ...] | tuple[str, ...]:
+    from dsifn.bands import parse_bands
     from dsifn.errors import ConfigError
-    from dsifn.io.images import parse_bands
 
     try:
         return parse_bands(text, "--bands")

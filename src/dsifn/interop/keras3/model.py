@@ -250,7 +250,7 @@ def keras_model_from_checkpoint(path: str | os.PathLike[str]) -> keras.Model:
     Returns:
         The Keras model (see :func:`build_keras_model` for inputs and outputs).
     """
-    from dsifn.io.checkpoint import load_checkpoint
+    from dsifn.models.checkpoint import load_checkpoint
 
     model = load_checkpoint(path)
     return transfer_weights(model, build_keras_model(model.config))

@@ -40,7 +40,7 @@ def convert_keras_h5(
         The converted model.
     """
     from dsifn.io.atomic import check_output_path
-    from dsifn.io.checkpoint import save_checkpoint
+    from dsifn.models.checkpoint import save_checkpoint
 
     check_output_path(output, overwrite=overwrite)  # fail before the slow part
     model = load_keras_h5(source)

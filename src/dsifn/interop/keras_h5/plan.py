@@ -29,8 +29,8 @@ from dsifn.interop.keras_h5.graph import (
     sole_consumer,
 )
 from dsifn.models.dsifn import DSIFNConfig
-from dsifn.models.normalization import CAFFE_BGR
 from dsifn.models.vgg import VGG16_LAYOUT
+from dsifn.normalization import CAFFE_BGR
 
 __all__ = ["KerasPlan", "StagePlan", "config_from_plan", "plan_from_config"]
 

@@ -7,7 +7,7 @@ import dsifn
 from dsifn import DSIFN, load_checkpoint, save_checkpoint
 from dsifn.errors import CheckpointError, OutputExistsError
 from dsifn.io.atomic import atomic_path
-from dsifn.io.checkpoint import read_checkpoint
+from dsifn.models.checkpoint import read_checkpoint
 
 
 def test_round_trip_rebuilds_the_model_alone(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_atomic_output_gets_the_usual_file_mode(tmp_path: Path) -> None:
 
 
 def test_every_way_of_loading_weights_reports_a_shape_mismatch_as_checkpoint_error() -> None:
-    from dsifn.io.checkpoint import model_from_checkpoint, model_with_weights
+    from dsifn.models.checkpoint import model_from_checkpoint, model_with_weights
 
     state = DSIFN().state_dict()
     config = DSIFN(in_channels=4).config
