@@ -34,7 +34,7 @@ from dsifn import DSIFN
 from dsifn.contract import InputContract
 from dsifn.inference.runner import TorchRunner
 from dsifn.inference.scene import predict_scene
-from dsifn.models.normalization import Normalization
+from dsifn.normalization import Normalization
 
 
 def rss_mib() -> float:

@@ -219,6 +219,18 @@ def test_malformed_keras_files(tmp_path, capsys, graph, weight_names, words):
     assert words in refused(capsys, argv, tmp_path)
 
 
+def test_a_failed_convert_leaves_the_existing_checkpoint_as_it_was(tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"an existing checkpoint")
+    source = _keras_file(tmp_path / "best_model.h5", ["a", "list"])
+    # Replacing was allowed, but the source is refused before anything is written...
+    argv = ["convert", "keras", str(source), "-o", str(out), "--overwrite"]
+    assert "no Keras model graph" in refused(capsys, argv, tmp_path)
+    # ...and without --overwrite the output is refused before the source is read.
+    argv = ["convert", "keras", str(tmp_path / "missing.h5"), "-o", str(out)]
+    assert "model.pt exists; pass --overwrite" in refused(capsys, argv, tmp_path)
+
+
 # ----------------------------------------------------------------------------- 4. atomic writes
 
 

@@ -6,7 +6,11 @@ and OpenVINO on the same generated scene and dataset and compare what they write
 
 from __future__ import annotations
 
+import errno
+import filecmp
+import hashlib
 import json
+import os
 import sys
 from typing import get_args
 
@@ -23,7 +27,15 @@ from dsifn.cli.main import build_parser, main
 from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import ConfigError, InputError, WeightsError
 from dsifn.inference.loading import RUNTIMES, Runtime, load_runner, runtime_for
-from dsifn.interop.openvino import OpenVINORunner, performance_config, read_info
+from dsifn.interop.openvino import (
+    WEIGHTS_DIGEST,
+    OpenVINORunner,
+    export_openvino,
+    performance_config,
+    read_info,
+)
+from dsifn.io import atomic
+from dsifn.models import DSIFN
 from dsifn.models.checkpoint import load_checkpoint
 from fixtures.rasters import write_geotiff
 
@@ -53,9 +65,11 @@ def test_ir_matches_pytorch_at_several_sizes(checkpoint, fp32_runner, shape):
 
 def test_metadata_carries_the_contract_and_threshold(checkpoint, openvino_file, fp32_runner):
     model, ckpt = checkpoint
-    assert openvino_file.with_suffix(".bin").stat().st_size > 50e6  # fp32 weights, not fp16
+    weights = openvino_file.with_suffix(".bin")
+    assert weights.stat().st_size > 50e6  # fp32 weights, not fp16
     info = read_info(openvino_file)
     assert info["format"] == "dsifn-openvino" and info["precision"] == "fp32"
+    assert info[WEIGHTS_DIGEST] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert info["threshold"] == 0.4 and "quantization" not in info
     saved = load_checkpoint(ckpt)
     assert (
@@ -122,6 +136,82 @@ def test_existing_outputs_and_foreign_files_are_refused(
     (tmp_path / "lonely.xml").write_text(openvino_file.read_text())
     with pytest.raises(WeightsError, match="not a loadable OpenVINO IR"):
         OpenVINORunner(tmp_path / "lonely.xml", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def other_export(tmp_path_factory):
+    """An IR of another model (other weights), exported beside nothing else."""
+    path = tmp_path_factory.mktemp("other") / "other.xml"
+    return export_openvino(DSIFN(variant="pytorch"), path, meta={"threshold": 0.4}, check=False)
+
+
+def _pair(folder, name, xml, weights):
+    """``folder/name.xml`` and ``.bin``: hard links to ``xml`` and ``weights`` (no copying)."""
+    folder.mkdir(exist_ok=True)
+    os.link(xml, folder / f"{name}.xml")
+    os.link(weights, folder / f"{name}.bin")
+    return folder / f"{name}.xml"
+
+
+def _refused_by_predict(path, folder, capsys):
+    """``dsifn predict`` with the IR ``path``: one line on stderr, exit 2; the line."""
+    t1, t2 = _scene(folder)
+    argv = ["predict", "--checkpoint", str(path), "--before", str(t1), "--after", str(t2)]
+    assert main([*argv, "--out", str(folder / "change.tif"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (folder / "change.tif").exists()
+    return err
+
+
+def test_bins_swapped_between_two_exports_are_refused(
+    openvino_file, other_export, tmp_path, capsys
+):
+    mine, theirs = openvino_file, other_export
+    a = _pair(tmp_path / "a", "model", mine, theirs.with_suffix(".bin"))
+    b = _pair(tmp_path / "b", "model", theirs, mine.with_suffix(".bin"))
+    for path in (a, b):
+        with pytest.raises(WeightsError, match=r"is not the \.bin that .* was written with"):
+            OpenVINORunner(path, device="cpu")
+        with pytest.raises(WeightsError, match="export the model again"):
+            read_info(path)
+    err = _refused_by_predict(a, tmp_path, capsys)
+    assert f"{a.with_suffix('.bin')} is not the .bin that {a} was written with" in err
+    # Each export loads with its own .bin.
+    assert OpenVINORunner(theirs, device="cpu").threshold == 0.4
+
+
+def test_an_interrupted_replacement_is_refused_rather_than_mixed(
+    openvino_file, tmp_path, monkeypatch, capsys
+):
+    path = _pair(tmp_path / "out", "model", openvino_file, openvino_file.with_suffix(".bin"))
+    move = atomic.move_into_place
+
+    def crash_before_the_xml(tmp, final):
+        if final.suffix == ".xml":  # the .bin has been renamed into place; the .xml is not
+            raise OSError(errno.EIO, "simulated crash between the two renames", str(final))
+        move(tmp, final)
+
+    monkeypatch.setattr(atomic, "move_into_place", crash_before_the_xml)
+    with pytest.raises(OSError, match="simulated crash"):
+        export_openvino(DSIFN(variant="pytorch"), path, overwrite=True, check=False)
+    monkeypatch.undo()
+    # The new .bin beside the old .xml: a reader is refused, never served the mixed pair.
+    assert not filecmp.cmp(path.with_suffix(".bin"), openvino_file.with_suffix(".bin"))
+    assert filecmp.cmp(path, openvino_file, shallow=False)
+    with pytest.raises(WeightsError, match="replacing it did not finish; export the model again"):
+        OpenVINORunner(path, device="cpu")
+    assert "export the model again" in _refused_by_predict(path, tmp_path, capsys)
+
+
+def test_an_ir_written_before_the_digest_loads_unchecked(openvino_file, tmp_path):
+    model = ov.Core().read_model(str(openvino_file))
+    info = json.loads(model.get_rt_info(["dsifn"]).astype(str))
+    del info[WEIGHTS_DIGEST]
+    model.set_rt_info(json.dumps(info), ["dsifn"])
+    ov.save_model(model, str(tmp_path / "old.xml"), compress_to_fp16=False)
+    runner = OpenVINORunner(tmp_path / "old.xml", device="cpu")
+    assert WEIGHTS_DIGEST not in runner.info and runner.threshold == 0.4
 
 
 def test_runtime_choices_come_from_the_runtime_table():

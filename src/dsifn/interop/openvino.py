@@ -15,8 +15,19 @@ held-out tiles and refuses a model that loses too much F1; nothing is written th
 
 What is needed to use the IR is in its runtime info (``rt_info``) under the key ``"dsifn"``, as
 the same JSON an ONNX export holds: input contract, threshold, model configuration, precision
-and the accuracy cost of int8. Both files are written atomically: saved in a hidden folder
-beside the output, then the ``.bin`` and last the ``.xml`` renamed into place.
+and the accuracy cost of int8, and the SHA-256 of the ``.bin`` (``weights_sha256``), so that
+an ``.xml`` knows its own ``.bin``.
+
+Both files are written through :func:`dsifn.io.atomic.staged`: saved under their own names in
+a private folder beside the output, then the ``.bin`` and last the ``.xml`` renamed into
+place. Two renames are not one: a reader that comes between them, or finds the pair after a
+crash between them, sees the new ``.bin`` beside the old ``.xml``. Every load therefore hashes
+the ``.bin`` it reads and compares it with the digest its ``.xml`` records
+(:func:`_read_model`); a pair that does not belong together is refused in one line, never
+served. The digest is of the bytes OpenVINO writes, so it is known only once the ``.bin`` is
+written: :func:`_save` saves the model, hashes its ``.bin``, records the digest and saves
+again, and checks that the second ``.bin`` is the same bytes. IRs written before the digest
+existed record none and load unchecked.
 
 :class:`OpenVINORunner` compiles for the CPU with the latency hint (the tile loop sends one
 batch at a time, so one request should use every core); threads, streams and any other
@@ -25,6 +36,7 @@ OpenVINO property are its arguments.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -32,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, get_args
+from xml.etree import ElementTree
 
 import numpy as np
 import torch
@@ -65,6 +78,7 @@ from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE
 
 __all__ = [
     "FORMAT",
+    "WEIGHTS_DIGEST",
     "Hint",
     "OpenVINORunner",
     "export_openvino",
@@ -74,6 +88,8 @@ __all__ = [
 ]
 
 FORMAT = "dsifn-openvino"
+# The entry of the metadata that holds the SHA-256 (hex) of the IR's .bin.
+WEIGHTS_DIGEST = "weights_sha256"
 # OpenVINO's performance hints: one request at lowest latency, or many requests in parallel.
 Hint = Literal["latency", "throughput"]
 _PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -132,8 +148,38 @@ def _set_info(model: Any, info: Mapping[str, Any]) -> None:
     model.set_rt_info(json.dumps(info, default=str), [METADATA_KEY])
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _save(model: Any, xml: Path) -> None:
-    _openvino("OpenVINO export").save_model(model, str(xml), compress_to_fp16=False)
+    """Write ``model`` as ``xml`` and its ``.bin``, the ``.xml`` recording the ``.bin``'s digest.
+
+    OpenVINO writes both files in one call, and the digest is of the bytes it writes; so the
+    model is saved, its ``.bin`` hashed, the digest set in its runtime info and the model saved
+    again (the runtime info is in the ``.xml``: the ``.bin`` does not change). The second
+    ``.bin`` is hashed too, so an ``.xml`` never records another ``.bin`` than its own.
+
+    Raises:
+        WeightsError: If the two saves wrote different weights.
+    """
+    ov = _openvino("OpenVINO export")
+    weights = xml.with_suffix(".bin")
+    info = {k: v for k, v in _info_of(model, "the model to save").items() if k != WEIGHTS_DIGEST}
+    _set_info(model, info)
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    digest = _sha256(weights)
+    _set_info(model, {**info, WEIGHTS_DIGEST: digest})
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    if _sha256(weights) != digest:
+        raise WeightsError(
+            "OpenVINO wrote different weights when saving the same model twice; the IR's "
+            "digest could not be recorded and nothing was written"
+        )
 
 
 def export_openvino(
@@ -195,6 +241,7 @@ def export_openvino(
 def _quantized(fp32: Any, tiles: CalibrationSet) -> Any:
     """The int8 model of ``fp32``, its cost measured and recorded, or refused."""
     info = {**_info_of(fp32, "the fp32 model"), "precision": "int8"}
+    info.pop(WEIGHTS_DIGEST, None)  # the fp32 .bin's; the int8 one is recorded when saved
     int8 = quantize_openvino_model(fp32, tiles.inputs)
     _set_info(int8, info)
     reference = OpenVINORunner(fp32, device="cpu", precision="fp32")
@@ -245,16 +292,59 @@ def quantize_openvino(
 
 
 def _read_model(path: str | os.PathLike[str]) -> Any:
-    """The ``openvino.Model`` of an ``.xml`` and the ``.bin`` beside it."""
+    """The ``openvino.Model`` of an ``.xml`` and the ``.bin`` beside it, checked to belong together.
+
+    Both files are read once, into memory, and the ``.bin`` is hashed once; the digest the
+    ``.xml`` records is compared before OpenVINO reads either, and what OpenVINO reads is the
+    bytes that were checked, so a ``.bin`` replaced meanwhile cannot pass the check and then be
+    loaded. (What the hashing costs a load: ``benchmarks/RESULTS.md``.)
+
+    Raises:
+        WeightsError: If the ``.bin`` is not the one the ``.xml`` was written with (its
+            recorded SHA-256 differs), or the files are not a loadable IR.
+    """
     ov = _openvino("reading an OpenVINO model")
     file = check_input_file(path, "OpenVINO model")
+    weights = file.with_suffix(".bin")
+    core = ov.Core()
     try:
-        return ov.Core().read_model(str(file))
-    except RuntimeError as exc:  # OpenVINO's one error type for unreadable files
+        if not weights.is_file():  # OpenVINO says whether the graph needed weights
+            return core.read_model(str(file))
+        graph = file.read_bytes()
+        data = ov.Tensor(ov.Type.u8, [weights.stat().st_size])
+        view, size = memoryview(data.data), 0  # the tensor owns the bytes OpenVINO will use
+        with weights.open("rb", buffering=0) as stream:
+            while size < len(view) and (got := stream.readinto(view[size:])):
+                size += got
+        recorded = _recorded_digest(graph)
+        digest = hashlib.sha256(view[:size]).hexdigest()
+        if recorded is not None and recorded != digest:
+            raise WeightsError(
+                f"{weights} is not the .bin that {file} was written with (its SHA-256 differs "
+                "from the one the .xml records): the pair was mixed, or replacing it did not "
+                "finish; export the model again"
+            )
+        return core.read_model(graph.decode("utf-8"), data)
+    except (RuntimeError, UnicodeDecodeError) as exc:  # OpenVINO's one error type for bad files
         raise WeightsError(
             f"{file} is not a loadable OpenVINO IR (its .bin must lie beside it): "
             f"{str(exc).splitlines()[0] if str(exc) else exc}"
         ) from exc
+
+
+def _recorded_digest(graph: bytes) -> str | None:
+    """The ``.bin`` digest an IR's ``.xml`` records in its dsifn runtime info, if any.
+
+    IRs written before the digest existed, and files that are not dsifn IRs, record none;
+    what else is wrong with them is said when OpenVINO or :func:`_info_of` reads them.
+    """
+    try:
+        entry = ElementTree.fromstring(graph).find(f"rt_info/{METADATA_KEY}")
+        info = json.loads(entry.get("value", "")) if entry is not None else None
+    except (ElementTree.ParseError, json.JSONDecodeError):
+        return None
+    value = info.get(WEIGHTS_DIGEST) if isinstance(info, dict) else None
+    return None if value is None else str(value)
 
 
 def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:

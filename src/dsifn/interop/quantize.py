@@ -2,12 +2,29 @@
 
 Calibration tiles are read from a dataset folder through the model's input contract
 (:func:`read_calibration`): its val split unless another is named (train where there is no
-val), cut into tiles at the model's tile size. The first tiles calibrate; tiles held out from
-calibration measure what int8 costs (:func:`measure_cost`): the F1 of the int8 and of the
-fp32 model on their labels, through the one scoring core
-(:func:`dsifn.evaluation.scoring.score_batches`), the F1 of int8's change decisions against
-fp32's, and the largest difference of their probabilities. :func:`check_cost` refuses a
-model whose F1 drops by more than allowed.
+val), cut into tiles at the model's tile size (or a smaller image's own size). Tiles of some
+pairs calibrate; tiles of other pairs, held out from calibration, measure what int8 costs
+(:func:`measure_cost`): the F1 of the int8 and of the fp32 model on their labels, through the
+one scoring core (:func:`dsifn.evaluation.scoring.score_batches`), the F1 of int8's change
+decisions against fp32's, and the largest difference of their probabilities.
+:func:`check_cost` refuses a model whose F1 drops by more than allowed.
+
+Which pairs go to which side (:func:`split_pairs`), for every split size and tile count:
+
+- The split's ``n`` pairs are put in one fixed shuffled order (NumPy's generator, seed 0).
+- The last ``h`` pairs of that order are held out, the first ``n - h`` calibrate, where ``h``
+  is the held-out share of the tiles asked for, in pairs, rounded half up:
+  ``h = round(n * held_out / (pairs + held_out))``, at least 1 and at most ``n - 1``. The two
+  sides never share a pair, and neither is empty.
+- Each side then reads its own pairs in that order, a few evenly spaced tiles of each
+  (``ceil(count / its pairs)``), until it has the tiles asked for. A side whose pairs hold
+  fewer tiles keeps what they give; no tile crosses to the other side to make up the count.
+- A split of one pair is refused: a cost measured on tiles of a pair that also calibrated
+  would not be a held-out cost, and a model with no measured cost would pass the F1 check
+  unmeasured. Name a split of two or more pairs.
+
+The cost records how many tiles and pairs each side had and the tile shapes actually cut
+(an image smaller than the tile side asked is one tile of its own size).
 
 The quantisers are the runtimes' own: NNCF post-training quantisation for OpenVINO
 (:func:`quantize_openvino_model`) and onnxruntime's static QDQ quantisation with per-channel
@@ -51,6 +68,7 @@ __all__ = [
     "quantize_onnx_file",
     "quantize_openvino_model",
     "read_calibration",
+    "split_pairs",
 ]
 
 
@@ -60,8 +78,8 @@ class Calibration:
 
     data: str  # dataset folder (any layout dsifn reads)
     split: str | None = None  # None: the val split, else train where there is no val
-    pairs: int = 64  # tiles that calibrate
-    held_out: int | None = None  # further tiles that measure the cost; None: pairs / 4, >= 1
+    pairs: int = 64  # tiles that calibrate (at most: a side keeps what its pairs hold)
+    held_out: int | None = None  # tiles, of other pairs, that measure the cost; None: pairs / 4
     tile_size: int | None = None  # None: the model's fixed size, else its training tile, else 512
     max_f1_drop: float = 1.0  # F1 points int8 may lose against fp32; more is refused
     layout: str = "auto"  # the dataset's layout; "auto" detects it
@@ -93,19 +111,26 @@ class Calibration:
 
     @property
     def wanted_held_out(self) -> int:
-        """Tiles held out when the split has enough."""
+        """Tiles to hold out, when the held-out pairs hold that many."""
         return self.held_out if self.held_out is not None else max(1, self.pairs // 4)
 
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    """Tiles read for quantisation: inputs to calibrate on, and held-out tiles to score."""
+    """Tiles read for quantisation: inputs to calibrate on, and held-out tiles to score.
+
+    No pair has tiles on both sides (:func:`split_pairs`).
+    """
 
     inputs: list[dict[str, np.ndarray]]  # {"t1", "t2"}: normalised (1, C, h, w), h, w % 16 == 0
-    # Scoring batches: image (1, 2, C, h, w) in [0, 1], mask (1, 1, h, w), valid, name.
+    # Scoring batches: image (1, 2, C, h, w) in [0, 1], mask (1, 1, h, w), valid, name, pair.
     held_out: list[dict[str, Any]]
+    calibration_tiles: list[str]  # the calibrating tiles' names ("PAIR@top,left"), as inputs
+    calibration_pairs: list[str]  # the pairs they were cut from, in the order read
+    held_out_pairs: list[str]  # the pairs the held-out tiles were cut from, in the order read
     split: str  # the split read
-    tile_size: int  # side of the tiles cut
+    tile_size: int  # side of the tiles asked for (a smaller image is one tile of its size)
+    tile_shapes: list[str]  # "HxW" of the tiles actually cut (both sides), sorted
     source: Calibration  # what was asked for
 
 
@@ -113,6 +138,31 @@ def _split_of(calibration: Calibration, splits: Sequence[str]) -> str:
     if calibration.split is not None:
         return calibration.split
     return "val" if "val" in splits or "train" not in splits else "train"
+
+
+def split_pairs(count: int, calibrating: int, held_out: int) -> tuple[list[int], list[int]]:
+    """Which pairs of a split calibrate and which are held out (the module docstring's rule).
+
+    Args:
+        count: Pairs in the split; at least 2.
+        calibrating: Tiles asked for to calibrate.
+        held_out: Tiles asked for to measure the cost.
+
+    Returns:
+        Dataset indices of the calibrating pairs and of the held-out pairs, each in the
+        order they are read; disjoint, neither empty, together every pair.
+
+    Raises:
+        DataError: If ``count`` is below 2.
+    """
+    if count < 2:
+        raise DataError(
+            f"int8 needs 2 or more pairs, one to calibrate on and one held out; got {count}"
+        )
+    wanted = calibrating + held_out
+    held = min(count - 1, max(1, (2 * count * held_out + wanted) // (2 * wanted)))
+    order = [int(i) for i in np.random.default_rng(0).permutation(count)]
+    return order[: count - held], order[count - held :]
 
 
 def _placed(x: Tensor, height: int, width: int) -> Tensor:
@@ -130,29 +180,41 @@ def _spread(total: int, count: int) -> list[int]:
 
 
 def _tiles(
-    dataset: ChangeDetectionDataset, tile: int, fixed: bool, per_pair: int
-) -> Iterator[dict[str, Any]]:
-    """Tiles of the dataset's pairs, as scoring batches, spread over the split.
+    dataset: ChangeDetectionDataset, pairs: Sequence[int], tile: int, fixed: bool, count: int
+) -> list[dict[str, Any]]:
+    """Up to ``count`` tiles of the given pairs, as scoring batches, spread over them.
 
-    Pairs are visited in a fixed shuffled order, and from each at most ``per_pair`` tiles of
-    its grid (without overlap) are taken, evenly spaced. An image smaller than a tile is
-    padded by mirroring, as the tile loop pads it; the padded pixels are not valid.
+    The pairs are read in the order given, and from each at most ``ceil(count / len(pairs))``
+    tiles of its grid (without overlap) are taken, evenly spaced. An image smaller than a tile
+    is padded by mirroring, as the tile loop pads it; the padded pixels are not valid.
     """
-    for index in np.random.default_rng(0).permutation(len(dataset)):
-        sample = dataset[int(index)]
-        height, width = sample["image"].shape[-2:]
-        grid = TileGrid.plan(height, width, tile, 0, fixed=fixed)
-        th, tw = grid.tile_height, grid.tile_width
-        cells = list(itertools.product(grid.row_starts, grid.col_starts))
-        for top, left in (cells[i] for i in _spread(len(cells), per_pair)):
-            rows, cols = slice(top, top + th), slice(left, left + tw)
-            image = pad_tile(sample["image"][..., rows, cols].numpy(), th, tw)
-            yield {
-                "image": torch.from_numpy(np.ascontiguousarray(image))[None],
-                "mask": _placed(sample["mask"][..., rows, cols], th, tw),
-                "valid": _placed(sample["valid"][..., rows, cols], th, tw),
-                "name": f"{sample['name']}@{top},{left}",
-            }
+    per_pair = max(1, math.ceil(count / len(pairs)))
+
+    def cut() -> Iterator[dict[str, Any]]:
+        for index in pairs:
+            sample = dataset[index]
+            height, width = sample["image"].shape[-2:]
+            grid = TileGrid.plan(height, width, tile, 0, fixed=fixed)
+            th, tw = grid.tile_height, grid.tile_width
+            cells = list(itertools.product(grid.row_starts, grid.col_starts))
+            for top, left in (cells[i] for i in _spread(len(cells), per_pair)):
+                rows, cols = slice(top, top + th), slice(left, left + tw)
+                image = pad_tile(sample["image"][..., rows, cols].numpy(), th, tw)
+                yield {
+                    "image": torch.from_numpy(np.ascontiguousarray(image))[None],
+                    "mask": _placed(sample["mask"][..., rows, cols], th, tw),
+                    "valid": _placed(sample["valid"][..., rows, cols], th, tw),
+                    "name": f"{sample['name']}@{top},{left}",
+                    "pair": str(sample["name"]),
+                    "shape": f"{th}x{tw}",
+                }
+
+    return list(itertools.islice(cut(), count))
+
+
+def _pairs_of(tiles: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The pairs tiles were cut from, once each, in order."""
+    return list(dict.fromkeys(str(tile["pair"]) for tile in tiles))
 
 
 def read_calibration(
@@ -160,11 +222,9 @@ def read_calibration(
 ) -> CalibrationSet:
     """Read calibration and held-out tiles from a dataset, as the model's contract reads data.
 
-    Tiles are cut without overlap from the pairs of the split, visited in a fixed shuffled
-    order, a few from each so that they spread over the split, until ``calibration.pairs``
-    plus the held-out count are found. The tiles of the pairs visited last are held out, so
-    they share no pair with the calibrating ones (unless the split is one pair). A split with
-    fewer tiles gives a quarter of them (at least one) to hold out.
+    The split's pairs are divided between the two sides by :func:`split_pairs`; each side cuts
+    tiles without overlap from its own pairs until it has ``calibration.pairs`` (calibrating)
+    or ``calibration.wanted_held_out`` (held out) tiles, or its pairs have no more.
 
     Args:
         contract: The model's input contract (bands, scaling, nodata, normalisation...).
@@ -175,7 +235,7 @@ def read_calibration(
         The tiles.
 
     Raises:
-        DataError: If the split is missing or holds fewer than two tiles.
+        DataError: If the split is missing or has fewer than two pairs.
         InputError: If the data's band count does not fit the model.
     """
     found = detect_layout(calibration.data, calibration.layout)
@@ -188,43 +248,59 @@ def read_calibration(
             f"the calibration data has {dataset.bands} band(s) per image but the model takes "
             f"{contract.band_count}"
         )
+    if len(dataset) < 2:
+        raise DataError(
+            f"split {split} of {calibration.data} has {len(dataset)} pair(s); measuring what "
+            "int8 costs needs 2 or more, one to calibrate on and one held out from it "
+            "(name another `calibration.split`)"
+        )
     side = tile_side(
         fixed_size, calibration.tile_size, contract.tile_size, what="calibration.tile_size"
     )
-    held, wanted = calibration.wanted_held_out, calibration.pairs + calibration.wanted_held_out
-    per_pair = max(1, math.ceil(wanted / len(dataset)))
-    tiles = list(itertools.islice(_tiles(dataset, side, fixed_size is not None, per_pair), wanted))
-    if len(tiles) < 2:
-        raise DataError(
-            f"split {split} of {calibration.data} gives {len(tiles)} tile(s) of {side} pixels; "
-            "calibrating and measuring int8 needs at least 2"
-        )
-    if len(tiles) < wanted:
-        held = max(1, len(tiles) // 4)
+    fixed = fixed_size is not None
+    calibrating, held = split_pairs(len(dataset), calibration.pairs, calibration.wanted_held_out)
+    tiles = _tiles(dataset, calibrating, side, fixed, calibration.pairs)
+    held_out = _tiles(dataset, held, side, fixed, calibration.wanted_held_out)
     normalize = contract.normalization
     inputs = [
         {
             name: pad_to_multiple(normalize(tile["image"][:, date]).numpy())
             for date, name in enumerate(INPUT_NAMES)
         }
-        for tile in tiles[:-held]
+        for tile in tiles
     ]
-    held_out = tiles[-held:]
-    return CalibrationSet(inputs, held_out, split, side, calibration)
+    return CalibrationSet(
+        inputs=inputs,
+        held_out=held_out,
+        calibration_tiles=[tile["name"] for tile in tiles],
+        calibration_pairs=_pairs_of(tiles),
+        held_out_pairs=_pairs_of(held_out),
+        split=split,
+        tile_size=side,
+        tile_shapes=sorted({tile["shape"] for tile in (*tiles, *held_out)}),
+        source=calibration,
+    )
 
 
 @dataclass(frozen=True)
 class QuantizationCost:
-    """What int8 costs against fp32 on tiles held out from calibration (F1 in points)."""
+    """What int8 costs against fp32 on tiles of pairs held out from calibration (F1 in points).
+
+    Recorded in every int8 model (its metadata's ``quantization`` entry) and printed by
+    ``dsifn export``.
+    """
 
     f1_fp32: float  # F1 (0-100) of the fp32 model on the held-out tiles' labels
     f1_int8: float  # F1 of the int8 model on the same
     agreement_f1: float  # F1 of int8's change decisions scored against fp32's
     max_probability_difference: float  # largest |p_int8 - p_fp32| over the held-out pixels
     max_f1_drop: float  # the largest drop allowed
-    calibration_pairs: int  # tiles that calibrated
-    held_out_pairs: int  # tiles that measured
-    tile_size: int  # their side
+    calibration_tiles: int  # tiles that calibrated
+    calibration_pairs: int  # the pairs they were cut from
+    held_out_tiles: int  # tiles that measured
+    held_out_pairs: int  # the pairs they were cut from (none of them calibrated)
+    tile_shapes: tuple[str, ...]  # "HxW" of the tiles actually cut, e.g. ("48x48",)
+    tile_size_asked: int  # the tile side asked for; smaller images are tiles of their size
     split: str  # the split they were cut from
     data: str  # the dataset folder
     threshold: float  # decision threshold of the F1 scores
@@ -241,19 +317,28 @@ class QuantizationCost:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> QuantizationCost:
-        """Rebuild from :meth:`to_dict`'s output."""
+        """Rebuild from :meth:`to_dict`'s output (or its JSON)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        kept = {k: v for k, v in values.items() if k in names}
+        kept["tile_shapes"] = tuple(kept.get("tile_shapes", ()))
+        return cls(**kept)
+
+    def tiles(self) -> str:
+        """Both sides in words: held-out and calibrating tiles and pairs, and their shapes."""
+        shapes = " or ".join(self.tile_shapes)
+        return (
+            f"{self.held_out_tiles} held-out {shapes} tile(s) of {self.held_out_pairs} pair(s) "
+            f"of split {self.split} ({self.calibration_tiles} tile(s) of "
+            f"{self.calibration_pairs} other pair(s) calibrated)"
+        )
 
     def describe(self) -> str:
-        """One line: the F1 of both, the drop allowed, the agreement and probability gap."""
+        """One line: the tiles, F1 of both, the drop allowed, the agreement and probability gap."""
         return (
-            f"int8 against fp32 on {self.held_out_pairs} held-out {self.tile_size}-pixel "
-            f"tile(s) of split {self.split} ({self.calibration_pairs} calibrated): F1 "
-            f"{self.f1_fp32:.2f} -> {self.f1_int8:.2f} (drop {self.f1_drop:.2f} points, at "
-            f"most {self.max_f1_drop:g} allowed); decisions agree at F1 "
-            f"{self.agreement_f1:.2f}; largest probability difference "
-            f"{self.max_probability_difference:.4f}"
+            f"int8 against fp32 on {self.tiles()}: F1 {self.f1_fp32:.2f} -> "
+            f"{self.f1_int8:.2f} (drop {self.f1_drop:.2f} points, at most "
+            f"{self.max_f1_drop:g} allowed); decisions agree at F1 {self.agreement_f1:.2f}; "
+            f"largest probability difference {self.max_probability_difference:.4f}"
         )
 
 
@@ -299,9 +384,12 @@ def measure_cost(
         agreement_f1=_f1(agreement, "int8", threshold),
         max_probability_difference=gap,
         max_f1_drop=tiles.source.max_f1_drop,
-        calibration_pairs=len(tiles.inputs),
-        held_out_pairs=len(tiles.held_out),
-        tile_size=tiles.tile_size,
+        calibration_tiles=len(tiles.inputs),
+        calibration_pairs=len(tiles.calibration_pairs),
+        held_out_tiles=len(tiles.held_out),
+        held_out_pairs=len(tiles.held_out_pairs),
+        tile_shapes=tuple(tiles.tile_shapes),
+        tile_size_asked=tiles.tile_size,
         split=tiles.split,
         data=tiles.source.data,
         threshold=threshold,
@@ -313,14 +401,13 @@ def check_cost(cost: QuantizationCost) -> None:
     """Refuse an int8 model that loses more F1 than allowed.
 
     Raises:
-        WeightsError: Saying both F1 scores, the drop and the limit.
+        WeightsError: Saying both F1 scores, the drop, the tiles and the limit.
     """
     if not cost.f1_drop <= cost.max_f1_drop:
         raise WeightsError(
             f"the int8 model loses {cost.f1_drop:.2f} F1 points against fp32 (F1 "
-            f"{cost.f1_fp32:.2f} -> {cost.f1_int8:.2f} on {cost.held_out_pairs} held-out "
-            f"tile(s)), more than the {cost.max_f1_drop:g} allowed (`max_f1_drop`); "
-            "nothing was written"
+            f"{cost.f1_fp32:.2f} -> {cost.f1_int8:.2f} on {cost.tiles()}), more than the "
+            f"{cost.max_f1_drop:g} allowed (`max_f1_drop`); nothing was written"
         )
 
 

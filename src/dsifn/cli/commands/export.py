@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dsifn.cli.flags import set_param
 from dsifn.cli.options import add_overwrite_option, finite_float
 
 if TYPE_CHECKING:
@@ -71,13 +72,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="quantise: NNCF for openvino, static QDQ with per-channel weights for onnx",
     )
     int8.add_argument("--calibration", metavar="DATA", help="dataset folder to calibrate on")
-    int8.add_argument("--calibration-split", metavar="S", help="split to read [val, else train]")
+    split = int8.add_argument(
+        "--calibration-split",
+        metavar="S",
+        help="split to read, of 2 or more pairs [val, else train]",
+    )
+    set_param(split, "calibration.split")
     int8.add_argument(
         "--calibration-pairs",
         type=_positive_int,
         metavar="N",
-        help="tiles at the model's tile size that calibrate; a quarter as many more, held out, "
-        f"measure the accuracy cost [{DEFAULT_PAIRS}]",
+        help="tiles at the model's tile size that calibrate; a quarter as many more, cut from "
+        f"other pairs held out from calibration, measure the accuracy cost [{DEFAULT_PAIRS}]",
     )
     int8.add_argument(
         "--max-f1-drop",
