@@ -4,7 +4,9 @@ Run by QGIS's own Python (not the test suite's: it cannot import qgis). SPEC is 
 ``plugins`` (the folder holding ``dsifn_change``), ``params`` (the algorithm's parameters),
 optional ``layers`` (``{"name", "uri", "provider"}`` added to the project first, so that a
 parameter can name them), ``load`` (run as the dialog does, loading and styling the outputs),
-``cancel_after`` (press Cancel once this many progress steps have arrived), ``keep`` (a folder
+``task`` (run in a background task, as the dialog does, while the main thread's event loop
+turns), ``cancel_after`` (press Cancel, from the main thread, once this many progress steps
+have arrived), ``keep`` (a folder
 to copy the outputs into: QGIS deletes its temporary outputs when it exits). The last line of
 standard output is a JSON report: the results or the error, the progress seen, the styles.
 """
@@ -13,15 +15,19 @@ import json
 import os
 import shutil
 import sys
+import threading
 
 from qgis.core import (
     QgsApplication,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtCore import QEventLoop, QTimer
 
 
 class Feedback(QgsProcessingFeedback):
@@ -30,7 +36,8 @@ class Feedback(QgsProcessingFeedback):
     def __init__(self, cancel_after):
         super().__init__()
         self.cancel_after = cancel_after
-        self.steps, self.texts, self.infos, self.commands = [], [], [], []
+        self.steps, self.texts, self.infos, self.commands, self.errors = [], [], [], [], []
+        self.ran_in_main_thread = None
         self.progressChanged.connect(self._step)
 
     def _step(self, value):
@@ -45,7 +52,11 @@ class Feedback(QgsProcessingFeedback):
         self.infos.append(info)
 
     def pushCommandInfo(self, info):
+        self.ran_in_main_thread = threading.current_thread() is threading.main_thread()
         self.commands.append(info)
+
+    def reportError(self, error, fatalError=False):
+        self.errors.append(error)
 
 
 def add_layers(specs):
@@ -77,6 +88,31 @@ def keep(results, folder):
     return kept
 
 
+def run_in_task(params, feedback):
+    """Run as the dialog does: in a background task, the main thread's event loop turning."""
+    alg = QgsApplication.processingRegistry().createAlgorithmById("dsifn:detectchange")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    task = QgsProcessingAlgRunnerTask(alg, params, context, feedback)
+    done, ticks, loop = {}, [], QEventLoop()
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(50)
+
+    def executed(ok, results):
+        done.update(ok=ok, results=results)
+        loop.quit()
+
+    task.executed.connect(executed)
+    QgsApplication.taskManager().addTask(task)
+    loop.exec_()
+    timer.stop()
+    error = None if done["ok"] or feedback.isCanceled() else (feedback.errors or ["failed"])[-1]
+    if error:
+        raise QgsProcessingException(error)
+    return done["results"], len(ticks)
+
+
 def main(spec_path):
     with open(spec_path, encoding="utf-8") as file:
         spec = json.load(file)
@@ -96,9 +132,12 @@ def main(spec_path):
     before = {layer.id() for layer in QgsProject.instance().mapLayers().values()}
     feedback = Feedback(spec.get("cancel_after"))
     run = processing.runAndLoadResults if spec.get("load") else processing.run
-    report = {"error": None, "results": None}
+    report = {"error": None, "results": None, "ticks": None}
     try:
-        results = run("dsifn:detectchange", spec["params"], feedback=feedback)
+        if spec.get("task"):
+            results, report["ticks"] = run_in_task(spec["params"], feedback)
+        else:
+            results = run("dsifn:detectchange", spec["params"], feedback=feedback)
         report["results"] = {
             k: v if isinstance(v, (str, float, int)) or v is None else str(v)
             for k, v in results.items()
@@ -111,6 +150,7 @@ def main(spec_path):
         infos=feedback.infos,
         commands=feedback.commands,
         canceled=feedback.isCanceled(),
+        ran_in_main_thread=feedback.ran_in_main_thread,
         loaded={
             name: style
             for name, style in styles().items()

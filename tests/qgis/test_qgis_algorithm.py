@@ -191,9 +191,12 @@ def test_cancel_stops_dsifn_and_leaves_nothing(data, tmp_path):
         "OUTPUT": str(out / "change.tif"),
         "POLYGONS": str(out / "changes.gpkg"),
     }
-    spec = {"plugins": PLUGINS, "params": params, "cancel_after": 1}
+    # As from the dialog: a background task; Cancel pressed in the main thread.
+    spec = {"plugins": PLUGINS, "params": params, "cancel_after": 1, "task": True}
     report = run_harness(spec, tmp_path)
-    assert report["canceled"] and report["error"] is None and report["results"] == {}
+    assert report["canceled"] and report["error"] is None and not report["results"]
+    assert report["ran_in_main_thread"] is False
+    assert report["ticks"] >= 20  # the main thread's timer kept firing: no frozen interface
     assert "Canceled: dsifn stopped and removed its work files." in report["infos"]
     assert "dsifn: interrupted" in report["infos"]
     assert sorted(os.listdir(out)) == []  # no map, no polygons, no .dsifn-* work folder
