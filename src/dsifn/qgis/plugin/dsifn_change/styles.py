@@ -1,7 +1,8 @@
 """How the outputs look when they load: no change transparent, change in a strong colour.
 
-A probability map gets a ramp from transparent (0) through orange (the threshold) to crimson
-(1); a mask shows change in crimson and no change not at all; polygons are crimson outlines.
+A probability map gets a ramp that stays transparent up to half the threshold, turns orange at
+the threshold and crimson at 1; a mask shows change in crimson and no change not at all;
+polygons are crimson outlines.
 Nodata (-1) is transparent as the file says.
 """
 
@@ -30,6 +31,8 @@ from .command import PredictRequest
 
 CHANGE = QColor(230, 0, 73)
 """Crimson: visible over imagery, vegetation and water alike."""
+SEEN_THROUGH = QColor(230, 0, 73, 200)
+"""Crimson that lets the image beneath show a little: what appeared or vanished."""
 DEFAULT_THRESHOLD = 0.5
 
 # Processing does not own post-processors: each must outlive the run that set it.
@@ -37,14 +40,13 @@ _KEEP: deque[QgsProcessingLayerPostProcessorInterface] = deque(maxlen=64)
 
 
 def probability_renderer(layer: QgsRasterLayer, threshold: float) -> Any:
-    """A ramp over band 1: transparent at 0, orange at the threshold, crimson at 1."""
-    middle = min(max(threshold, 0.01), 0.99)
+    """A ramp over band 1: transparent to half the threshold, orange at it, crimson at 1."""
+    middle = min(max(threshold, 0.02), 0.99)
     items = [
-        QgsColorRampShader.ColorRampItem(0.0, QColor(255, 255, 178, 0), "0: no change"),
-        QgsColorRampShader.ColorRampItem(
-            middle, QColor(253, 141, 60, 170), f"{threshold:g}: threshold"
-        ),
-        QgsColorRampShader.ColorRampItem(1.0, CHANGE, "1: change"),
+        QgsColorRampShader.ColorRampItem(0.0, QColor(254, 217, 118, 0), "0 no change"),
+        QgsColorRampShader.ColorRampItem(middle / 2, QColor(254, 217, 118, 0), ""),
+        QgsColorRampShader.ColorRampItem(middle, QColor(253, 141, 60, 160), f"{threshold:g}"),
+        QgsColorRampShader.ColorRampItem(1.0, SEEN_THROUGH, "1 change"),
     ]
     ramp = QgsColorRampShader(0.0, 1.0)
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
@@ -61,7 +63,7 @@ def mask_renderer(layer: QgsRasterLayer) -> Any:
     """Two classes over band 1: 0 transparent, 1 crimson."""
     classes = [
         QgsPalettedRasterRenderer.Class(0, QColor(0, 0, 0, 0), "no change"),
-        QgsPalettedRasterRenderer.Class(1, CHANGE, "change"),
+        QgsPalettedRasterRenderer.Class(1, SEEN_THROUGH, "change"),
     ]
     return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
 
