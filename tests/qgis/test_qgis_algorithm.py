@@ -230,7 +230,7 @@ def test_a_missing_dsifn_says_how_to_install_it(data, tmp_path):
         "OUTPUT": "TEMPORARY_OUTPUT",
     }
     report = run_harness({"plugins": PLUGINS, "params": params}, tmp_path, PATH="/usr/bin:/bin")
-    assert report["error"].startswith("dsifn was not found on PATH; install dsifn")
+    assert report["error"].startswith("dsifn was not found on PATH; install dsifn with pip")
     assert "Processing > Providers > dsifn" in report["error"]
 
 

@@ -186,9 +186,8 @@ def test_the_executable_setting_then_the_recorded_one_then_path(tmp_path):
     ]:
         with pytest.raises(command.SourceError, match=words) as caught:
             command.find_executable(setting, recorded_path, str(tmp_path))
-        assert "pip install dsifn" in str(caught.value) and "Processing > Providers" in str(
-            caught.value
-        )
+        assert "dsifn qgis install" in str(caught.value)
+        assert "Processing > Providers > dsifn" in str(caught.value)
 
 
 def test_the_recorded_executable_is_read_from_installed_json(tmp_path):

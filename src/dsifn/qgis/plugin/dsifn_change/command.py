@@ -24,9 +24,8 @@ MAP_SUFFIXES = (".tif", ".tiff")
 POLYGON_SUFFIXES = (".gpkg", ".geojson")
 
 INSTALL_HINT = (
-    "install dsifn into a Python environment (python -m venv dsifn-env, then "
-    "dsifn-env/bin/pip install dsifn), run `dsifn qgis install` from it, or set the "
-    "executable in Settings > Options > Processing > Providers > dsifn"
+    "install dsifn with pip into a Python environment of its own and run `dsifn qgis install` "
+    "from it, or set the executable in Settings > Options > Processing > Providers > dsifn"
 )
 
 # Variables that point a program at an installation's own Python, GDAL or PROJ. QGIS sets
