@@ -4,7 +4,8 @@ Run by QGIS's own Python (not the test suite's: it cannot import qgis). SPEC is 
 ``plugins`` (the folder holding ``dsifn_change``), ``params`` (the algorithm's parameters),
 optional ``layers`` (``{"name", "uri", "provider"}`` added to the project first, so that a
 parameter can name them), ``load`` (run as the dialog does, loading and styling the outputs),
-``task`` (run in a background task, as the dialog does, while the main thread's event loop
+``settings`` (Processing settings to set first, e.g. ``DSIFN_EXECUTABLE``), ``task`` (run in a
+background task, as the dialog does, while the main thread's event loop
 turns), ``cancel_after`` (press Cancel, from the main thread, once this many progress steps
 have arrived), ``keep`` (a folder
 to copy the outputs into: QGIS deletes its temporary outputs when it exits). The last line of
@@ -128,6 +129,10 @@ def main(spec_path):
 
     plugin = dsifn_change.classFactory(None)  # kept: a provider without a reference is lost
     plugin.initProcessing()
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    for name, value in spec.get("settings", {}).items():
+        ProcessingConfig.setSettingValue(name, value)
     add_layers(spec.get("layers", []))
     before = {layer.id() for layer in QgsProject.instance().mapLayers().values()}
     feedback = Feedback(spec.get("cancel_after"))

@@ -234,6 +234,25 @@ def test_a_missing_dsifn_says_how_to_install_it(data, tmp_path):
     assert "Processing > Providers > dsifn" in report["error"]
 
 
+def test_the_executable_setting_wins_and_its_error_line_is_the_message(data, tmp_path):
+    fake = tmp_path / "bin" / "my-dsifn"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "dsifn predict: error: fake dsifn got $#" >&2\nexit 2\n')
+    fake.chmod(0o755)
+    params = {
+        "BEFORE": [str(data["t1"])],
+        "AFTER": [str(data["t2"])],
+        "MODEL": str(data["model"]),
+        "OUTPUT": "TEMPORARY_OUTPUT",
+    }
+    spec = {"plugins": PLUGINS, "params": params, "settings": {"DSIFN_EXECUTABLE": str(fake)}}
+    report = run_harness(spec, tmp_path)  # the real dsifn is on PATH: the setting wins
+    assert report["commands"][0].startswith(f"{fake} predict --checkpoint ")
+    assert (
+        report["error"] == "dsifn predict: error: fake dsifn got 18"
+    )  # predict and its 17 arguments
+
+
 def test_a_web_layer_is_refused_in_one_line(data, tmp_path):
     xyz = "type=xyz&url=http://127.0.0.1:9/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmax=19&zmin=0"
     params = {
