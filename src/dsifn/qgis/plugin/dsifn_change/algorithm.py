@@ -224,26 +224,30 @@ class DetectChange(QgsProcessingAlgorithm):
         polygons = self.parameterAsOutputLayer(parameters, self.POLYGONS, context) or None
         out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         check_outputs(out, polygons)
-        threshold = parameters.get(self.THRESHOLD)
-        tile = parameters.get(self.TILE_SIZE)
+        tile = self._optional(parameters, self.TILE_SIZE, context)
         return PredictRequest(
             model=check_model(self.parameterAsFile(parameters, self.MODEL, context)),
             before=self._sources(parameters, self.BEFORE, context),
             after=self._sources(parameters, self.AFTER, context),
             out=out,
             mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)],
-            threshold=None
-            if _empty(threshold)
-            else self.parameterAsDouble(parameters, self.THRESHOLD, context),
+            threshold=self._optional(parameters, self.THRESHOLD, context),
             polygons=polygons,
             min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
-            tile_size=None
-            if _empty(tile)
-            else self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            tile_size=None if tile is None else int(tile),
             device=self.parameterAsString(parameters, self.DEVICE, context).strip() or "auto",
             runtime=RUNTIMES[self.parameterAsEnum(parameters, self.RUNTIME, context)],
             align=self.parameterAsBool(parameters, self.ALIGN, context),
         )
+
+    def _optional(
+        self, parameters: dict[str, Any], name: str, context: QgsProcessingContext
+    ) -> float | None:
+        """An optional number, None when left empty (None, "" or QGIS's NULL)."""
+        value = parameters.get(name)
+        if value is None or value == "" or str(value) == "NULL":
+            return None
+        return float(self.parameterAsDouble(parameters, name, context))
 
     def _sources(
         self, parameters: dict[str, Any], name: str, context: QgsProcessingContext
@@ -275,11 +279,6 @@ class DetectChange(QgsProcessingAlgorithm):
             return process.run(argv, _environment(), listener)
         except OSError as exc:
             raise QgsProcessingException(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-
-
-def _empty(value: Any) -> bool:
-    """Whether an optional parameter was left empty (None, "" or QGIS's NULL)."""
-    return value is None or value == "" or str(value) == "NULL"
 
 
 def _environment() -> dict[str, str]:
