@@ -28,8 +28,10 @@ from dsifn.io.atomic import atomic_path, check_output_folder
 __all__ = [
     "PLUGIN_NAME",
     "InstalledPlugin",
+    "default_profile",
     "dsifn_executable",
     "enable_in_settings",
+    "enable_line",
     "install_plugin",
     "plugin_files",
     "plugins_folder",
@@ -100,12 +102,13 @@ def plugins_folder(profile: str | None = None, profiles: Path | None = None) -> 
     if not name or any(part in name for part in ("/", "\\")) or name in (".", ".."):
         raise ConfigError(f"a QGIS profile is a name, not {name!r}")
     if profile is not None and not (profiles / name).is_dir():
-        existing = (
-            sorted(p.name for p in profiles.iterdir() if p.is_dir()) if profiles.is_dir() else []
-        )
-        known = ", ".join(existing) if existing else "none"
+        known = ", ".join(_profile_names(profiles)) or "none"
         raise ConfigError(f"QGIS profile {name!r} does not exist in {profiles} (profiles: {known})")
     return profiles / name / "python" / "plugins"
+
+
+def _profile_names(profiles: Path) -> list[str]:
+    return sorted(p.name for p in profiles.iterdir() if p.is_dir()) if profiles.is_dir() else []
 
 
 def dsifn_executable() -> str | None:
@@ -128,9 +131,8 @@ def plugin_files() -> Iterator[tuple[Path, str]]:
     """Each file of the plugin and its path inside the plugin folder (``/``-separated)."""
     for path in sorted(PLUGIN_SOURCE.rglob("*")):
         relative = path.relative_to(PLUGIN_SOURCE)
-        if path.is_file() and not any(
-            s in relative.parts or path.name.endswith(s) for s in _SKIPPED
-        ):
+        skipped = any(s in relative.parts or path.name.endswith(s) for s in _SKIPPED)
+        if path.is_file() and not skipped:
             yield path, relative.as_posix()
 
 
