@@ -1,25 +1,63 @@
-"""Progress reporting: a tqdm bar on a terminal, a few plain lines when stderr is a log.
+"""Progress reporting: a tqdm bar on a terminal, a few plain lines in a log, JSON for programs.
 
 A redrawing bar written into a file is thousands of carriage-return lines; where standard error
 is not a terminal every command prints one line per tenth of the work instead, and one at the end,
-e.g. ``dsifn predict: 40 % (120/300 tiles)``. Every progress display in dsifn is made here.
+e.g. ``dsifn predict: 40 % (120/300 tiles)``. A program that runs dsifn (the QGIS plugin) asks
+for ``--progress json``: one JSON object a line, at the start, at every percent and at the end,
+e.g. ``{"progress": 0.4, "done": 120, "total": 300, "unit": "tile", "desc": "dsifn predict"}``.
+Every progress display in dsifn is made here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sized
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
-__all__ = ["Bar", "PlainProgress", "progress_bar", "write"]
+__all__ = [
+    "PROGRESS_MODES",
+    "Bar",
+    "JsonProgress",
+    "PlainProgress",
+    "ProgressMode",
+    "progress_bar",
+    "progress_mode",
+    "write",
+]
+
+ProgressMode = Literal["auto", "json", "none"]
+"""auto: a bar on a terminal, plain lines otherwise; json: JSON lines; none: nothing."""
+PROGRESS_MODES: tuple[str, ...] = get_args(ProgressMode)
 
 STEP_PERCENT = 10
 """Plain progress prints a line each time this many more percent of the work is done."""
 
 QUIET_SECONDS = 1.0
 """Plain progress stays silent for work done this soon (a quick run, or one that fails early)."""
+
+_mode: list[ProgressMode] = ["auto"]  # the mode of the innermost progress_mode block
+
+
+@contextlib.contextmanager
+def progress_mode(mode: ProgressMode) -> Iterator[None]:
+    """Show every progress display made in the block as ``mode`` says.
+
+    The command line sets it from ``--progress`` (``--quiet`` is ``none``) around a command.
+
+    Raises:
+        ValueError: If ``mode`` is not one of :data:`PROGRESS_MODES`.
+    """
+    if mode not in PROGRESS_MODES:
+        raise ValueError(f"progress mode must be one of {', '.join(PROGRESS_MODES)}; got {mode!r}")
+    _mode.append(mode)
+    try:
+        yield
+    finally:
+        _mode.pop()
 
 
 class Bar(Protocol):
@@ -51,6 +89,8 @@ class PlainProgress:
         stream: Where lines go; None: standard error at the time of each line.
     """
 
+    step_percent = STEP_PERCENT  # a line each time this many more percent are done
+
     def __init__(
         self,
         total: int | None = None,
@@ -79,7 +119,7 @@ class PlainProgress:
     def _step(self) -> int:
         if not self.total:
             return 0
-        return min(self.n, self.total) * 100 // self.total // STEP_PERCENT
+        return min(self.n, self.total) * 100 // self.total // self.step_percent
 
     def _line(self) -> str:
         units = _plural(self.unit)
@@ -120,7 +160,7 @@ class PlainProgress:
             return
         self._closed = True
         finished = self.total is not None and self.total > 0 and self.n >= self.total
-        if not (finished and self._reported * STEP_PERCENT >= 100):
+        if not (finished and self._reported * self.step_percent >= 100):
             self._print()
 
     def __iter__(self) -> Iterator[Any]:
@@ -150,6 +190,58 @@ class PlainProgress:
         self.close()
 
 
+class JsonProgress(PlainProgress):
+    """Progress for programs: a JSON object a line, at the start, at every percent, at the end.
+
+    Each line holds ``progress`` (the fraction done, null when the total is unknown), ``done``,
+    ``total``, ``unit`` and ``desc``. Lines are printed at once, however quick the work; an
+    error adds no closing line (the error's own line follows).
+
+    Args:
+        total: Units of work; None when unknown.
+        desc: What is being done.
+        unit: Name of one unit.
+        initial: Units already done.
+        enabled: False: print nothing at all.
+        iterable: Iterate over this, counting one unit per item.
+        stream: Where lines go; None: standard error at the time of each line.
+    """
+
+    step_percent = 1
+
+    def __init__(
+        self,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        *,
+        initial: int = 0,
+        enabled: bool = True,
+        iterable: Iterable[Any] | None = None,
+        stream: Any = None,
+    ) -> None:
+        super().__init__(
+            total, desc, unit, initial=initial, enabled=enabled, iterable=iterable, stream=stream
+        )
+        self._print()
+
+    def _line(self) -> str:
+        fraction = None if not self.total else round(min(self.n, self.total) / self.total, 4)
+        record = {
+            "progress": fraction,
+            "done": self.n,
+            "total": self.total,
+            "unit": self.unit,
+            "desc": self.desc,
+        }
+        return json.dumps(record)
+
+    def _print(self) -> None:
+        if self.enabled:
+            stream = sys.stderr if self._stream is None else self._stream
+            print(self._line(), file=stream, flush=True)
+
+
 def _plural(unit: str) -> str:
     if unit.endswith(("s", "x", "ch", "sh")):
         return f"{unit}es"
@@ -173,8 +265,9 @@ def progress_bar(
 ) -> Any:
     """A progress display: a tqdm bar on a terminal, :class:`PlainProgress` lines otherwise.
 
-    Both have ``update``, ``set_description``, ``set_postfix``, ``close``, work as context
-    managers and, given ``iterable``, iterate over it.
+    Inside :func:`progress_mode` ``"json"`` it is a :class:`JsonProgress`, and inside
+    ``"none"`` it shows nothing. All have ``update``, ``set_description``, ``set_postfix``,
+    ``close``, work as context managers and, given ``iterable``, iterate over it.
 
     Args:
         total: Units of work (None: the length of ``iterable``, if it has one).
@@ -188,6 +281,10 @@ def progress_bar(
     Returns:
         The display (typed ``Any``: it is iterated as ``iterable``'s items).
     """
+    mode = _mode[-1]
+    enabled = enabled and mode != "none"
+    if enabled and mode == "json":
+        return JsonProgress(total, desc, unit, initial=initial, iterable=iterable)
     if enabled and _terminal():
         from tqdm.auto import tqdm
 

@@ -1,3 +1,4 @@
+import json
 import sys
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 from PIL import Image
 
 from dsifn import DSIFN, save_checkpoint
-from dsifn.cli.main import main
+from dsifn.cli.main import build_parser, main
 from dsifn.inference.loading import load_runner
 from dsifn.inference.runner import TorchRunner
 from fixtures.rasters import CRS, uint16_scene, write_geotiff
@@ -195,3 +196,22 @@ def test_one_pair_is_refused_under_torchrun(checkpoint, pair, tmp_path, capsys, 
     assert main(argv) == 2
     assert "--before-dir" in _error_line(capsys)
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_progress_json_gives_json_lines_and_quiet_gives_none(checkpoint, pair, tmp_path, capsys):
+    argv = ["predict", "--checkpoint", str(checkpoint), "--before", str(pair[0]), "--after"]
+    argv += [str(pair[1]), "--device", "cpu", "--precision", "fp32", "--tile-size", "32"]
+    assert main([*argv, "--out", str(tmp_path / "a.tif"), "--progress", "json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert lines[0]["progress"] == 0.0 and lines[-1]["progress"] == 1.0
+    assert {line["desc"] for line in lines} == {"dsifn predict"} and lines[0]["unit"] == "tile"
+    assert [line["done"] for line in lines] == list(range(lines[-1]["total"] + 1))
+    assert main([*argv, "--out", str(tmp_path / "b.tif"), "--progress", "json", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_every_command_takes_progress():
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in commands.items():
+        option = parser._option_string_actions.get("--progress")
+        assert option is not None and option.choices == ("auto", "json", "none"), name

@@ -7,7 +7,11 @@ command is adding a file. Heavy imports belong inside ``run``.
 Errors a user can cause (:class:`dsifn.errors.DSIFNError`, missing files, bad values, an output
 folder that cannot be written, a bad option) print one line on standard error and exit with
 status 2 (library messages name parameters; :mod:`dsifn.cli.flags` writes them as the
-command's flags); an interrupt exits with 130 and SIGTERM with 143, both after cleaning up.
+command's flags); an interrupt exits with 130 and SIGTERM with 143, both after cleaning up
+(on Windows CTRL_BREAK, which a program sends to stop a child, counts as an interrupt).
+
+Every command takes ``--progress {auto,json,none}`` (:mod:`dsifn.progress`); a command's own
+``--quiet`` means ``none``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import Any, NoReturn
 from dsifn._version import __version__
 from dsifn.cli import commands
 from dsifn.cli.flags import in_flags
+from dsifn.cli.options import add_progress_option
 from dsifn.errors import DSIFNError
+from dsifn.progress import ProgressMode, progress_mode
 
 __all__ = ["build_parser", "main"]
 
@@ -58,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in _command_modules():
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
+        add_progress_option(command)
         command.set_defaults(_run=module.run, _parser=command)
     return parser
 
@@ -70,6 +77,24 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _catch_stop_signals() -> dict[int, Any]:
+    """Turn SIGTERM (and Windows' CTRL_BREAK) into exceptions; return the handlers replaced.
+
+    Signal handlers can only be set in the main thread; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous: dict[int, Any] = {signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate)}
+    brk = getattr(signal, "SIGBREAK", None)  # Windows only
+    if brk is not None:
+        previous[brk] = signal.signal(brk, _interrupt)
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     parser = build_parser()
@@ -77,12 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
-    # Signal handlers can only be set in the main thread; elsewhere SIGTERM keeps its default.
-    previous: Any = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = _catch_stop_signals()
+    mode: ProgressMode = "none" if getattr(args, "quiet", False) else args.progress
     try:
-        return int(args._run(args) or 0)
+        with progress_mode(mode):
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("dsifn: interrupted", file=sys.stderr)
         return 130
@@ -96,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dsifn {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _users_os_error(exc: OSError) -> bool:

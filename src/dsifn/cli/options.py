@@ -14,6 +14,7 @@ __all__ = [
     "add_model_file_options",
     "add_model_options",
     "add_overwrite_option",
+    "add_progress_option",
     "finite_float",
     "model_options_from_args",
 ]
@@ -64,6 +65,19 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
     """``--overwrite``: allow replacing existing outputs."""
     parser.add_argument(
         "--overwrite", action="store_true", help="replace outputs that already exist"
+    )
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """``--progress``: how progress is shown (every command has it; ``--quiet`` means none)."""
+    from dsifn.progress import PROGRESS_MODES
+
+    parser.add_argument(
+        "--progress",
+        default="auto",
+        choices=PROGRESS_MODES,
+        help="auto: a bar on a terminal, a line per tenth in a log; json: one JSON object a "
+        "line on standard error, for programs; none [auto]",
     )
 
 
