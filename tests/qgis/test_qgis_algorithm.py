@@ -314,8 +314,6 @@ def test_layers_gdal_opens_by_name_are_passed_by_that_name(data, direct, tmp_pat
     spec = {"plugins": PLUGINS, "params": params, "layers": layers}
     report = run_harness(spec, tmp_path)
     assert f"--before {t1} --after {t2} " in report["commands"][0]
-    if kind != "vrt" and report["error"] and report["error"].endswith("does not exist"):
-        pytest.xfail(f"dsifn predict does not read GDAL dataset names yet: {report['error']}")
     assert report["error"] is None, report
     if kind == "gpkg":  # another pair (8-bit): dsifn predict on the same names
         reference = tmp_path / "direct.tif"
