@@ -19,27 +19,25 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, NamedTuple, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dsifn._config import Config, plain, settle
 from dsifn._validation import check_choice
 from dsifn.errors import ConfigError, InputError
 from dsifn.models.decoder import DecoderStage, Descriptors, PReLUMode, decoder_widths
+from dsifn.models.padding import SIZE_MULTIPLE, check_pair, crop_to, reflect_pad
 from dsifn.models.vgg import VGG16Encoder, load_vgg16_state_dict, torchvision_to_encoder
 from dsifn.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization
 
 __all__ = [
     "DSIFN",
+    "SIZE_MULTIPLE",  # defined in dsifn.models.padding; importers of it from here still work
     "DSIFNConfig",
     "DSIFNOutput",
     "decoder_receptive_radius",
 ]
 
 Variant = Literal["pytorch", "keras"]
-
-# Input sides must be multiples of this: the encoder halves the resolution four times.
-SIZE_MULTIPLE = 16
 
 
 @dataclass(frozen=True)
@@ -210,22 +208,8 @@ class DSIFN(nn.Module):
 
     def _check_inputs(self, t1: Tensor, t2: Tensor) -> None:
         cfg = self.config
-        for name, x in (("t1", t1), ("t2", t2)):
-            if not isinstance(x, Tensor):
-                raise InputError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-            if not x.is_floating_point():
-                raise InputError(
-                    f"{name} must be a float tensor (scaled and normalised); got {x.dtype}"
-                )
-            if x.ndim != 4:
-                raise InputError(f"{name} must have shape (B, C, H, W); got {tuple(x.shape)}")
-        if t1.shape != t2.shape:
-            raise InputError(f"t1 and t2 shapes differ: {tuple(t1.shape)} vs {tuple(t2.shape)}")
-        _, bands, height, width = t1.shape
-        if bands != cfg.in_channels:
-            raise InputError(f"expected {cfg.in_channels} bands per date; got {bands}")
-        if min(height, width) < SIZE_MULTIPLE:
-            raise InputError(f"image sides must be at least 16 pixels; got {height}x{width}")
+        check_pair(t1, t2, cfg.in_channels)
+        height, width = t1.shape[-2:]
         if cfg.input_size is not None and (height, width) != (cfg.input_size, cfg.input_size):
             raise InputError(
                 f"this {cfg.variant} model takes {cfg.input_size}x{cfg.input_size} inputs only; "
@@ -278,7 +262,7 @@ class DSIFN(nn.Module):
             level = levels - 1 - i
             state = stage(feats1[level], feats2[level], state, given.get(i))
             stride = 2**level
-            logits.append(head(state)[..., : -(-height // stride), : -(-width // stride)])
+            logits.append(crop_to(head(state), height, width, stride))
         return DSIFNOutput(*reversed(logits))
 
     def attention_input(
@@ -324,11 +308,7 @@ class DSIFN(nn.Module):
     def _features(self, t1: Tensor, t2: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         # Checked, padded to multiples of 16 by reflection, through the encoder(s).
         self._check_inputs(t1, t2)
-        height, width = t1.shape[-2:]
-        pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
-        if pad_h or pad_w:
-            t1 = F.pad(t1, (0, pad_w, 0, pad_h), mode="reflect")
-            t2 = F.pad(t2, (0, pad_w, 0, pad_h), mode="reflect")
+        t1, t2 = reflect_pad(t1), reflect_pad(t2)
         if self.encoder_t2 is None:
             # One encoder pass over both dates: halves the kernel launches, same result.
             both = self.encoder(torch.cat([t1, t2], dim=0))
