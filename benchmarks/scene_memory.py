@@ -26,69 +26,18 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from rasterio.transform import from_origin
 from rasterio.windows import Window
 from torch import nn
 
 from dsifn import DSIFN
-from dsifn.contract import InputContract
 from dsifn.inference.runner import TorchRunner
 from dsifn.inference.scene import predict_scene
-from dsifn.normalization import Normalization
+from dsifn.testing import StandInRunner, write_scene
 
 
 def rss_mib() -> float:
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def make_scene(path: Path, size: int, seed: int, block: int = 1024) -> None:
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 3,
-        "dtype": "uint16",
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000, 4600000, 1.0, 1.0),
-        "nodata": 0,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "deflate",
-        "BIGTIFF": "IF_SAFER",
-    }
-    rng = np.random.default_rng(seed)
-    with rasterio.open(path, "w", **profile) as dst:
-        for row in range(0, size, block):
-            for col in range(0, size, block):
-                h, w = min(block, size - row), min(block, size - col)
-                y, x = np.mgrid[row : row + h, col : col + w]
-                base = 3000 + 1500 * np.sin(x / 97.0 + seed) * np.cos(y / 131.0)
-                noise = rng.integers(0, 200, (3, h, w))
-                dst.write((base + noise).astype(np.uint16), window=Window(col, row, w, h))
-
-
-class LocalStandIn:
-    """Cheap purely local model (no global pooling), for memory of the pipeline itself.
-
-    Change probability rises with the 5x5-averaged band difference, so changed regions are
-    blobs (as a trained model's are), not millions of one-pixel specks.
-    """
-
-    def __init__(self) -> None:
-        self.in_channels = 3
-        self.tile_size = None
-        self.normalization = Normalization(mean=(0.5,) * 3, std=(0.25,) * 3)
-        self.threshold = 0.5
-        self.contract = InputContract(3, self.normalization)
-        self.meta: dict[str, Any] = {}
-
-    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            diff = (torch.from_numpy(t1) - torch.from_numpy(t2)).abs().mean(1, keepdim=True)
-            smooth = nn.functional.avg_pool2d(diff, 5, stride=1, padding=2)
-            return torch.sigmoid(4.0 * (smooth - 1.5)).numpy()
 
 
 def calibrated_dsifn(t1: Path, t2: Path, runs: int = 4) -> DSIFN:
@@ -114,8 +63,8 @@ def calibrated_dsifn(t1: Path, t2: Path, runs: int = 4) -> DSIFN:
 def compare_whole(size: int, tile: int, overlap: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        make_scene(folder / "t1.tif", size, 1)
-        make_scene(folder / "t2.tif", size, 2)
+        write_scene(folder / "t1.tif", size, size, seed=1)
+        write_scene(folder / "t2.tif", size, size, seed=2)
         model = calibrated_dsifn(folder / "t1.tif", folder / "t2.tif")
         runner = TorchRunner(model, device="cpu", precision="fp32")
         predict_scene(
@@ -172,8 +121,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         folder = Path(tmp)
         start = time.perf_counter()
-        make_scene(folder / "t1.tif", size, 1)
-        make_scene(folder / "t2.tif", size, 2)
+        write_scene(folder / "t1.tif", size, size, seed=1)
+        write_scene(folder / "t2.tif", size, size, seed=2)
         made = time.perf_counter() - start
         print(
             f"scene {size} x {size} x 3 uint16 pair written window by window in {made:.0f} s; "
@@ -184,7 +133,7 @@ def main() -> None:
             torch.manual_seed(0)
             runner: Any = TorchRunner(DSIFN(encoder_weights=None), device="cpu", precision="fp32")
         else:
-            runner = LocalStandIn()
+            runner = StandInRunner(3, "difference")
         before = rss_mib()
         start = time.perf_counter()
         result = predict_scene(

@@ -9,6 +9,7 @@ import pytest
 
 from dsifn import load_checkpoint
 from dsifn.cli.main import main
+from dsifn.contract import InputContract
 from dsifn.demo import DemoConfig, run_demo
 from dsifn.errors import ConfigError, OutputExistsError
 
@@ -45,7 +46,7 @@ def test_tiny_demo_writes_everything(tmp_path):
     assert summary["train_steps"] == 1 and summary["stop_reason"] == "max_steps"
     # The checkpoint carries the threshold chosen on the validation split.
     model = load_checkpoint(result.checkpoint)
-    assert model.checkpoint_meta["threshold"] == pytest.approx(result.dsifn.threshold)
+    assert InputContract.of(model).threshold == pytest.approx(result.dsifn.threshold)
     assert model.config.encoder_weights is None and not model.config.freeze_encoder
     page = (out / "report.html").read_text()
     assert "run/curves.png" in page and "pixel difference" in page

@@ -148,7 +148,9 @@ class InputContract:
         """The contract a checkpoint's (or export's) ``meta`` records, for a model config.
 
         Older checkpoints record none: the reading of their training configuration is used
-        (``origin="training config"``), else the defaults (``origin="defaults"``).
+        (``origin="training config"``), else the defaults (``origin="defaults"``). The
+        threshold lives in the contract; checkpoints of dsifn 0.2 also kept a copy in
+        ``meta["threshold"]``, which wins when present, as those versions read it.
 
         Raises:
             ConfigError: If the recorded contract is malformed.
@@ -177,6 +179,11 @@ class InputContract:
     def reading(self) -> PixelReading:
         """How the pair reader reads pixels for this model (:mod:`dsifn.io.pairs`)."""
         return PixelReading(self.bands, self.nodata, self.resampling, self.scaling)
+
+    @classmethod
+    def of(cls, model: Any) -> InputContract:
+        """The contract a loaded model records (``model.checkpoint_meta``, its config)."""
+        return cls.from_meta(model.checkpoint_meta, model.config)
 
     def replace(self, **changes: Any) -> InputContract:
         """A copy with some fields changed."""

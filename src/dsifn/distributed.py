@@ -7,6 +7,7 @@ without these variables is a world of one, and every helper here is then a no-op
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ __all__ = [
     "gather_objects",
     "process_device",
     "setup_distributed",
+    "this_process",
 ]
 
 
@@ -42,6 +44,7 @@ class DistContext:
     world_size: int = 1  # number of processes
     local_rank: int = 0  # rank on this node; picks the GPU
     owns_group: bool = False  # this context created the process group and must destroy it
+    local_world_size: int = 1  # processes on this node, sharing its cores
 
     @property
     def is_main(self) -> bool:
@@ -70,6 +73,23 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={text!r} is not an integer") from exc
 
 
+def this_process() -> DistContext:
+    """Which process this is, as ``torchrun``'s environment says (without joining a group).
+
+    The one reader of ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE``: a
+    process without them is rank 0 of a world of one.
+
+    Raises:
+        ConfigError: If one of them is not an integer.
+    """
+    return DistContext(
+        rank=_env_int("RANK", 0),
+        world_size=max(_env_int("WORLD_SIZE", 1), 1),
+        local_rank=_env_int("LOCAL_RANK", 0),
+        local_world_size=max(_env_int("LOCAL_WORLD_SIZE", 1), 1),
+    )
+
+
 def setup_distributed(device: torch.device) -> DistContext:
     """Join the process group described by the environment, if any.
 
@@ -79,17 +99,16 @@ def setup_distributed(device: torch.device) -> DistContext:
     Returns:
         The context; a world of one when ``WORLD_SIZE`` is unset or 1.
     """
+    place = this_process()
     if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
-    world = _env_int("WORLD_SIZE", 1)
-    if world <= 1:
+        return dataclasses.replace(place, rank=dist.get_rank(), world_size=dist.get_world_size())
+    if place.world_size <= 1:
         return DistContext()
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
-    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    return DistContext(rank, world, local, owns_group=True)
+    dist.init_process_group(backend=backend, rank=place.rank, world_size=place.world_size)
+    return dataclasses.replace(place, owns_group=True)
 
 
 def agree(ctx: DistContext, ok: bool, error: BaseException | None = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,29 +15,18 @@ from dsifn.benchmark.inference import (
 from dsifn.flops import forward_flops
 from dsifn.inference.runner import TorchRunner
 from dsifn.models import DSIFN
-
-
-class _Recording:
-    """A runner whose model costs nothing; it records the shapes it was called with."""
-
-    in_channels = 3
-
-    def __init__(self) -> None:
-        self.shapes: list[tuple[int, ...]] = []
-
-    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
-        assert t1.shape == t2.shape
-        self.shapes.append(t1.shape)
-        return np.full((t1.shape[0], 1, *t1.shape[-2:]), 0.5, dtype=np.float32)
+from dsifn.testing import StandInRunner
 
 
 def test_each_named_runner_is_timed_on_the_same_batch():
     torch.manual_seed(0)
     network = DSIFN().eval()
     runners = [
-        NamedRunner("baseline", _Recording(), "the reference", "fp32"),
-        NamedRunner("fast", _Recording(), "the fast one", "bf16", cudnn_benchmark=True),
-        NamedRunner("openvino-int8", _Recording(), "another runtime", "int8"),
+        NamedRunner("baseline", StandInRunner(3, "constant"), "the reference", "fp32"),
+        NamedRunner(
+            "fast", StandInRunner(3, "constant"), "the fast one", "bf16", cudnn_benchmark=True
+        ),
+        NamedRunner("openvino-int8", StandInRunner(3, "constant"), "another runtime", "int8"),
     ]
     config = BenchmarkConfig(size=16, warmup=1, rounds=2, steps=3)
     cpu = torch.device("cpu")
@@ -60,7 +48,7 @@ def test_each_named_runner_is_timed_on_the_same_batch():
 
 
 def test_runner_names_must_differ():
-    runners = [NamedRunner("fast", _Recording(), "", "fp32")] * 2
+    runners = [NamedRunner("fast", StandInRunner(3, "constant"), "", "fp32")] * 2
     with pytest.raises(ValueError, match="different names"):
         measure_inference(
             runners, network=DSIFN(), config=BenchmarkConfig(size=16),

@@ -9,6 +9,7 @@ from PIL import Image
 
 from dsifn import load_checkpoint
 from dsifn.cli.main import main
+from dsifn.contract import InputContract
 from dsifn.training.config import load_config
 from fixtures.datasets import write_levir
 from fixtures.training import TINY
@@ -37,7 +38,7 @@ def test_train_writes_a_complete_run_and_refuses_to_reuse_it(tmp_path, levir, ca
     assert "best validation F1" in out
 
     model = load_checkpoint(run / "best.pt")
-    assert model.checkpoint_meta["threshold"] == 0.5
+    assert InputContract.of(model).threshold == 0.5
     load_checkpoint(run / "last.pt")
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1]

@@ -14,6 +14,7 @@ from PIL import Image
 
 from dsifn import DSIFN, load_checkpoint, save_checkpoint
 from dsifn.cli.main import main
+from dsifn.contract import InputContract
 from dsifn.data import ChangeDetectionDataset, DataConfig
 from dsifn.evaluation.report import error_map
 from dsifn.evaluation.results import image_f1
@@ -199,7 +200,7 @@ def test_tune_threshold_is_stored_in_checkpoint(workspace, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0
     model = load_checkpoint(checkpoint)
-    tuned = model.checkpoint_meta["threshold"]
+    tuned = InputContract.of(model).threshold
     assert model.checkpoint_meta["source"] == "test"  # other meta kept
     assert "val split" in model.checkpoint_meta["threshold_source"]
     assert torch.load(checkpoint, weights_only=True)["optimizer"] == {"step": 7}  # extras kept

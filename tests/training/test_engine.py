@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from dsifn import load_checkpoint
+from dsifn.contract import InputContract
 from dsifn.errors import CheckpointError, ConfigError, DataError, DSIFNError, OutputExistsError
 from dsifn.models import DSIFN
 from dsifn.models.checkpoint import read_checkpoint
@@ -87,7 +88,7 @@ def test_run_directory_contents_checkpoints_and_step_limit(tmp_path, levir):
         "curves.png",
     }
     model = load_checkpoint(result.best_checkpoint)
-    assert model.checkpoint_meta["threshold"] == 0.5
+    assert InputContract.of(model).threshold == 0.5
     assert model.checkpoint_meta["training"]["data"]["root"] == str(levir)
     assert model.checkpoint_meta["best_f1"] == result.best_scores["f1"]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

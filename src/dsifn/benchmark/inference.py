@@ -109,7 +109,7 @@ def measure_inference(
     names = [r.name for r in runners]
     if len(set(names)) != len(names):
         raise ValueError(f"inference paths need different names; got {names}")
-    bands = runners[0].runner.in_channels
+    bands = runners[0].runner.contract.band_count
     t1, t2 = (x.cpu().numpy() for x in _pairs(batch, bands, config.size, device, config.seed))
     steps = {
         r.name: switching(functools.partial(r.runner, t1, t2), r.cudnn_benchmark) for r in runners

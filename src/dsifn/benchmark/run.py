@@ -18,6 +18,7 @@ from dsifn.benchmark.results import BenchmarkReport, CaseResult
 from dsifn.benchmark.runtimes import build_runners, fast_runner
 from dsifn.benchmark.scene import measure_scene
 from dsifn.benchmark.training import measure_training
+from dsifn.contract import InputContract
 from dsifn.devices import resolve_device, resolve_precision
 from dsifn.inference.runner import TorchRunner
 from dsifn.models.dsifn import DSIFN
@@ -141,7 +142,7 @@ def _compare_accuracy(
         pairs=config.accuracy_pairs,
         size=config.size,
         batch=batch,
-        threshold=float(model.checkpoint_meta.get("threshold", 0.5)),
+        threshold=InputContract.from_meta(model.checkpoint_meta, model.config).threshold,
         seed=config.seed,
         device=device,
     )

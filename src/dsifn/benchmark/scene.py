@@ -21,7 +21,7 @@ import functools
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,55 +34,12 @@ from dsifn.benchmark.timing import case_result, interleaved
 from dsifn.devices import Precision
 from dsifn.inference.runner import TileRunner, TorchRunner
 from dsifn.models.dsifn import DSIFN
+from dsifn.testing import StandInRunner, write_scene
 
 if TYPE_CHECKING:
     from dsifn.inference.scene import SceneResult
 
 __all__ = ["measure_scene"]
-
-
-def _write_scene_pair(folder: Path, side: int, bands: int, seed: int) -> tuple[Path, Path]:
-    """Two uint8 GeoTIFFs of ``side`` x ``side`` pixels (UTM, 0.5 m), textured noise."""
-    import rasterio
-    from rasterio.transform import Affine
-
-    rng = np.random.default_rng(seed)
-    profile = {
-        "driver": "GTiff",
-        "height": side,
-        "width": side,
-        "count": bands,
-        "dtype": "uint8",
-        "crs": "EPSG:32633",
-        "transform": Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0),
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-    }
-    paths = []
-    for name in ("t1.tif", "t2.tif"):
-        path = folder / name
-        with rasterio.open(path, "w", **profile) as dst:
-            for top in range(0, side, 1024):
-                rows = min(1024, side - top)
-                block = rng.integers(0, 256, size=(bands, rows, side), dtype=np.uint8)
-                dst.write(block, window=((top, top + rows), (0, side)))
-        paths.append(path)
-    return paths[0], paths[1]
-
-
-class _ConstantRunner:
-    # A TileRunner with the real runner's attributes whose model costs nothing.
-    def __init__(self, like: Any) -> None:
-        self.in_channels = like.in_channels
-        self.tile_size = like.tile_size
-        self.normalization = like.normalization
-        self.threshold = like.threshold
-        self.contract = like.contract
-        self.meta: dict[str, Any] = {}
-
-    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
-        return np.full((t1.shape[0], 1, *t1.shape[-2:]), 0.5, dtype=np.float32)
 
 
 def _raw_case(
@@ -91,7 +48,8 @@ def _raw_case(
     """The runner alone, on batches of tiles already in memory: the pixel rate to match."""
     size = config.size
     rng = np.random.default_rng(config.seed)
-    tiles = rng.standard_normal((2, batch, runner.in_channels, size, size), dtype=np.float32)
+    bands = runner.contract.band_count
+    tiles = rng.standard_normal((2, batch, bands, size, size), dtype=np.float32)
 
     def raw() -> None:
         runner(tiles[0], tiles[1])
@@ -172,13 +130,20 @@ def measure_scene(
     raw = _raw_case(runner, config, device, batch)
     with tempfile.TemporaryDirectory(prefix="dsifn-bench-") as tmp:
         folder = Path(tmp)
-        pair = _write_scene_pair(folder, config.scene_size, runner.in_channels, config.seed)
+        side, bands = config.scene_size, runner.contract.band_count
+        pair = (
+            write_scene(
+                folder / "t1.tif", side, side, bands=bands, dtype="uint8", seed=config.seed
+            ),
+            write_scene(
+                folder / "t2.tif", side, side, bands=bands, dtype="uint8", seed=config.seed + 1
+            ),
+        )
         predict = functools.partial(
             _timed_prediction, pair=pair, tile=config.size, batch=batch, device=device
         )
-        _, pipeline_seconds, pipeline_memory = predict(
-            _ConstantRunner(runner), folder / "pipeline.tif"
-        )
+        constant = StandInRunner(bands, "constant", contract=runner.contract)
+        _, pipeline_seconds, pipeline_memory = predict(constant, folder / "pipeline.tif")
         result, seconds, memory = predict(runner, folder / "change.tif")
     pipeline = _whole_scene_case(
         "pipeline only",

@@ -32,20 +32,22 @@ __all__ = [
 def store_threshold(
     path: str | os.PathLike[str], threshold: float, *, note: str | None = None
 ) -> None:
-    """Record a decision threshold in a checkpoint's meta, rewriting the file atomically.
+    """Record a decision threshold in a checkpoint's input contract, rewriting it atomically.
 
-    Every other entry of the checkpoint (weights, configuration, training state, meta) is kept.
+    The threshold lives in one place, the contract; a checkpoint written before that rule loses
+    its old ``meta["threshold"]`` entry here. Every other entry of the checkpoint (weights,
+    configuration, training state, meta) is kept.
 
     Args:
         path: A dsifn checkpoint.
-        threshold: The new ``meta["threshold"]``.
+        threshold: The new threshold.
         note: Where the threshold came from, stored as ``meta["threshold_source"]``.
     """
     payload = read_checkpoint(path)
     model = model_from_checkpoint(payload, source=str(path))
     meta = dict(payload.get("meta") or {})
-    meta["threshold"] = float(threshold)
-    contract = InputContract.from_meta(meta, model.config)  # the new threshold, recorded once
+    contract = InputContract.from_meta(meta, model.config)
+    meta.pop("threshold", None)
     meta[CONTRACT_KEY] = contract.replace(threshold=float(threshold)).to_dict()
     if note:
         meta["threshold_source"] = note

@@ -35,21 +35,19 @@ __all__ = [
 class TileRunner(Protocol):
     """A model that maps tile pairs to change probabilities.
 
+    What the input contract carries (band count, normalisation, threshold, the tile size it
+    trained on) is read from it; a runner adds only what the contract does not say.
+
     Attributes:
-        in_channels: Bands the model takes per date.
+        contract: How the model's input is made from files (bands, scaling, normalisation,
+            threshold...).
         tile_size: Fixed tile side the model requires, or None if it takes any size >= 16.
-        normalization: Applied to images scaled to [0, 1] before they reach the runner.
-        threshold: Decision threshold recorded with the model.
         meta: Recorded metadata (a checkpoint's ``meta``).
-        contract: How the model's input is made from files (bands, scaling, threshold...).
     """
 
-    in_channels: int
-    tile_size: int | None
-    normalization: Normalization
-    threshold: float
-    meta: dict[str, Any]
     contract: InputContract
+    tile_size: int | None
+    meta: dict[str, Any]
 
     def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
         """Predict change probabilities.

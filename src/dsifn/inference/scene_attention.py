@@ -67,7 +67,6 @@ class AttentionRunner(Protocol):
     :class:`~dsifn.inference.runner.TorchRunner` is one; ONNX models are not.
     """
 
-    in_channels: int
     attention_stages: tuple[int, ...]
     receptive_radius: int
 

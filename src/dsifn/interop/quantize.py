@@ -368,7 +368,7 @@ def measure_cost(
     Returns:
         The cost.
     """
-    threshold = fp32.threshold
+    threshold = fp32.contract.threshold
     reference = runner_scorer(fp32, tiles.tile_size)
     candidate = runner_scorer(int8, tiles.tile_size)
     rows = []

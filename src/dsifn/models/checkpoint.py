@@ -7,8 +7,8 @@ A checkpoint is a ``torch.save``'d dictionary of plain types only, so it loads w
      "model_config": {...}, "state_dict": {...}, "meta": {...}}
 
 ``meta`` holds what the rest of the package records: the input contract
-(``meta["input_contract"]``, :mod:`dsifn.contract`; written into every checkpoint), the
-decision threshold, training configuration and history, where converted weights came from.
+(``meta["input_contract"]``, :mod:`dsifn.contract`; written into every checkpoint, with the
+decision threshold), training configuration and history, where converted weights came from.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def save_checkpoint(
     Args:
         path: Output file (conventionally ``.pt``).
         model: The network; a ``DistributedDataParallel`` or compiled wrapper is unwrapped.
-        meta: Plain-typed metadata (threshold, source, training info).
+        meta: Plain-typed metadata (input contract, source, training info).
         overwrite: Replace an existing file.
         **extra: Further top-level plain-typed entries (optimizer state for resuming, say).
 
@@ -80,9 +80,11 @@ def save_checkpoint(
 
 def _with_contract(meta: dict[str, Any], model: DSIFN) -> dict[str, Any]:
     # Every checkpoint records how its input is made: the one given, else the one its meta
-    # implies (a training configuration, or the defaults).
-    if CONTRACT_KEY not in meta:
+    # implies (a training configuration, or the defaults). The threshold lives in the
+    # contract only: a ``meta["threshold"]`` given (the way of dsifn 0.2) moves into it.
+    if CONTRACT_KEY not in meta or "threshold" in meta:
         meta[CONTRACT_KEY] = InputContract.from_meta(meta, model.config).to_dict()
+    meta.pop("threshold", None)
     return meta
 
 

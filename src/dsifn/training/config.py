@@ -212,8 +212,9 @@ class RunConfig(Config):
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux
             cores = os.cpu_count() or 1
-        local = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
-        return min(4, cores // local)
+        from dsifn.distributed import this_process
+
+        return min(4, cores // this_process().local_world_size)
 
 
 def _paper_model() -> DSIFNConfig:

@@ -8,7 +8,8 @@ accumulation and clipping. After each validation round (each epoch, or every
 - ``last.pt``: the model (a normal dsifn checkpoint) plus a ``resume`` entry holding the
   optimiser, scheduler, loss scaler, position in the data, counters, history and every
   process's random-generator states (:mod:`dsifn.training.resume`);
-- ``best.pt``: the model of the best validation F1 so far, with ``meta["threshold"]``; until
+- ``best.pt``: the model of the best validation F1 so far, with its input contract (which holds
+  the decision threshold); until
   a round gives a finite F1 (a validation split without labelled pixels never does), the
   latest round's model, with ``meta["best_scored"]`` false;
 - ``metrics.jsonl`` / ``metrics.csv`` (one row per round), ``curves.png`` and, when
@@ -435,6 +436,5 @@ class _Trainer:
             "epoch": state.epoch,
             "step": state.step,
             "best_f1": state.best_f1,
-            "threshold": self.config.validation.threshold,
             "scores": dict(state.history[-1]) if state.history else {},
         }

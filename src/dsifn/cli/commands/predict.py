@@ -199,10 +199,9 @@ def _one_pair(args: argparse.Namespace) -> bool:
 
 
 def _world_size() -> int:
-    import os
+    from dsifn.distributed import this_process
 
-    text = os.environ.get("WORLD_SIZE", "")
-    return int(text) if text.isdigit() else 1
+    return this_process().world_size
 
 
 def _line(result: SceneResult) -> str:

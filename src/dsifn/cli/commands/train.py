@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from dsifn.cli.flags import set_param
@@ -54,11 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, report the data layout, train."""
+    from dsifn.distributed import this_process
     from dsifn.errors import CheckpointError, ConfigError
     from dsifn.training.config import apply_overrides, load_config, parse_overrides
     from dsifn.training.engine import train
 
-    main_process = os.environ.get("RANK", "0") == "0"
+    main_process = this_process().is_main
     if args.resume and args.run_dir is None:
         raise ConfigError("--resume needs --run-dir: the run to continue")
     source = args.config
