@@ -43,6 +43,7 @@ __all__ = [
     "check_threshold",
     "is_change",
     "notify",
+    "say",
 ]
 
 # Where the contract lives in a checkpoint's meta and in an export's metadata.
@@ -89,6 +90,15 @@ def check_threshold(value: Any, source: str = "threshold") -> float:
 def notify(text: str) -> None:
     """Say one line on standard error (overrides of the contract, missing contracts)."""
     print(f"dsifn: {text}", file=sys.stderr)
+
+
+def say(lines: list[str], said: set[str] | None = None) -> None:
+    """Say each line once (:func:`notify`), skipping those in ``said``, which is updated."""
+    said = set() if said is None else said
+    for line in lines:
+        if line not in said:
+            said.add(line)
+            notify(line)
 
 
 @dataclass(frozen=True)
@@ -262,7 +272,7 @@ class InputContract:
         )
 
     def resolve(self, source: str, said: set[str] | None = None, **options: Any) -> InputContract:
-        """:meth:`override` with its notices said on stderr, with :meth:`notice`'s first.
+        """:meth:`resolved` with its notices said on stderr at once (:func:`say`).
 
         Args:
             source: The model file, for the notice of a missing contract.
@@ -272,13 +282,18 @@ class InputContract:
         Returns:
             The contract to use.
         """
-        contract, notices = self.override(**options)
-        said = set() if said is None else said
-        for line in [self.notice(source), *notices]:
-            if line is not None and line not in said:
-                said.add(line)
-                notify(line)
+        contract, lines = self.resolved(source, **options)
+        say(lines, said)
         return contract
+
+    def resolved(self, source: str, **options: Any) -> tuple[InputContract, list[str]]:
+        """:meth:`override`, with :meth:`notice`'s line first; nothing is said yet.
+
+        Returns:
+            The contract to use and the lines to say once the work is sure to start.
+        """
+        contract, notices = self.override(**options)
+        return contract, [line for line in [self.notice(source), *notices] if line is not None]
 
     def override(self, **options: Any) -> tuple[InputContract, list[str]]:
         """Apply options that replace recorded values; None means "as recorded".

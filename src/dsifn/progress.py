@@ -36,8 +36,9 @@ PROGRESS_MODES: tuple[str, ...] = get_args(ProgressMode)
 STEP_PERCENT = 10
 """Plain progress prints a line each time this many more percent of the work is done."""
 
-QUIET_SECONDS = 1.0
-"""Plain progress stays silent for work done this soon (a quick run, or one that fails early)."""
+QUIET_SECONDS = 10.0
+"""Plain progress stays silent for work done this soon (a quick run, or one that fails early,
+whose error is then the only line on standard error)."""
 
 _mode: list[ProgressMode] = ["auto"]  # the mode of the innermost progress_mode block
 

@@ -40,7 +40,7 @@ def test_pairs_are_matched_by_name_and_get_a_map_of_their_kind(tmp_path):
     pairs = pair_folders(before, after)
     assert pairs.matched == ("a.tif", "b.png")
     assert (pairs.only_before, pairs.only_after) == (("only1.tif",), ("only2.png",))
-    jobs = plan_outputs(pairs, tmp_path / "out", SceneOptions())
+    jobs = plan_outputs(pairs, tmp_path / "out", SceneOptions()).jobs
     assert [(j.before.name, j.after.parent.name, j.out.name) for j in jobs] == [
         ("a.tif", "t2", "a.tif"),
         ("b.png", "t2", "b.png"),
@@ -116,3 +116,57 @@ def test_a_failing_pair_stops_the_folder_with_its_error(tmp_path):
     with pytest.raises(DataError, match=r"extent.*align=True"):
         predict_folders(LocalRunner(), before, after, tmp_path / "out", **OPTIONS)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.tif"]
+
+
+def test_splits_cover_every_pair_once_for_any_count():
+    from dsifn.inference.folders import Share
+
+    names = tuple(f"p{i}.tif" for i in range(7))  # an odd number of pairs
+    for count in (1, 2, 3):
+        shares = [Share(count, index).of(names) for index in range(count)]
+        assert sorted(n for share in shares for n in share) == sorted(names)
+        assert sum(len(share) for share in shares) == len(names)  # disjoint
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+        assert shares == [Share(count, index).of(names) for index in range(count)]  # fixed
+    for count, index in ((0, 0), (3, 3), (2, -1)):
+        with pytest.raises(ConfigError, match=r"num_splits|split_index"):
+            Share(count, index)
+
+
+def test_an_interrupted_folder_run_resumes_to_the_same_maps(tmp_path):
+    names = [f"p{i}.tif" for i in range(5)]
+    before, after = _folders(tmp_path, names)
+    whole = tmp_path / "whole"
+    predict_folders(LocalRunner(), before, after, whole, **OPTIONS)
+    runner = LocalRunner()
+    runner.fail_after = 2  # the third pair's tile fails: two maps are written, then it stops
+    cut = tmp_path / "cut"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        predict_folders(runner, before, after, cut, **OPTIONS)
+    assert sorted(p.name for p in cut.glob("*.tif")) == ["p0.tif", "p1.tif"]
+    (cut / "p2.tif").write_bytes(b"II*\x00 a partial map from elsewhere")
+    with pytest.raises(OutputExistsError, match=r"p2\.tif exists"):  # partial: not complete
+        predict_folders(LocalRunner(), before, after, cut, skip_existing=True, **OPTIONS)
+    (cut / "p2.tif").unlink()
+    resumed = LocalRunner()
+    done = predict_folders(resumed, before, after, cut, skip_existing=True, **OPTIONS)
+    assert done.skipped == ("p0.tif", "p1.tif") and len(done.results) == 3
+    assert resumed.calls == 3  # one tile per pair, only the three missing pairs
+    for name in names:
+        with rasterio.open(whole / name) as a, rasterio.open(cut / name) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+    with pytest.raises(ConfigError, match="not both"):
+        predict_folders(LocalRunner(), before, after, cut, skip_existing=True, overwrite=True)
+
+
+def test_array_jobs_predict_disjoint_shares_that_make_the_whole_run(tmp_path):
+    from dsifn.inference.folders import Share
+
+    names = [f"p{i}.tif" for i in range(5)]
+    before, after = _folders(tmp_path, names)
+    out = tmp_path / "out"
+    written = []
+    for index in range(3):
+        done = predict_folders(LocalRunner(), before, after, out, share=Share(3, index), **OPTIONS)
+        written.append([r.output.name for r in done.results])
+    assert written == [["p0.tif"], ["p1.tif", "p2.tif"], ["p3.tif", "p4.tif"]]

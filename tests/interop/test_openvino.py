@@ -11,6 +11,7 @@ import filecmp
 import hashlib
 import json
 import os
+import shutil
 import sys
 from typing import get_args
 
@@ -181,24 +182,33 @@ def test_bins_swapped_between_two_exports_are_refused(
     assert OpenVINORunner(theirs, device="cpu").threshold == 0.4
 
 
-def test_an_interrupted_replacement_is_refused_rather_than_mixed(
-    openvino_file, tmp_path, monkeypatch, capsys
-):
+def test_a_failed_replacement_puts_the_old_pair_back(openvino_file, tmp_path, monkeypatch):
     path = _pair(tmp_path / "out", "model", openvino_file, openvino_file.with_suffix(".bin"))
     move = atomic.move_into_place
 
-    def crash_before_the_xml(tmp, final):
+    def fail_at_the_xml(tmp, final):
         if final.suffix == ".xml":  # the .bin has been renamed into place; the .xml is not
-            raise OSError(errno.EIO, "simulated crash between the two renames", str(final))
+            raise OSError(errno.EIO, "simulated failure between the two renames", str(final))
         move(tmp, final)
 
-    monkeypatch.setattr(atomic, "move_into_place", crash_before_the_xml)
-    with pytest.raises(OSError, match="simulated crash"):
+    monkeypatch.setattr(atomic, "move_into_place", fail_at_the_xml)
+    with pytest.raises(OSError, match="simulated failure"):
         export_openvino(DSIFN(variant="pytorch"), path, overwrite=True, check=False)
     monkeypatch.undo()
-    # The new .bin beside the old .xml: a reader is refused, never served the mixed pair.
-    assert not filecmp.cmp(path.with_suffix(".bin"), openvino_file.with_suffix(".bin"))
+    # The old pair, byte for byte: the new .bin was moved out again.
+    assert filecmp.cmp(path.with_suffix(".bin"), openvino_file.with_suffix(".bin"), shallow=False)
     assert filecmp.cmp(path, openvino_file, shallow=False)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.bin", "model.xml"]
+    OpenVINORunner(path, device="cpu")  # loads
+
+
+def test_a_crash_between_the_renames_is_refused_rather_than_mixed(openvino_file, tmp_path, capsys):
+    # What a crash (power loss, SIGKILL) between the two renames leaves: the new .bin beside
+    # the old .xml. A reader is refused, never served the mixed pair.
+    path = _pair(tmp_path / "out", "model", openvino_file, openvino_file.with_suffix(".bin"))
+    other = export_openvino(DSIFN(variant="pytorch"), tmp_path / "new.xml", check=False)
+    path.with_suffix(".bin").unlink()  # a hard link to the shared file: do not write through it
+    shutil.copyfile(other.with_suffix(".bin"), path.with_suffix(".bin"))
     with pytest.raises(WeightsError, match="replacing it did not finish; export the model again"):
         OpenVINORunner(path, device="cpu")
     assert "export the model again" in _refused_by_predict(path, tmp_path, capsys)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,45 +149,70 @@ class ReportWriter:
         self.errors = errors or report
         self.overwrite = overwrite
         self.rows: list[_Row] = []
-        self._names: set[str] = set()
+        self._stems: dict[str, str] = {}  # pair name -> file name stem
+        self._where: dict[Path, Path] = {}  # final path -> where it is written (staged)
 
-    def _file(self, folder: str, name: str) -> tuple[Path, str]:
-        relative = f"{folder}/{name}.png"
-        return self.out / relative, relative
+    def _stem(self, name: str) -> str:
+        if name not in self._stems:
+            base = safe_name(name)
+            stem, k = base, 1
+            taken = set(self._stems.values())
+            while stem in taken:  # two names that sanitise alike must not share files
+                k += 1
+                stem = f"{base}_{k}"
+            self._stems[name] = stem
+        return self._stems[name]
+
+    def _files(self, name: str) -> dict[str, str]:
+        """The pictures of one pair: kind -> path relative to the output folder."""
+        stem = self._stem(name)
+        files = {}
+        if self.masks:
+            files["prediction"] = f"masks/{stem}.png"
+        if self.errors:
+            files["error"] = f"errors/{stem}.png"
+        if self.report:
+            for kind in ("before", "after", "reference"):
+                files[kind] = f"report/{stem}_{kind}.png"
+        return files
+
+    def planned(self, names: Sequence[str]) -> list[Path]:
+        """Every file it will write for the pairs ``names``: pictures, then ``report.html``.
+
+        Called before an evaluation, it fixes the pictures' names in this order, so that
+        they can be checked (and staged, :meth:`stage`) before anything is written.
+        """
+        paths = [self.out / rel for name in names for rel in self._files(name).values()]
+        return paths + ([self.out / "report.html"] if self.report else [])
+
+    def stage(self, where: Mapping[Path, Path]) -> None:
+        """Write each final path given at the staged path it maps to (:func:`staged`)."""
+        self._where = dict(where)
+
+    def _write(self, rel: str, picture: NDArray[np.uint8], valid: Any = None) -> None:
+        final = self.out / rel
+        where = self._where.get(final)
+        write_png(where or final, picture, valid=valid, overwrite=self.overwrite or bool(where))
 
     def __call__(self, item: Prediction) -> None:
         """Write the pictures of one image and remember its scores."""
-        base = safe_name(item.name)
-        stem, k = base, 1
-        while stem in self._names:  # two names that sanitise alike must not share files
-            k += 1
-            stem = f"{base}_{k}"
-        self._names.add(stem)
-        pictures: dict[str, str] = {}
+        files = self._files(item.name)
         pred, has_data = item.prediction, _as_bool(item.has_data)
+        pictures: dict[str, NDArray[np.uint8]] = {}
         if self.masks:
-            path, rel = self._file("masks", stem)
-            write_png(path, mask_to_gray(pred), valid=has_data, overwrite=self.overwrite)
-            pictures["prediction"] = rel
+            pictures["prediction"] = mask_to_gray(pred)
         if self.errors:
-            path, rel = self._file("errors", stem)
-            write_png(path, error_map(pred, item.mask, item.valid), overwrite=self.overwrite)
-            pictures["error"] = rel
+            pictures["error"] = error_map(pred, item.mask, item.valid)
         if self.report:
             dates = [item.image[0].float().numpy(), item.image[1].float().numpy()]
-            before, after = display_stretch(dates, [has_data, has_data])
-            for kind, picture in (
-                ("before", before),
-                ("after", after),
-                ("reference", mask_to_gray(item.mask)),
-            ):
-                path, rel = self._file("report", f"{stem}_{kind}")
-                write_png(path, picture, overwrite=self.overwrite)
-                pictures[kind] = rel
+            pictures["before"], pictures["after"] = display_stretch(dates, [has_data] * 2)
+            pictures["reference"] = mask_to_gray(item.mask)
+        for kind, picture in pictures.items():
+            self._write(files[kind], picture, has_data if kind == "prediction" else None)
         p, r, v = _as_bool(pred), _as_bool(item.mask), _as_bool(item.valid)
         tp, fp = int((p & r & v).sum()), int((p & ~r & v).sum())
         fn, tn = int((~p & r & v).sum()), int((~p & ~r & v).sum())
-        self.rows.append(_Row(ImageResult(item.name, tp, fp, fn, tn, scores={}), pictures))
+        self.rows.append(_Row(ImageResult(item.name, tp, fp, fn, tn, scores={}), files))
 
     def write_html(
         self,
@@ -216,8 +241,9 @@ class ReportWriter:
             comparison=comparison,
         )
         path = self.out / "report.html"
-        check_output_path(path, overwrite=self.overwrite)
-        with atomic_path(path, overwrite=self.overwrite) as tmp:
+        where = self._where.get(path)
+        check_output_path(where or path, overwrite=self.overwrite or bool(where))
+        with atomic_path(where or path, overwrite=self.overwrite or bool(where)) as tmp:
             tmp.write_text(page, encoding="utf-8")
         return path
 

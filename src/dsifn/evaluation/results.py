@@ -62,6 +62,8 @@ class EvaluationResult:
     threshold: float  # probability above which a pixel counts as change
     images: int  # pairs evaluated
     per_image: list[ImageResult] | None = None  # one entry per pair when asked for
+    nodata: int = 0  # pixels left out because a date has no data there
+    ignored: int = 0  # pixels with data left out because the reference does not label them
 
     @property
     def pixels(self) -> int:
@@ -76,6 +78,7 @@ class EvaluationResult:
             "threshold": self.threshold,
             "images": self.images,
             "pixels": self.pixels,
+            "left_out": {"nodata": self.nodata, "ignored": self.ignored},
         }
         if self.per_image is not None:
             out["per_image"] = [dataclasses.asdict(r) for r in self.per_image]
@@ -112,5 +115,7 @@ def format_table(result: EvaluationResult, title: str | None = None) -> str:
         f"    reference no change     FP {result.fp:>{width},d}     TN {result.tn:>{width},d}",
         f"  threshold  {result.threshold:.4g}    images {result.images}    "
         f"valid pixels {result.pixels:,d}",
+        f"  left out   {result.nodata:,d} pixels without data in a date (nodata, alpha, mask, "
+        f"NaN), {result.ignored:,d} not labelled (ignore value, NaN label)",
     ]
     return "\n".join(lines)

@@ -186,7 +186,7 @@ def score_batches(
         The scores, counts and threshold over all batches (of all processes).
     """
     total = ConfusionMatrix(threshold=threshold)
-    images = 0
+    counts = [0.0, 0.0, 0.0]  # images, pixels without data, pixels not labelled
     rows: list[ImageResult] = []
     for batch in batches:
         prob = predict(batch).float()
@@ -195,14 +195,17 @@ def score_batches(
         total.update(prob, mask, valid)
         if sweep is not None:
             sweep.update(prob, mask, valid)
-        images += int(mask.shape[0])
+        has_data = batch.get("has_data", batch["valid"]).cpu()
+        counts[0] += int(mask.shape[0])
+        counts[1] += int((~has_data).sum())
+        counts[2] += int((has_data & ~batch["valid"].cpu()).sum())
         if per_image or on_prediction is not None:
             rows += _each_image(batch, prob.cpu(), threshold, on_prediction)
     if ctx is not None and ctx.distributed:
         total.all_reduce()
         if sweep is not None:
             sweep.all_reduce()
-        images = int(all_reduce_sum(ctx, [float(images)])[0])
+        counts = all_reduce_sum(ctx, counts)
     return EvaluationResult(
         scores=total.scores(),
         tp=total.tp,
@@ -210,8 +213,10 @@ def score_batches(
         fn=total.fn,
         tn=total.tn,
         threshold=threshold,
-        images=images,
+        images=int(counts[0]),
         per_image=rows if per_image else None,
+        nodata=int(counts[1]),
+        ignored=int(counts[2]),
     )
 
 

@@ -1,7 +1,9 @@
 """Scoring a model file on a dataset: read the data as its contract says, tune, evaluate.
 
-:func:`evaluate_checkpoint` is what ``dsifn evaluate`` runs; :func:`store_threshold` records a
-tuned threshold in a checkpoint.
+:func:`evaluate_checkpoint` scores a model file; ``dsifn evaluate`` runs its two halves,
+:func:`prepare_evaluation` (every check and read that can fail, before any output is touched)
+and :meth:`PreparedEvaluation.run`, so that it can check and stage its outputs in between.
+:func:`store_threshold` records a tuned threshold in a checkpoint.
 """
 
 from __future__ import annotations
@@ -20,17 +22,24 @@ from dsifn.errors import InputError
 from dsifn.evaluation.results import EvaluationResult, Prediction
 from dsifn.evaluation.scoring import evaluate, tune_threshold
 from dsifn.inference.loading import load_runner, runtime_for
+from dsifn.inference.runner import TileRunner
 from dsifn.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 
 __all__ = [
     "CheckpointEvaluation",
+    "PreparedEvaluation",
     "evaluate_checkpoint",
+    "prepare_evaluation",
     "store_threshold",
 ]
 
 
 def store_threshold(
-    path: str | os.PathLike[str], threshold: float, *, note: str | None = None
+    path: str | os.PathLike[str],
+    threshold: float,
+    *,
+    note: str | None = None,
+    out: str | os.PathLike[str] | None = None,
 ) -> None:
     """Record a decision threshold in a checkpoint's input contract, rewriting it atomically.
 
@@ -42,6 +51,7 @@ def store_threshold(
         path: A dsifn checkpoint.
         threshold: The new threshold.
         note: Where the threshold came from, stored as ``meta["threshold_source"]``.
+        out: Write the updated checkpoint here instead of over ``path`` (a staged path).
     """
     payload = read_checkpoint(path)
     model = model_from_checkpoint(payload, source=str(path))
@@ -53,7 +63,7 @@ def store_threshold(
         meta["threshold_source"] = note
     own = {"format", "format_version", "dsifn_version", "model_config", "state_dict", "meta"}
     extra = {k: v for k, v in payload.items() if k not in own}
-    save_checkpoint(path, model, meta=meta, overwrite=True, **extra)
+    save_checkpoint(out or path, model, meta=meta, overwrite=True, **extra)
 
 
 def _training_validation(found: DetectedLayout, meta: Mapping[str, Any]) -> DetectedLayout:
@@ -96,6 +106,85 @@ class CheckpointEvaluation:
     tuned: tuple[float, dict[str, float]] | None  # threshold and val scores, when tuned
 
 
+@dataclass(frozen=True)
+class PreparedEvaluation:
+    """A model file and the splits it will be scored on, read before anything is written.
+
+    Build it with :func:`prepare_evaluation`; :meth:`run` scores it.
+    """
+
+    checkpoint: str  # the model file
+    root: str  # the dataset folder
+    runner: TileRunner  # the model, loaded
+    contract: InputContract  # how the data is read, with the threshold asked for
+    dataset: ChangeDetectionDataset  # the split to score
+    val: ChangeDetectionDataset | None  # the split to tune the threshold on, when asked
+
+    def run(
+        self,
+        *,
+        batch_size: int = 1,
+        workers: int = 0,
+        per_image: bool = False,
+        on_prediction: Callable[[Prediction], None] | None = None,
+        progress: bool = True,
+        tile_size: int | None = None,
+    ) -> CheckpointEvaluation:
+        """Tune the threshold on val if asked, then score the split; writes nothing.
+
+        Args: as :func:`evaluate_checkpoint`.
+        """
+        options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "workers": workers,
+            "progress": progress,
+            "tile_size": tile_size,
+        }
+        tuned, threshold = None, self.contract.threshold
+        if self.val is not None:
+            tuned = tune_threshold(self.runner, self.val, **options)
+            threshold = tuned[0]
+        result = evaluate(
+            self.runner,
+            self.dataset,
+            threshold=threshold,
+            per_image=per_image,
+            on_prediction=on_prediction,
+            **options,
+        )
+        return CheckpointEvaluation(result=result, pairs=len(self.dataset), tuned=tuned)
+
+
+def prepare_evaluation(
+    checkpoint: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    layout: str | DetectedLayout = "auto",
+    threshold: float | None = None,
+    tune: bool = False,
+    runtime: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+) -> PreparedEvaluation:
+    """Check the options and the data, load the model and open the splits; write nothing.
+
+    Args: as :func:`evaluate_checkpoint`.
+
+    Raises:
+        InputError: If the options contradict each other or the splits are missing.
+        CheckpointError, DataError: If the model or the data cannot be read.
+    """
+    found = _checked_layout(checkpoint, root, split, layout, threshold, tune, runtime)
+    runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision)
+    found = _training_validation(found, runner.meta)
+    contract = runner.contract.resolve(str(checkpoint), threshold=threshold)
+    data = reading_config(contract, str(root))  # read through `found`, detected once
+    val = ChangeDetectionDataset(data, "val", layout=found) if tune else None
+    dataset = ChangeDetectionDataset(data, split, layout=found)
+    return PreparedEvaluation(str(checkpoint), str(root), runner, contract, dataset, val)
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike[str],
     root: str | os.PathLike[str],
@@ -122,8 +211,8 @@ def evaluate_checkpoint(
         split: The split to score.
         layout: The dataset layout (``"auto"`` detects it), or one already detected.
         threshold: Decision threshold; None: the recorded one.
-        tune: First choose the F1-best threshold on the val split and store it in the
-            checkpoint (a dsifn checkpoint only).
+        tune: First choose the F1-best threshold on the val split, and once the split is
+            scored store it in the checkpoint (a dsifn checkpoint only).
         runtime: ``"auto"`` (by the file) or a runtime name (:data:`dsifn.devices.Runtime`).
         device: Where to run.
         precision: Numeric precision (torch).
@@ -138,30 +227,25 @@ def evaluate_checkpoint(
     Returns:
         The scores, the split's size and the tuned threshold, if any.
     """
-    found = _checked_layout(checkpoint, root, split, layout, threshold, tune, runtime)
-    runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision)
-    found = _training_validation(found, runner.meta)
-    contract = runner.contract.resolve(str(checkpoint), threshold=threshold)
-    data = reading_config(contract, str(root))  # read through `found`, detected once
-    options: dict[str, Any] = {
-        "batch_size": batch_size,
-        "workers": workers,
-        "progress": progress,
-        "tile_size": tile_size,
-    }
-    tuned = None
-    if tune:
-        val = ChangeDetectionDataset(data, "val", layout=found)
-        tuned = tune_threshold(runner, val, **options)
-        store_threshold(checkpoint, tuned[0], note=f"F1-best on the val split of {root}")
-        contract = contract.replace(threshold=tuned[0])
-    dataset = ChangeDetectionDataset(data, split, layout=found)
-    result = evaluate(
-        runner,
-        dataset,
-        threshold=contract.threshold,
+    prepared = prepare_evaluation(
+        checkpoint,
+        root,
+        split=split,
+        layout=layout,
+        threshold=threshold,
+        tune=tune,
+        runtime=runtime,
+        device=device,
+        precision=precision,
+    )
+    found = prepared.run(
+        batch_size=batch_size,
+        workers=workers,
         per_image=per_image,
         on_prediction=on_prediction,
-        **options,
+        progress=progress,
+        tile_size=tile_size,
     )
-    return CheckpointEvaluation(result=result, pairs=len(dataset), tuned=tuned)
+    if found.tuned is not None:
+        store_threshold(checkpoint, found.tuned[0], note=f"F1-best on the val split of {root}")
+    return found

@@ -28,7 +28,7 @@ from dsifn.distributed import DistContext, agree_gather, process_device, setup_d
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.loading import load_runner
 from dsifn.inference.options import PathLike, SceneOptions, SceneResult
-from dsifn.inference.outputs import check_map_format
+from dsifn.inference.outputs import check_map_format, complete_map
 from dsifn.inference.runner import TileRunner
 from dsifn.inference.scene import predict_scene
 from dsifn.io.atomic import check_output_path
@@ -36,8 +36,10 @@ from dsifn.io.images import is_plain
 
 __all__ = [
     "FolderPairs",
+    "FolderPlan",
     "FolderResult",
     "PairJob",
+    "Share",
     "pair_folders",
     "plan_outputs",
     "predict_folders",
@@ -65,12 +67,50 @@ class PairJob:
 
 
 @dataclass(frozen=True)
+class Share:
+    """Which of ``count`` disjoint shares of the pairs a job predicts (raster-vision's split).
+
+    The pairs, sorted by name, are cut into ``count`` runs of consecutive pairs whose sizes
+    differ by one at most; share ``index`` (0-based, as a scheduler's array task id) is the
+    ``index``-th. ``count`` jobs with indices 0 to ``count - 1`` cover every pair once.
+    """
+
+    count: int = 1  # number of shares (array jobs)
+    index: int = 0  # this job's share, 0 .. count - 1
+
+    def __post_init__(self) -> None:
+        """Refuse a share that does not exist."""
+        if self.count < 1:
+            raise ConfigError(f"`num_splits` must be at least 1; got {self.count}")
+        if not 0 <= self.index < self.count:
+            raise ConfigError(
+                f"`split_index` must be in 0..{self.count - 1} for {self.count} splits; "
+                f"got {self.index}"
+            )
+
+    def of(self, names: Sequence[str]) -> tuple[str, ...]:
+        """This share of ``names`` (in their order)."""
+        n = len(names)
+        return tuple(names[self.index * n // self.count : (self.index + 1) * n // self.count])
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """The pairs a folder run predicts, and those it leaves to others or finds done."""
+
+    jobs: tuple[PairJob, ...]  # to predict, in name order
+    skipped: tuple[str, ...]  # this share's pairs whose complete map exists (skip_existing)
+    share: int  # pairs in this share
+
+
+@dataclass(frozen=True)
 class FolderResult:
     """What :func:`predict_folders` wrote, on every process alike."""
 
     results: tuple[SceneResult, ...]  # every pair's, in name order
     rank: int  # this process's rank (0 without torchrun)
     world_size: int  # processes that shared the pairs
+    skipped: tuple[str, ...] = ()  # pairs whose complete map existed (skip_existing)
 
     @property
     def tiles(self) -> int:
@@ -104,32 +144,59 @@ def pair_folders(before_dir: PathLike, after_dir: PathLike) -> FolderPairs:
     )
 
 
-def plan_outputs(pairs: FolderPairs, out_dir: PathLike, opts: SceneOptions) -> tuple[PairJob, ...]:
+def plan_outputs(
+    pairs: FolderPairs,
+    out_dir: PathLike,
+    opts: SceneOptions,
+    *,
+    share: Share | None = None,
+    skip_existing: bool = False,
+) -> FolderPlan:
     """Name each pair's change map in ``out_dir`` and check them all, before any work.
 
     A pair of plain images (PNG/JPEG/BMP) gets ``<stem>.png``, any other ``<stem>.tif``.
 
+    Args:
+        pairs: The folders' pairing.
+        out_dir: Folder of the change maps.
+        opts: The scene options (overwrite, the map's format).
+        share: The share of the pairs to predict; None: all.
+        skip_existing: Leave out pairs whose complete map exists (a resumed run); a partial
+            or foreign file at a map's place is refused as an existing output.
+
     Raises:
         InputError: If no names match, or two pairs would write the same map.
-        OutputExistsError: If a map exists and ``opts.overwrite`` is false.
+        OutputExistsError: If a map exists and neither ``overwrite`` nor ``skip_existing`` is
+            set, or a file that is not a complete map stands where ``skip_existing`` looks.
         ConfigError: If a map cannot be written, or its format does not fit the options.
     """
     if not pairs.matched:
-        raise InputError(f"no file names in {pairs.before_dir} match names in {pairs.after_dir}")
+        unmatched = len(pairs.only_before) + len(pairs.only_after)
+        raise InputError(
+            f"no file names in {pairs.before_dir} match names in {pairs.after_dir} "
+            f"({unmatched} image(s) without a partner)"
+        )
+    if skip_existing and opts.overwrite:
+        raise ConfigError("give `overwrite=True` or `skip_existing=True`, not both")
+    names = (share or Share()).of(pairs.matched)
     jobs: dict[Path, PairJob] = {}
-    for name in pairs.matched:
-        job = PairJob(pairs.before_dir / name, pairs.after_dir / name, Path(out_dir))
-        plain = is_plain([job.before])
-        out = job.out / (Path(name).stem + (".png" if plain else ".tif"))
+    for name in names:
+        plain = is_plain([pairs.before_dir / name])
+        out = Path(out_dir) / (Path(name).stem + (".png" if plain else ".tif"))
         if out in jobs:
             raise InputError(
                 f"{jobs[out].before.name} and {name} would both write {out}; rename one"
             )
-        jobs[out] = dataclasses.replace(job, out=out)
-    for out, job in jobs.items():
-        check_output_path(out, overwrite=opts.overwrite)
+        jobs[out] = PairJob(pairs.before_dir / name, pairs.after_dir / name, out)
+    skipped = []
+    for out, job in list(jobs.items()):
         check_map_format(out, plain=is_plain([job.before]), opts=opts)
-    return tuple(jobs.values())
+        if skip_existing and complete_map(out):
+            skipped.append(job.before.name)
+            del jobs[out]
+            continue
+        check_output_path(out, overwrite=opts.overwrite)
+    return FolderPlan(tuple(jobs.values()), tuple(skipped), len(names))
 
 
 def predict_folders(
@@ -139,6 +206,8 @@ def predict_folders(
     out_dir: PathLike,
     options: SceneOptions | None = None,
     *,
+    share: Share | None = None,
+    skip_existing: bool = False,
     on_pairs: Callable[[FolderPairs], None] | None = None,
     on_result: Callable[[SceneResult], None] | None = None,
     **fields: Any,
@@ -157,8 +226,12 @@ def predict_folders(
         options: How to tile, read and write (:class:`~dsifn.inference.options.SceneOptions`,
             without ``polygons`` and ``quicklook``, which name one file each); the same
             object serves every pair.
-        on_pairs: Called on rank 0 with the pairing, before any output is checked (to report
-            names without a partner, say).
+        share: Which share of the pairs this job predicts (array jobs of a scheduler that
+            does not run torchrun); None: all. Under torchrun the processes share it further.
+        skip_existing: Leave out pairs whose complete map exists, to resume a run that
+            stopped (:func:`plan_outputs`).
+        on_pairs: Called on rank 0 with the pairing when some names match, before any output
+            is checked (to report names without a partner, say).
         on_result: Called on rank 0 with each pair's result, in name order: after each pair
             in a single process, after the last pair under ``torchrun``.
         **fields: Fields of :class:`~dsifn.inference.options.SceneOptions`, replacing those
@@ -183,34 +256,34 @@ def predict_folders(
     # Gloo on the CPU whatever the device: only small Python objects travel between processes.
     ctx = setup_distributed(torch.device("cpu"))
     try:
-        jobs = _plan_on_rank0(ctx, before_dir, after_dir, out_dir, opts, on_pairs)
+        planning = {"share": share, "skip_existing": skip_existing}
+        plan = _plan_on_rank0(ctx, (before_dir, after_dir, out_dir), opts, on_pairs, planning)
         runner = _load_on_every_rank(ctx, runner_or_checkpoint, opts)
-        results = _predict_shared(ctx, runner, jobs, opts, on_result)
-        return FolderResult(tuple(results), ctx.rank, ctx.world_size)
+        results = _predict_shared(ctx, runner, plan.jobs, opts, on_result)
+        return FolderResult(tuple(results), ctx.rank, ctx.world_size, plan.skipped)
     finally:
         ctx.close()
 
 
 def _plan_on_rank0(
     ctx: DistContext,
-    before_dir: PathLike,
-    after_dir: PathLike,
-    out_dir: PathLike,
+    folders: tuple[PathLike, PathLike, PathLike],
     opts: SceneOptions,
     on_pairs: Callable[[FolderPairs], None] | None,
-) -> tuple[PairJob, ...]:
+    planning: dict[str, Any],
+) -> FolderPlan:
     """Rank 0 pairs the folders and checks every output; every rank gets its plan."""
-    plan: tuple[PairJob, ...] | None = None
+    plan: FolderPlan | None = None
     error: Exception | None = None
     if ctx.is_main:
         try:
-            pairs = pair_folders(before_dir, after_dir)
-            if on_pairs is not None:
+            pairs = pair_folders(folders[0], folders[1])
+            if on_pairs is not None and pairs.matched:
                 on_pairs(pairs)
-            plan = plan_outputs(pairs, out_dir, opts)
+            plan = plan_outputs(pairs, folders[2], opts, **planning)
         except Exception as exc:  # re-raised by agree_gather after telling the other ranks
             error = exc
-    found: tuple[PairJob, ...] = agree_gather(ctx, plan, error)[0]
+    found: FolderPlan = agree_gather(ctx, plan, error)[0]
     return found
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "FLOAT_NODATA",
     "UINT8_NODATA",
     "check_map_format",
+    "complete_map",
     "encode",
     "output_nodata",
     "scene_tags",
@@ -203,6 +204,32 @@ def _copy_as_cog(source: Path, out: Path, mode: str) -> None:
         overview_resampling="nearest" if mode != "probability" else "average",
         bigtiff="IF_SAFER",
     )
+
+
+def complete_map(path: Path) -> bool:
+    """Whether ``path`` is a change map dsifn finished writing (a resumed run skips its pair).
+
+    Maps are written under a private name and renamed when complete, so a crash never leaves
+    one at its place; this also refuses a file put there otherwise: a GeoTIFF must carry
+    dsifn's metadata and read to its last row, a PNG must pass Pillow's integrity check.
+    """
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                image.verify()
+            return True
+        import rasterio
+
+        with rasterio.open(path) as src:
+            last = ((src.height - 1, src.height), (0, src.width))
+            src.read(window=last)
+            return "dsifn_version" in src.tags()
+    except Exception:  # any failure to read it means it is not a complete map
+        return False
 
 
 def write_map_png(work: Path, out: Path, *, mode: str, threshold: float) -> None:

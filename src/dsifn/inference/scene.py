@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dsifn.contract import InputContract
+from dsifn.contract import InputContract, say
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.loading import load_runner
 from dsifn.inference.options import (
@@ -118,11 +118,12 @@ def predict_scene(
     with rasterio.Env(**env):
         check_outputs(Path(out), opts)
         runner, model_name = _resolve_runner(runner_or_checkpoint, opts)
-        contract = _reading(runner, model_name, opts)
+        contract, notices = _reading(runner, model_name, opts)
         with open_pair(before, after, contract.reading(), align=opts.align) as pair:
             plan = plan_scene(
                 runner, pair, contract, opts, model=model_name, inputs=(before, after)
             )
+            say(notices, _said(runner))  # once the pair is known to fit: no line before an error
             count = _write(runner, pair, plan, Path(out), opts)
     return SceneResult(
         output=Path(out),
@@ -163,17 +164,21 @@ def _resolve_runner(runner: TileRunner | PathLike, opts: SceneOptions) -> tuple[
 _SAID: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
-def _reading(runner: TileRunner, model_name: str, opts: SceneOptions) -> InputContract:
-    """The model's input contract with the options that replace recorded values."""
+def _said(runner: TileRunner) -> set[str]:
     try:
-        said = _SAID.setdefault(runner, set())
+        return _SAID.setdefault(runner, set())
     except TypeError:  # a runner that cannot be weakly referenced
-        said = set()
+        return set()
+
+
+def _reading(
+    runner: TileRunner, model_name: str, opts: SceneOptions
+) -> tuple[InputContract, list[str]]:
+    """The model's input contract with the options applied, and the lines that say so."""
     # An asked tile side is worth a word against the trained one (plain tiles, any-size model).
     trained_tile = opts.attention == "tile" and runner.tile_size is None
-    return runner.contract.resolve(
+    return runner.contract.resolved(
         model_name or "the model",
-        said,
         bands=opts.bands,
         scale=opts.scale,
         stretch=opts.stretch,

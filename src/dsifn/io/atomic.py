@@ -205,40 +205,83 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def staged(
-    finals: Sequence[str | os.PathLike[str]], *, overwrite: bool = False
+    finals: Sequence[str | os.PathLike[str]], *, overwrite: bool | Sequence[bool] = False
 ) -> Iterator[list[Path]]:
-    """Yield a path per output, under its own name in a private folder beside it.
+    """Yield a path per output in a private folder; move them all into place when done.
 
-    Outputs that share a folder share one private folder, so a writer that puts a companion
-    file beside its output (an OpenVINO ``.bin`` beside its ``.xml``) finds it there. When the
-    block succeeds, every output is checked again (one that appeared meanwhile is not
+    Each output is written under its own name (and the folders between) inside a private
+    ``.dsifn-*`` folder in the nearest existing folder above it, so the final move is a rename
+    and no folder is created before the block succeeds. Outputs that share a folder share it,
+    so a writer that puts a companion file beside its output (an OpenVINO ``.bin`` beside its
+    ``.xml``) finds it there.
+
+    When the block succeeds, every output is checked again (one that appeared meanwhile is not
     replaced without ``overwrite``), synced and renamed into place in reverse order, the first
-    output last: whoever finds the first finds the others complete. When the block raises,
-    nothing is moved and the private folders are removed.
+    output last: whoever finds the first finds the others complete. An existing output is
+    moved aside first; if a rename fails, the outputs already moved are put back, so the old
+    files stay as they were. When the block raises, nothing is moved and the private folders
+    are removed.
 
     Args:
         finals: The outputs' final paths; the first is the one readers look for.
-        overwrite: Allow replacing existing files.
+        overwrite: Allow replacing existing files: one flag for all, or one per output.
 
     Yields:
         The paths to write to, in the order of ``finals``.
     """
-    targets = [check_output_path(final, overwrite=overwrite) for final in finals]
+    allowed = [overwrite] * len(finals) if isinstance(overwrite, bool) else list(overwrite)
+    targets = [
+        Path(os.path.abspath(check_output_path(final, overwrite=ok)))
+        for final, ok in zip(finals, allowed, strict=True)
+    ]
     with contextlib.ExitStack() as stack:
-        folders: dict[Path, Path] = {}
+        folders: dict[Path, Path] = {}  # nearest existing folder -> its private folder
+        paths, homes = [], []
         for final in targets:
-            parent = final.parent.resolve()
-            if parent not in folders:
-                folders[parent] = Path(stack.enter_context(work_folder(final.parent)))
-        paths = [folders[final.parent.resolve()] / final.name for final in targets]
+            anchor = _existing_folder(final.parent)
+            if anchor not in folders:
+                folders[anchor] = Path(stack.enter_context(work_folder(anchor)))
+            path = folders[anchor] / final.relative_to(anchor)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            paths.append(path)
+            homes.append(folders[anchor])
         yield paths
-        for final in targets:
-            if not overwrite and (final.exists() or final.is_symlink()):
+        for final, ok in zip(targets, allowed, strict=True):
+            if not ok and (final.exists() or final.is_symlink()):
                 raise OutputExistsError(f"{final} appeared while writing; not replaced")
-        for path, final in reversed(list(zip(paths, targets, strict=True))):
+        for path, final in zip(paths, targets, strict=True):
             if not path.exists():
                 raise RuntimeError(f"{final}: the staged output was never written")
-            move_into_place(path, final)
+        _swap_in(paths, targets, homes)
+
+
+def _existing_folder(folder: Path) -> Path:
+    """``folder``, or the nearest folder above it that exists."""
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _swap_in(paths: Sequence[Path], finals: Sequence[Path], folders: Sequence[Path]) -> None:
+    """Move staged outputs into place, last first; on a failure put the old files back."""
+    done: list[tuple[Path, Path | None]] = []  # (final, where its old file went)
+    try:
+        for index in reversed(range(len(paths))):
+            final, aside = finals[index], None
+            if final.exists() or final.is_symlink():
+                aside = folders[index] / f".replaced-{index}"
+                os.replace(final, aside)
+            done.append((final, aside))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            move_into_place(paths[index], final)
+    except BaseException:
+        for final, aside in reversed(done):
+            with contextlib.suppress(OSError):
+                if aside is not None:
+                    os.replace(aside, final)
+                elif final.exists() and not final.is_dir():
+                    final.unlink()
+        raise
 
 
 @contextlib.contextmanager

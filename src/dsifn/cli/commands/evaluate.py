@@ -67,17 +67,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the outputs, evaluate (tuning the threshold first if asked), print, write."""
+    """Check everything, evaluate (tuning first if asked), then write every output at once.
+
+    Every output (metrics, pictures, report, and the checkpoint a tuned threshold goes into)
+    is checked before the model runs and written staged: a failure anywhere leaves every
+    file as it was.
+    """
     from dsifn.data import detect_layout
-    from dsifn.evaluation.workflow import evaluate_checkpoint
+    from dsifn.evaluation.workflow import prepare_evaluation
+    from dsifn.io.atomic import staged
 
     out = _check(args)
     layout = detect_layout(args.data, args.layout)
     print(layout.describe())
     if args.tune_threshold and args.split == "val":
         print("note: tuning and evaluating on the same split (val) flatters the scores")
-    writer = _writer(args, out)
-    found = evaluate_checkpoint(
+    prepared = prepare_evaluation(
         args.checkpoint,
         args.data,
         split=args.split,
@@ -87,14 +92,65 @@ def run(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         device=args.device,
         precision=args.precision,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        per_image=out is not None,
-        on_prediction=writer,
-        tile_size=args.tile_size,
     )
+    writer = _writer(args, out)
+    finals, overwrite = _outputs(args, out, writer, prepared.dataset.names)
+    with staged(finals, overwrite=overwrite) as paths:
+        where = dict(zip(finals, paths, strict=True))
+        if writer is not None:
+            writer.stage(where)
+        found = prepared.run(
+            batch_size=args.batch_size,
+            workers=args.workers,
+            per_image=out is not None,
+            on_prediction=writer,
+            tile_size=args.tile_size,
+        )
+        _write(args, found, out, writer, where)
     _report(args, found, out, writer)
     return 0
+
+
+def _outputs(
+    args: argparse.Namespace, out: Path | None, writer: ReportWriter | None, names: list[str]
+) -> tuple[list[Path], list[bool]]:
+    """Every file the command writes, and whether each may be replaced (checked by staging)."""
+    finals = [] if out is None else [out / "metrics.json"]
+    if writer is not None:
+        finals += writer.planned(names)
+    overwrite = [args.overwrite] * len(finals)
+    if args.tune_threshold:  # the checkpoint is rewritten with the tuned threshold
+        finals.append(Path(args.checkpoint))
+        overwrite.append(True)
+    return finals, overwrite
+
+
+def _write(
+    args: argparse.Namespace,
+    found: CheckpointEvaluation,
+    out: Path | None,
+    writer: ReportWriter | None,
+    where: dict[Path, Path],
+) -> None:
+    """Write the metrics, the report and the tuned checkpoint at their staged places."""
+    from dsifn.evaluation.report import write_json
+    from dsifn.evaluation.workflow import store_threshold
+
+    result = found.result
+    if out is not None:
+        data = _details(args) | result.to_dict()
+        write_json(where[out / "metrics.json"], data, overwrite=True)
+    if writer is not None and args.report:
+        writer.write_html(result, details=_details(args))
+    if found.tuned is not None:
+        note = f"F1-best on the val split of {args.data}"
+        store_threshold(
+            args.checkpoint, found.tuned[0], note=note, out=where[Path(args.checkpoint)]
+        )
+
+
+def _details(args: argparse.Namespace) -> dict[str, str]:
+    return {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
 
 
 def _check(args: argparse.Namespace) -> Path | None:
@@ -120,6 +176,8 @@ def _check(args: argparse.Namespace) -> Path | None:
         check_output_path(out / "metrics.json", overwrite=args.overwrite)
         if args.report:
             check_output_path(out / "report.html", overwrite=args.overwrite)
+    if args.tune_threshold:  # it will be rewritten: it must be a file in a writable folder
+        check_output_path(args.checkpoint, overwrite=True)
     return out
 
 
@@ -147,8 +205,7 @@ def _report(
     out: Path | None,
     writer: ReportWriter | None,
 ) -> None:
-    """Print the scores (and a tuned threshold); write metrics.json and the report if asked."""
-    from dsifn.evaluation.report import write_json
+    """Print the scores (and a tuned threshold) and what was written."""
     from dsifn.evaluation.results import format_table
 
     if found.tuned is not None:
@@ -159,9 +216,7 @@ def _report(
         )
     result = found.result
     print(format_table(result, title=f"{args.checkpoint} on {args.split} ({found.pairs} pairs)"))
-    details = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
     if out is not None:
-        write_json(out / "metrics.json", details | result.to_dict(), overwrite=args.overwrite)
         print(f"wrote {out / 'metrics.json'}")
     if writer is not None and args.report:
-        print(f"wrote {writer.write_html(result, details=details)}")
+        print(f"wrote {out / 'report.html' if out else 'report.html'}")

@@ -48,6 +48,23 @@ def _add_io_options(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--before-dir", help="folder of T1 images, paired with --after-dir by name")
     io.add_argument("--after-dir", help="folder of T2 images")
     io.add_argument("--out-dir", help="folder for the change maps of --before-dir pairs")
+    io.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="folders: skip pairs whose complete map exists (resume a run that stopped)",
+    )
+    io.add_argument(
+        "--num-splits",
+        type=int,
+        default=1,
+        help="folders: cut the pairs (sorted by name) into N disjoint shares, one per job [1]",
+    )
+    io.add_argument(
+        "--split-index",
+        type=int,
+        default=0,
+        help="folders: the share this job predicts, 0..N-1 (an array job's index) [0]",
+    )
     io.add_argument("--polygons", help="also write changed regions (.gpkg or .geojson)")
     io.add_argument(
         "--min-area",
@@ -190,6 +207,8 @@ def _one_pair(args: argparse.Namespace) -> bool:
         raise InputError("--before-dir, --after-dir and --out-dir are all needed")
     if folders and (args.polygons or args.quicklook):
         raise InputError("--polygons and --quicklook name one file: use them with --before")
+    if single and (args.skip_existing or args.num_splits != 1 or args.split_index != 0):
+        raise InputError("--skip-existing, --num-splits and --split-index are for folders")
     if single and _world_size() > 1:
         raise InputError(
             "torchrun shares the pairs of --before-dir and --after-dir among its processes; "
@@ -236,7 +255,7 @@ def _predict_pair(args: argparse.Namespace, options: SceneOptions) -> None:
 
 
 def _predict_folders(args: argparse.Namespace, options: SceneOptions) -> None:
-    from dsifn.inference.folders import predict_folders
+    from dsifn.inference.folders import Share, predict_folders
 
     done = predict_folders(
         args.checkpoint,
@@ -244,9 +263,14 @@ def _predict_folders(args: argparse.Namespace, options: SceneOptions) -> None:
         Path(args.after_dir),
         Path(args.out_dir),
         options,
+        share=Share(args.num_splits, args.split_index),
+        skip_existing=args.skip_existing,
         on_pairs=_unmatched,
         on_result=lambda result: print(_line(result)),
     )
+    if done.skipped and done.rank == 0:
+        count = len(done.skipped)
+        print(f"skipped {count} pair{'' if count == 1 else 's'} whose complete map exists")
     if done.world_size > 1 and done.rank == 0:
         pairs, tiles = len(done.results), done.tiles
         print(
