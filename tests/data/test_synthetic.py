@@ -134,3 +134,35 @@ def test_bad_config_values():
         SyntheticConfig(size=32, shift=8)
     with pytest.raises(ConfigError, match="change_probability"):
         SyntheticConfig(change_probability=1.5)
+
+
+def test_an_interrupted_write_keeps_the_old_dataset_whole(tmp_path, monkeypatch):
+    import hashlib
+
+    import dsifn.data.synthetic as synthetic
+
+    config = SyntheticConfig(train=2, val=1, test=1, size=32)
+    root = write_synthetic_dataset(tmp_path / "data", config, seed=1, progress=False)
+
+    def digest() -> dict[str, str]:
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+
+    before = digest()
+    calls = []
+    real = synthetic._write_pair
+
+    def crash_at_the_third(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(synthetic, "_write_pair", crash_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_dataset(root, config, seed=2, overwrite=True, progress=False)
+    assert digest() == before  # the old dataset, byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no private folder left

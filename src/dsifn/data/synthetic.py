@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +27,7 @@ from PIL import Image
 
 from dsifn._config import Config, settle
 from dsifn.errors import ConfigError, OutputExistsError
+from dsifn.io.atomic import move_into_place, work_folder
 from dsifn.progress import progress_bar
 
 __all__ = [
@@ -353,8 +352,9 @@ def write_synthetic_dataset(
 
     Files: ``root/{train,val,test}/{A,B,label}/NNNN.png`` (labels 0/255) and ``root/synthetic.json``
     (the configuration and seed). Pair ``i`` of split ``s`` is ``generate_pair(config,
-    (seed, s, i))``, so the bytes depend on the seed only. The folder is built beside ``root``
-    and renamed into place when complete.
+    (seed, s, i))``, so the bytes depend on the seed only. The folder is built in a private
+    folder beside ``root``, synced, and renamed into place when complete (an old dataset is
+    replaced only then), so an interrupted run leaves the old one or none, never a part.
 
     Args:
         root: Dataset folder to create.
@@ -374,8 +374,8 @@ def write_synthetic_dataset(
     final = Path(root)
     _check_replaceable(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
+    with work_folder(final.parent) as work:
+        tmp = Path(work) / final.name
         counts = {"train": config.train, "val": config.val, "test": config.test}
         with progress_bar(sum(counts.values()), "synthetic data", "pair", enabled=progress) as bar:
             for split_index, split in enumerate(SPLITS):
@@ -386,12 +386,7 @@ def write_synthetic_dataset(
                     bar.update()
         info = {"generator": "dsifn.data.synthetic", "seed": seed, "config": config.to_dict()}
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        move_into_place(tmp, final)  # every file synced, then renamed over any old dataset
     return final
 
 

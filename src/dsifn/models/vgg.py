@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from dsifn.errors import CheckpointError, WeightsError
-from dsifn.io.atomic import check_input_file
+from dsifn.io.atomic import check_input_file, move_into_place
 from dsifn.io.plain import load_plain
 from dsifn.normalization import IMAGENET_RGB, Normalization
 
@@ -227,7 +227,7 @@ def fetch_weights(record: WeightsRecord, *, progress: bool = True) -> Path:
         except RuntimeError as exc:  # torch.hub's hash mismatch
             partial.unlink(missing_ok=True)
             raise WeightsError(f"download of {record.url} failed its hash check: {exc}") from exc
-        os.replace(partial, path)
+        move_into_place(partial, path)  # synced, then renamed: never a truncated file
         return path
     digest = _sha256(path)
     if not digest.startswith(record.sha256_prefix):
