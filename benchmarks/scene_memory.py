@@ -5,7 +5,9 @@ Usage:
     python benchmarks/scene_memory.py --full          # 20000 x 20000 (the issue's target)
     python benchmarks/scene_memory.py --dsifn         # 1024 x 1024 with the real DSIFN
     python benchmarks/scene_memory.py --compare-whole # real DSIFN: tiled vs whole-image output
-        [--size 768 --tile 384 --overlap 48]
+        [--size 768 --tile 384 --overlap 96]
+    python benchmarks/scene_memory.py --write-pair DIR --size 1024 --dtype uint8
+        # only write DIR/t1.tif and DIR/t2.tif, the scene of the README's `dsifn predict` timings
 
 The pair is a compressed, tiled, 3-band uint16 GeoTIFF in UTM 33N, generated window by window
 (never whole). Scene inference runs at default settings (512 tiles, 64 overlap, batch 1) on
@@ -112,8 +114,16 @@ def main() -> None:
     parser.add_argument("--folder", help="where to write the scene [a temporary folder]")
     parser.add_argument("--tile", type=int, default=128, help="tile side for --compare-whole")
     parser.add_argument("--overlap", type=int, default=32, help="overlap for --compare-whole")
+    parser.add_argument("--write-pair", help="only write DIR/t1.tif and DIR/t2.tif, then stop")
+    parser.add_argument("--dtype", default="uint16", choices=("uint8", "uint16"))
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.write_pair:
+        folder, size = Path(args.write_pair), args.size or 1024
+        for seed, name in ((1, "t1.tif"), (2, "t2.tif")):
+            write_scene(folder / name, size, size, seed=seed, dtype=args.dtype)
+        print(f"wrote {folder / 't1.tif'} and {folder / 't2.tif'} ({size} x {size}, {args.dtype})")
+        return
     if args.compare_whole:
         compare_whole(args.size or 384, args.tile, args.overlap)
         return

@@ -170,3 +170,29 @@ def test_array_jobs_predict_disjoint_shares_that_make_the_whole_run(tmp_path):
         done = predict_folders(LocalRunner(), before, after, out, share=Share(3, index), **OPTIONS)
         written.append([r.output.name for r in done.results])
     assert written == [["p0.tif"], ["p1.tif", "p2.tif"], ["p3.tif", "p4.tif"]]
+
+
+def test_maps_at_another_thread_count_differ_by_rounding_only(tmp_path):
+    # What the README promises of torchrun's maps against one process: byte for byte at the
+    # same thread count, within 1e-5 at another (the reductions sum in another order).
+    import torch
+
+    from dsifn import DSIFN
+    from dsifn.inference.runner import TorchRunner
+
+    before, after = _folders(tmp_path, ["a.tif"])
+    torch.manual_seed(0)
+    runner = TorchRunner(DSIFN(encoder_weights=None), device="cpu", precision="fp32")
+    maps = {}
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 1):
+            torch.set_num_threads(count)
+            out = tmp_path / f"threads{count}-{len(maps)}"
+            predict_folders(runner, before, after, out, **OPTIONS)
+            with rasterio.open(out / "a.tif") as src:
+                maps[(count, len(maps))] = src.read(1)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(maps[(1, 0)], maps[(1, 2)])  # same threads: identical
+    assert np.abs(maps[(1, 0)] - maps[(2, 1)]).max() < 1e-5

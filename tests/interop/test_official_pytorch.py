@@ -1,15 +1,9 @@
-"""Loading the authors' PyTorch DSIFN state dicts.
-
-``Official`` below re-creates the authors' module layout from the description of their PyTorch
-file (attribute names, Sequential positions, forward order): it is the reference our loader
-must match, so it is written here without any use of dsifn's modules.
-"""
+"""Loading the authors' PyTorch DSIFN state dicts (the reference layout: fixtures.official)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dsifn.errors import WeightsError
@@ -19,147 +13,7 @@ from dsifn.interop.official_pytorch import (
     read_official_state_dict,
 )
 from dsifn.models.dsifn import DSIFN
-
-# torchvision vgg16 "D" layout: 31 modules, taps after the ReLUs at indices 3, 8, 15, 22, 29.
-VGG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-TAPS = (3, 8, 15, 22, 29)
-
-
-class VGGBase(nn.Module):
-    def __init__(self, in_channels=3):
-        super().__init__()
-        layers, c = [], in_channels
-        for v in VGG_D:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
-                c = v
-        self.features = nn.Sequential(*layers)
-
-    def forward(self, x):
-        feats = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in TAPS:
-                feats.append(x)
-        return feats  # relu1_2 .. relu5_3
-
-
-class SpatialAttention(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 1, 7, padding=3, bias=False)
-
-    def forward(self, x):
-        pooled = torch.cat([x.mean(1, keepdim=True), x.max(1, keepdim=True)[0]], 1)
-        return torch.sigmoid(self.conv1(pooled))
-
-
-class ChannelAttention(nn.Module):
-    def __init__(self, c, ratio=8):
-        super().__init__()
-        self.fc1 = nn.Conv2d(c, c // ratio, 1, bias=False)
-        self.fc2 = nn.Conv2d(c // ratio, c, 1, bias=False)
-
-    def forward(self, x):
-        avg = self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1))))
-        mx = self.fc2(F.relu(self.fc1(F.adaptive_max_pool2d(x, 1))))
-        return torch.sigmoid(avg + mx)
-
-
-def block(cin, cout):
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.PReLU(), nn.BatchNorm2d(cout), nn.Dropout(0.6)
-    )
-
-
-class Official(nn.Module):
-    def __init__(self, t1_base, t2_base):
-        super().__init__()
-        self.t1_base, self.t2_base = t1_base, t2_base
-        for k in range(1, 6):
-            setattr(self, f"sa{k}", SpatialAttention())
-        for k, c in zip(range(1, 6), (1024, 1536, 768, 384, 192), strict=True):
-            setattr(self, f"ca{k}", ChannelAttention(c))
-        self.bn_ca1 = nn.BatchNorm2d(1024)  # built, never used
-        self.bn_ca2 = nn.BatchNorm2d(1536)  # built, never used
-        self.o1_conv1, self.o1_conv2 = block(1024, 512), block(512, 512)
-        self.bn_sa1 = nn.BatchNorm2d(512)
-        self.o1_conv3 = nn.Conv2d(512, 1, 1)
-        self.trans_conv1 = nn.ConvTranspose2d(512, 512, 2, stride=2)
-        self.o2_conv1, self.o2_conv2, self.o2_conv3 = (
-            block(1536, 512),
-            block(512, 256),
-            block(256, 256),
-        )
-        self.bn_sa2 = nn.BatchNorm2d(256)
-        self.o2_conv4 = nn.Conv2d(256, 1, 1)
-        self.trans_conv2 = nn.ConvTranspose2d(256, 256, 2, stride=2)
-        self.o3_conv1, self.o3_conv2, self.o3_conv3 = (
-            block(768, 256),
-            block(256, 128),
-            block(128, 128),
-        )
-        self.bn_sa3 = nn.BatchNorm2d(128)
-        self.o3_conv4 = nn.Conv2d(128, 1, 1)
-        self.trans_conv3 = nn.ConvTranspose2d(128, 128, 2, stride=2)
-        self.o4_conv1, self.o4_conv2, self.o4_conv3 = block(384, 128), block(128, 64), block(64, 64)
-        self.bn_sa4 = nn.BatchNorm2d(64)
-        self.o4_conv4 = nn.Conv2d(64, 1, 1)
-        self.trans_conv4 = nn.ConvTranspose2d(64, 64, 2, stride=2)
-        self.o5_conv1, self.o5_conv2, self.o5_conv3 = block(192, 64), block(64, 32), block(32, 16)
-        self.bn_sa5 = nn.BatchNorm2d(16)
-        self.o5_conv4 = nn.Conv2d(16, 1, 1)
-
-    def forward(self, t1, t2):
-        f1, f2 = self.t1_base(t1), self.t2_base(t2)
-        x = torch.cat([f1[4], f2[4]], 1)
-        x = self.o1_conv2(self.o1_conv1(x))
-        x = self.bn_sa1(self.sa1(x) * x)
-        out1 = torch.sigmoid(self.o1_conv3(x))
-        x = torch.cat([self.trans_conv1(x), f1[3], f2[3]], 1)
-        x = self.ca2(x) * x
-        x = self.o2_conv3(self.o2_conv2(self.o2_conv1(x)))
-        x = self.bn_sa2(self.sa2(x) * x)
-        out2 = torch.sigmoid(self.o2_conv4(x))
-        x = torch.cat([self.trans_conv2(x), f1[2], f2[2]], 1)
-        x = self.ca3(x) * x
-        x = self.o3_conv3(self.o3_conv2(self.o3_conv1(x)))
-        x = self.bn_sa3(self.sa3(x) * x)
-        out3 = torch.sigmoid(self.o3_conv4(x))
-        x = torch.cat([self.trans_conv3(x), f1[1], f2[1]], 1)
-        x = self.ca4(x) * x
-        x = self.o4_conv3(self.o4_conv2(self.o4_conv1(x)))
-        x = self.bn_sa4(self.sa4(x) * x)
-        out4 = torch.sigmoid(self.o4_conv4(x))
-        x = torch.cat([self.trans_conv4(x), f1[0], f2[0]], 1)
-        x = self.ca5(x) * x
-        x = self.o5_conv3(self.o5_conv2(self.o5_conv1(x)))
-        x = self.bn_sa5(self.sa5(x) * x)
-        out5 = torch.sigmoid(self.o5_conv4(x))
-        return out5, out4, out3, out2, out1  # finest first
-
-
-def randomise(model):
-    """Weights that keep activations O(1) through VGG16, and non-trivial BatchNorm statistics."""
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                fan_in = m.weight[0].numel() if isinstance(m, nn.Conv2d) else m.weight.shape[0]
-                m.weight.normal_(0, (2.0 / fan_in) ** 0.5, generator=gen)
-                if m.bias is not None:
-                    m.bias.normal_(0, 0.1, generator=gen)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.normal_(0, 0.2, generator=gen)
-                m.running_mean.normal_(0, 0.3, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.num_batches_tracked.fill_(17)
-            elif isinstance(m, nn.PReLU):
-                m.weight.uniform_(0.05, 0.4, generator=gen)
-    return model.eval()
+from fixtures.official import Official, VGGBase, randomise
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ Run by QGIS's own Python (not the test suite's: it cannot import qgis). SPEC is 
 ``plugins`` (the folder holding ``dsifn_change``), ``params`` (the algorithm's parameters),
 optional ``layers`` (``{"name", "uri", "provider"}`` added to the project first, so that a
 parameter can name them), ``load`` (run as the dialog does, loading and styling the outputs),
-``settings`` (Processing settings to set first, e.g. ``DSIFN_EXECUTABLE``), ``task`` (run in a
+``settings`` (Processing settings to set first, e.g. ``DSIFN_EXECUTABLE``), ``exec`` (Python
+code to run instead, as typed in QGIS's console: ``processing`` is ready), ``task`` (run in a
 background task, as the dialog does, while the main thread's event loop
 turns), ``cancel_after`` (press Cancel, from the main thread, once this many progress steps
 have arrived), ``keep`` (a folder
@@ -139,7 +140,11 @@ def main(spec_path):
     run = processing.runAndLoadResults if spec.get("load") else processing.run
     report = {"error": None, "results": None, "ticks": None}
     try:
-        if spec.get("task"):
+        if spec.get("exec"):  # a script as a user types it in QGIS's Python console
+            namespace = {}
+            exec(spec["exec"], namespace)
+            results = {"layers": len(QgsProject.instance().mapLayers()) - len(before)}
+        elif spec.get("task"):
             results, report["ticks"] = run_in_task(spec["params"], feedback)
         else:
             results = run("dsifn:detectchange", spec["params"], feedback=feedback)

@@ -324,3 +324,17 @@ def test_layers_gdal_opens_by_name_are_passed_by_that_name(data, direct, tmp_pat
     else:  # the GeoTIFF pair itself: the same pixels as from its files
         reference = direct / "change.tif"
     _same_map(tmp_path / "plugin.tif", reference)
+
+
+def test_the_readmes_console_example_runs_in_qgis(data, tmp_path):
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "processing" in b]
+    for name in ("t1.tif", "t2.tif", "model.pt"):
+        shutil.copy(data[name.split(".")[0] if name != "model.pt" else "model"], tmp_path / name)
+    spec = {"plugins": PLUGINS, "exec": f"import os\nos.chdir({str(tmp_path)!r})\n{code}"}
+    report = run_harness(spec, tmp_path)
+    assert report["error"] is None, report
+    assert report["results"]["layers"] == 2  # the change map and the polygons, loaded
+    assert (tmp_path / "changes.gpkg").is_file()
