@@ -91,6 +91,7 @@ class PlainProgress:
     """
 
     step_percent = STEP_PERCENT  # a line each time this many more percent are done
+    announce_start = False  # a first line when the work begins
 
     def __init__(
         self,
@@ -116,6 +117,8 @@ class PlainProgress:
         self._reported = self._step()  # the step already passed when resuming is not repeated
         self._closed = False
         self._start = time.monotonic()
+        if self.announce_start:
+            self._print()
 
     def _step(self) -> int:
         if not self.total:
@@ -133,8 +136,11 @@ class PlainProgress:
         suffix = f" {self._postfix}" if self._postfix else ""
         return f"{prefix}{text}{suffix}"
 
+    def _quiet_seconds(self) -> float:
+        return QUIET_SECONDS
+
     def _print(self) -> None:
-        if self.enabled and time.monotonic() - self._start >= QUIET_SECONDS:
+        if self.enabled and time.monotonic() - self._start >= self._quiet_seconds():
             stream = sys.stderr if self._stream is None else self._stream
             print(self._line(), file=stream, flush=True)
 
@@ -209,22 +215,10 @@ class JsonProgress(PlainProgress):
     """
 
     step_percent = 1
+    announce_start = True  # a first line at once: a program sees the work has begun
 
-    def __init__(
-        self,
-        total: int | None = None,
-        desc: str = "",
-        unit: str = "it",
-        *,
-        initial: int = 0,
-        enabled: bool = True,
-        iterable: Iterable[Any] | None = None,
-        stream: Any = None,
-    ) -> None:
-        super().__init__(
-            total, desc, unit, initial=initial, enabled=enabled, iterable=iterable, stream=stream
-        )
-        self._print()
+    def _quiet_seconds(self) -> float:
+        return 0.0  # however quick the work
 
     def _line(self) -> str:
         fraction = None if not self.total else round(min(self.n, self.total) / self.total, 4)
@@ -236,11 +230,6 @@ class JsonProgress(PlainProgress):
             "desc": self.desc,
         }
         return json.dumps(record)
-
-    def _print(self) -> None:
-        if self.enabled:
-            stream = sys.stderr if self._stream is None else self._stream
-            print(self._line(), file=stream, flush=True)
 
 
 def _plural(unit: str) -> str:

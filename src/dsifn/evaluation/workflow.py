@@ -132,7 +132,13 @@ class PreparedEvaluation:
     ) -> CheckpointEvaluation:
         """Tune the threshold on val if asked, then score the split; writes nothing.
 
-        Args: as :func:`evaluate_checkpoint`.
+        Args:
+            batch_size: Pairs per forward pass.
+            workers: DataLoader worker processes reading the pairs.
+            per_image: Also return each image's counts and scores.
+            on_prediction: Called with every image's :class:`Prediction`.
+            progress: Show progress bars.
+            tile_size: Tiles of images larger than one, as ``dsifn predict`` cuts them.
         """
         options: dict[str, Any] = {
             "batch_size": batch_size,
@@ -169,7 +175,17 @@ def prepare_evaluation(
 ) -> PreparedEvaluation:
     """Check the options and the data, load the model and open the splits; write nothing.
 
-    Args: as :func:`evaluate_checkpoint`.
+    Args:
+        checkpoint: A dsifn checkpoint or an exported model (any runtime of ``load_runner``).
+        root: The dataset folder.
+        split: The split to score.
+        layout: The dataset layout (``"auto"`` detects it), or one already detected.
+        threshold: Decision threshold; None: the recorded one.
+        tune: Also open the val split, to choose the F1-best threshold on (a dsifn
+            checkpoint only; :meth:`PreparedEvaluation.run` chooses it, the caller stores it).
+        runtime: ``"auto"`` (by the file) or a runtime name (:data:`dsifn.devices.Runtime`).
+        device: Where to run.
+        precision: Numeric precision (torch).
 
     Raises:
         InputError: If the options contradict each other or the splits are missing.
@@ -189,33 +205,22 @@ def evaluate_checkpoint(
     checkpoint: str | os.PathLike[str],
     root: str | os.PathLike[str],
     *,
-    split: str = "test",
-    layout: str | DetectedLayout = "auto",
-    threshold: float | None = None,
-    tune: bool = False,
-    runtime: str = "auto",
-    device: str = "auto",
-    precision: str = "auto",
     batch_size: int = 1,
     workers: int = 0,
     per_image: bool = False,
     on_prediction: Callable[[Prediction], None] | None = None,
     progress: bool = True,
     tile_size: int | None = None,
+    **options: Any,
 ) -> CheckpointEvaluation:
     """Score a model file on a dataset split, reading the data as its input contract says.
+
+    Example:
+        >>> evaluate_checkpoint("run/best.pt", "LEVIR-CD", split="test")  # doctest: +SKIP
 
     Args:
         checkpoint: A dsifn checkpoint or an exported model (any runtime of ``load_runner``).
         root: The dataset folder.
-        split: The split to score.
-        layout: The dataset layout (``"auto"`` detects it), or one already detected.
-        threshold: Decision threshold; None: the recorded one.
-        tune: First choose the F1-best threshold on the val split, and once the split is
-            scored store it in the checkpoint (a dsifn checkpoint only).
-        runtime: ``"auto"`` (by the file) or a runtime name (:data:`dsifn.devices.Runtime`).
-        device: Where to run.
-        precision: Numeric precision (torch).
         batch_size: Pairs per forward pass.
         workers: DataLoader worker processes reading the pairs.
         per_image: Also return each image's counts and scores.
@@ -223,21 +228,16 @@ def evaluate_checkpoint(
         progress: Show progress bars.
         tile_size: Tiles of images larger than one, as ``dsifn predict`` cuts them; None:
             predict's default (the tile size the model trained on, else 512).
+        **options: What :func:`prepare_evaluation` takes: ``split`` ("test"), ``layout``
+            ("auto" detects it, or a layout already detected), ``threshold`` (None: the
+            recorded one), ``tune`` (first choose the F1-best threshold on the val split, and
+            once the split is scored store it in the checkpoint), ``runtime``, ``device``,
+            ``precision``.
 
     Returns:
         The scores, the split's size and the tuned threshold, if any.
     """
-    prepared = prepare_evaluation(
-        checkpoint,
-        root,
-        split=split,
-        layout=layout,
-        threshold=threshold,
-        tune=tune,
-        runtime=runtime,
-        device=device,
-        precision=precision,
-    )
+    prepared = prepare_evaluation(checkpoint, root, **options)
     found = prepared.run(
         batch_size=batch_size,
         workers=workers,
