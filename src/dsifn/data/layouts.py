@@ -31,7 +31,7 @@ from typing import get_args
 
 from dsifn._validation import check_choice
 from dsifn.data.config import Layout
-from dsifn.data.oscd import OSCD_BANDS, OSCD_FOLDERS, OSCD_VAL_FRACTION, find_oscd_layout
+from dsifn.data.oscd import OSCD_BANDS, OSCD_VAL_FRACTION, find_oscd_layout, oscd_folders
 from dsifn.data.pairs import (
     SINGLE_SPLIT,
     Sample,
@@ -97,6 +97,11 @@ class DetectedLayout:
             f"found {self.title} layout ({self.shape}) in {self.root} with {split_word} "
             f"{', '.join(parts)}"
         )
+
+    @property
+    def scenes(self) -> bool:
+        """Whether its images are scenes: a few, each many training crops (OSCD's cities)."""
+        return self.name == "oscd"
 
     @property
     def title(self) -> str:
@@ -287,15 +292,18 @@ def detect_layout(
     root: str | Path,
     layout: str = "auto",
     folders: Sequence[str] | None = None,
+    *,
+    oscd_rect: bool = True,
 ) -> DetectedLayout:
     """Find which layout a dataset folder has, and its splits.
 
     Args:
-        root: The dataset folder.
+        root: The dataset folder (for OSCD, any of the download's three folders too).
         layout: One of ``auto``, ``dsifn``, ``levir``, ``whu``, ``cdd``, ``sysu``,
             ``s2looking``, ``list``, ``oscd``, ``generic``. ``auto`` tries them in that order
             (``generic`` when ``folders`` is given).
         folders: ``(t1, t2, mask)`` folder names for the generic layout.
+        oscd_rect: OSCD: read ``imgs_*_rect`` where the download has them.
 
     Returns:
         The layout, with every split found (splits missing on disk are simply absent); OSCD's
@@ -321,9 +329,10 @@ def detect_layout(
             splits = _find_list_layout(base)
             shape = _FOLDER_LAYOUTS["levir"][1]
         elif name == "oscd":
-            splits = find_oscd_layout(base)
+            splits = find_oscd_layout(base, rect=oscd_rect)
             if splits:
-                found = DetectedLayout(name=name, splits=splits, root=base, folders=OSCD_FOLDERS)
+                shape = oscd_folders(splits)
+                found = DetectedLayout(name=name, splits=splits, root=base, folders=shape)
                 if "train" in splits and len(splits["train"].samples) > 1:
                     found = found.with_validation(fraction=OSCD_VAL_FRACTION)
                 return found

@@ -57,11 +57,14 @@ def store_threshold(
 
 
 def _training_validation(found: DetectedLayout, meta: Mapping[str, Any]) -> DetectedLayout:
-    # A val split carved from train pairs (OSCD) is the one the model was validated on.
+    # A val split carved from train pairs (OSCD) is the one the model was validated on, and
+    # OSCD's images are the ones it trained on (imgs_*_rect, or the raw band files).
     training = meta.get("training")
     data = training.get("data") if isinstance(training, Mapping) else None
     if not isinstance(data, Mapping):
         return found
+    if found.name == "oscd" and data.get("oscd_rect") is False:
+        found = detect_layout(found.root, "oscd", oscd_rect=False)
     return found.with_validation(data.get("val_cities"), data.get("val_fraction"))
 
 
@@ -113,6 +116,7 @@ def evaluate_checkpoint(
     on_prediction: Callable[[Prediction], None] | None = None,
     progress: bool = True,
     tile_size: int | None = None,
+    offset: float | None = None,
 ) -> CheckpointEvaluation:
     """Score a model file on a dataset split, reading the data as its input contract says.
 
@@ -134,6 +138,8 @@ def evaluate_checkpoint(
         progress: Show progress bars.
         tile_size: Tiles of images larger than one, as ``dsifn predict`` cuts them; None:
             predict's default (the tile size the model trained on, else 512).
+        offset: Digital numbers added to every file's first, replacing the offsets the files
+            state (:mod:`dsifn.io.radiometry`); None: theirs.
 
     Returns:
         The scores, the split's size and the tuned threshold, if any.
@@ -142,7 +148,7 @@ def evaluate_checkpoint(
     runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision)
     found = _training_validation(found, runner.meta)
     contract = runner.contract.resolve(str(checkpoint), threshold=threshold)
-    data = reading_config(contract, str(root))  # read through `found`, detected once
+    data = reading_config(contract, str(root), offset=offset)  # read through `found`
     options: dict[str, Any] = {
         "batch_size": batch_size,
         "workers": workers,
