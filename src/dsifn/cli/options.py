@@ -13,6 +13,7 @@ __all__ = [
     "add_device_options",
     "add_model_file_options",
     "add_model_options",
+    "add_offset_option",
     "add_overwrite_option",
     "add_progress_option",
     "finite_float",
@@ -65,6 +66,17 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
     """``--overwrite``: allow replacing existing outputs."""
     parser.add_argument(
         "--overwrite", action="store_true", help="replace outputs that already exist"
+    )
+
+
+def add_offset_option(parser: Any) -> None:
+    """``--offset``: digital numbers added first, replacing what the files state."""
+    parser.add_argument(
+        "--offset",
+        type=finite_float,
+        help="add this to every band's digital numbers first, replacing the offset the files "
+        "state (-1000 for Sentinel-2 of processing baseline 04.00 or later that states none) "
+        "[the files' own: tags, STAC raster:bands, SAFE metadata]",
     )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dsifn.contract import InputContract
+from dsifn.contract import InputContract, notify
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.loading import load_runner
 from dsifn.inference.options import (
@@ -93,7 +93,10 @@ def predict_scene(
             model file (a dsifn checkpoint, an ONNX model, an OpenVINO ``.xml``).
         before: T1: a GeoTIFF (or any raster or GDAL dataset name), a PNG/JPEG, or several band
             files stacked in the given order on the finest of their grids.
-        after: T2, the same way; it must be on T1's grid unless ``align=True``.
+        after: T2, the same way; it must be on T1's grid unless ``align=True``. With band
+            names (the contract's, or ``bands``) each date may also be a folder of band files,
+            a SAFE product or a STAC item (a JSON file or an http(s) URL: its assets are read
+            in windows over HTTP and scaled by their ``raster:bands``).
         out: The change map: a GeoTIFF for rasters, a PNG for plain images.
         options: How to tile, read and write (:class:`SceneOptions`), made once by the caller.
         **fields: Fields of :class:`SceneOptions`, replacing those of ``options``.
@@ -119,7 +122,9 @@ def predict_scene(
         check_outputs(Path(out), opts)
         runner, model_name = _resolve_runner(runner_or_checkpoint, opts)
         contract = _reading(runner, model_name, opts)
-        with open_pair(before, after, contract.reading(), align=opts.align) as pair:
+        reading = dataclasses.replace(contract.reading(), offset=opts.offset)
+        with open_pair(before, after, reading, align=opts.align) as pair:
+            _say(runner, pair.notices)
             plan = plan_scene(
                 runner, pair, contract, opts, model=model_name, inputs=(before, after)
             )
@@ -163,12 +168,26 @@ def _resolve_runner(runner: TileRunner | PathLike, opts: SceneOptions) -> tuple[
 _SAID: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
+def _said(runner: TileRunner) -> set[str]:
+    """The lines already said about ``runner`` (a new set for one that cannot be weakly held)."""
+    try:
+        return _SAID.setdefault(runner, set())
+    except TypeError:
+        return set()
+
+
+def _say(runner: TileRunner, lines: Sequence[str]) -> None:
+    """Say what the pair reader found worth a line, each once per runner."""
+    said = _said(runner)
+    for line in lines:
+        if line not in said:
+            said.add(line)
+            notify(line)
+
+
 def _reading(runner: TileRunner, model_name: str, opts: SceneOptions) -> InputContract:
     """The model's input contract with the options that replace recorded values."""
-    try:
-        said = _SAID.setdefault(runner, set())
-    except TypeError:  # a runner that cannot be weakly referenced
-        said = set()
+    said = _said(runner)
     # An asked tile side is worth a word against the trained one (plain tiles, any-size model).
     trained_tile = opts.attention == "tile" and runner.tile_size is None
     return runner.contract.resolve(
@@ -228,6 +247,7 @@ def plan_scene(
         after=source_names(inputs[1]),
         contract=contract,
         scaling=pair.scaling,
+        radiometry=pair.radiometry,
         tile=tile,
         overlap=overlap,
         opts=opts,
