@@ -164,6 +164,7 @@ def _by_name(
         (a STAC item's ``raster:bands``, a SAFE product's metadata; None: nothing), and why
         their names say they are a product of baseline 04.00 or later.
     """
+    names = [band_id(n) or n.upper() for n in names]
     if len(files) == 1 and stac.is_item(str(files[0])):
         found = stac.item_bands(files[0], names, what)
         return found.files, found.stated, found.hint
