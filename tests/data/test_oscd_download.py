@@ -125,3 +125,40 @@ def test_samples_per_epoch_needs_crops_and_tile_datasets_keep_one_crop_per_image
     assert len(ChangeDetectionDataset(many, "train", train=True)) == 7
     assert len(ChangeDetectionDataset(many, "val")) == 1  # evaluation: whole images
     assert torch.is_tensor(ChangeDetectionDataset(many, "train", train=True)[6]["image"])
+
+
+def test_a_named_layout_that_does_not_fit_says_which_the_folder_holds(download):
+    with pytest.raises(DataError, match=r"it holds the OSCD layout: `data.layout=auto`$"):
+        detect_layout(download, "levir")
+
+
+@pytest.mark.slow
+def test_evaluate_reads_the_images_the_checkpoint_trained_on(download, tmp_path):
+    from dsifn import DSIFN, save_checkpoint
+    from dsifn.contract import CONTRACT_KEY, InputContract
+    from dsifn.evaluation.workflow import evaluate_checkpoint
+
+    model = DSIFN(encoder_weights=None)
+    contract = InputContract.of(model).replace(
+        bands=("B04", "B03", "B02"), radiometry="reflectance"
+    )
+    first_pixel = {}
+    for rect in (True, False):
+        path = tmp_path / f"rect_{rect}.pt"
+        meta = {CONTRACT_KEY: contract.to_dict(), "training": {"data": {"oscd_rect": rect}}}
+        save_checkpoint(path, model, meta=meta)
+        seen = []
+        evaluate_checkpoint(
+            path,
+            download,
+            split="test",
+            device="cpu",
+            precision="fp32",
+            progress=False,
+            on_prediction=lambda p, seen=seen: seen.append(p.image[0, 0, 0, 0].item()),
+        )
+        first_pixel[rect] = seen[0]
+    # brasilia's T1 B04, as reflectance: the rectified copy when trained on it, else the raw.
+    rect_value = (oscd_band_value("B04", 1) + OSCD_RECT_MARK) / 1e4
+    assert first_pixel[True] == pytest.approx(rect_value)
+    assert first_pixel[False] == pytest.approx(oscd_band_value("B04", 1) / 1e4)

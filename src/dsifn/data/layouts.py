@@ -9,7 +9,7 @@ Layouts, as the datasets are distributed:
 ``sysu``                SYSU-CD: ``{split}/{time1,time2,label}``
 ``s2looking``           S2Looking: ``{split}/{Image1,Image2,label}``
 ``list``                BIT / ChangeFormer style: ``A/``, ``B/``, ``label/``, ``list/{split}.txt``
-``oscd``                OSCD: ``{city}/{imgs_1,imgs_2,cm}``, one GeoTIFF per band (see below)
+``oscd``                OSCD as downloaded: ``{city}/{imgs_1[_rect],imgs_2[_rect]}``, labels apart
 ``generic``             the user's three folder names, under split folders or directly under root
 ======================  ==============================================================
 
@@ -19,7 +19,10 @@ extension (a mask may be ``.tif`` where the images are ``.png``). Split folders 
 ``training``, ``valid``, ``validation`` or ``testing`` are called ``train``, ``val`` and ``test``.
 
 OSCD (:mod:`dsifn.data.oscd`) has no val split: :meth:`DetectedLayout.with_validation` carves
-one from the train cities, by default :data:`~dsifn.data.oscd.OSCD_VAL_FRACTION` of them.
+one from the train cities, by default :data:`~dsifn.data.oscd.OSCD_VAL_FRACTION` of them. Its
+cities are scenes (:attr:`DetectedLayout.scenes`): an epoch draws crops from them by area.
+
+A named layout that does not fit the folder is refused with the layout the folder holds.
 """
 
 from __future__ import annotations
@@ -324,6 +327,25 @@ def detect_layout(
         candidates = _AUTO_ORDER
     else:
         candidates = (layout,)
+    found = _first_found(base, candidates, names, oscd_rect)
+    if found is not None:
+        return found
+    other = None if layout == "auto" else _first_found(base, _AUTO_ORDER, None, oscd_rect)
+    hint = "" if other is None else f"; it holds the {other.title} layout: `data.layout=auto`"
+    raise DataError(
+        f"no dataset layout found in {base}: looked for {_looked_for(candidates, names)}, "
+        "in split folders (train/val/test) or directly under the root; for other folder names "
+        f"use the generic layout with folders (t1, t2, mask){hint}"
+    )
+
+
+def _first_found(
+    base: Path,
+    candidates: Sequence[str],
+    names: tuple[str, str, str] | None,
+    oscd_rect: bool,
+) -> DetectedLayout | None:
+    """The first of ``candidates`` found in ``base``, or None."""
     for name in candidates:
         if name == "list":
             splits = _find_list_layout(base)
@@ -342,8 +364,4 @@ def detect_layout(
             splits = _find_folder_layout(base, shape)
         if splits:
             return DetectedLayout(name=name, splits=splits, root=base, folders=shape)
-    raise DataError(
-        f"no dataset layout found in {base}: looked for {_looked_for(candidates, names)}, "
-        "in split folders (train/val/test) or directly under the root; for other folder names "
-        "use the generic layout with folders (t1, t2, mask)"
-    )
+    return None
