@@ -162,3 +162,18 @@ def test_evaluate_reads_the_images_the_checkpoint_trained_on(download, tmp_path)
     rect_value = (oscd_band_value("B04", 1) + OSCD_RECT_MARK) / 1e4
     assert first_pixel[True] == pytest.approx(rect_value)
     assert first_pixel[False] == pytest.approx(oscd_band_value("B04", 1) / 1e4)
+
+
+def test_stats_reads_oscd_as_reflectance_and_says_so(download, capsys):
+    from dsifn.cli.main import main
+
+    means = {}
+    for extra in ([], ["--scale", "10000"]):
+        argv = ["stats", "--data", str(download), "--bands", "B4,B3,B2", "--no-progress"]
+        assert main([*argv, *extra]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        means[bool(extra)] = [float(line.split()[1]) for line in lines[3:6]]
+        said = "values as reflectance" if not extra else "values scaled to [0, 1]"
+        assert said in lines[1]
+    # DN / 10000 and reflectance agree where no value reaches 10000 (no clipping).
+    np.testing.assert_allclose(means[True], means[False], atol=1e-6)

@@ -100,23 +100,25 @@ def run(args: argparse.Namespace) -> int:
     layout = resolve_layout(config)
     print(layout.describe())
     config = settle_radiometry(config, layout)
-    unit = "reflectance" if config.radiometry == "reflectance" else "digital numbers as stored"
+    values = "values scaled to [0, 1]"
+    if config.radiometry == "reflectance":  # said, as training will read them so
+        rule = config.scaling_rule()
+        then = "" if rule.rule == "dtype" else f", then {rule.describe()}"
+        values = f"values as reflectance (data.radiometry=reflectance{then})"
     files = layout.split(args.split)
     count = len(files.samples)
     used = count if args.max_images is None else min(count, args.max_images)
     mean, std = compute_band_stats(
         config, args.split, args.max_images, layout=layout, progress=not args.no_progress
     )
-    print(
-        f"split {args.split}: {used} of {count} pairs, both dates, {unit}, "
-        f"{config.scaling_rule().describe()} (data.radiometry={config.radiometry})"
-    )
+    print(f"split {args.split}: {used} of {count} pairs, both dates, {values}")
     print(f"{'band':>4}  {'mean':>10}  {'std':>10}")
     bands: tuple[int | str, ...] = args.bands or tuple(range(1, len(mean) + 1))
     if args.bands is None and layout.name == "oscd":
         bands = OSCD_BANDS
     for band, m, s in zip(bands, mean, std, strict=True):
         print(f"{band:>4}  {m:>10.6f}  {s:>10.6f}")
-    print("paste into a training config (normalization of the values above):")
+    images = values.removeprefix("values ").split(" (")[0]
+    print(f"paste into a training config (normalization of the images {images}):")
     print(format_yaml(mean, std))
     return 0
