@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from dsifn.cli.options import date_offsets
 from dsifn.contract import InputContract
 from dsifn.errors import InputError
 from dsifn.inference.scene import predict_scene
@@ -81,6 +82,13 @@ def test_a_2023_file_that_states_nothing_is_warned_about_and_the_offset_fixes_it
     np.testing.assert_allclose(fixed, old, atol=1e-6)
     assert "offset -1000 as asked" in tags["radiometry"]
     assert "baseline 04.00" not in capsys.readouterr().err
+    # A 2017 date before a bare 2023 one: the offset for T2 alone (T1 keeps its own).
+    mixed, _ = _map(
+        runner, ground["old_t1"], ground["bare_t2"], tmp_path / "mix.tif", offset=(None, -1000)
+    )
+    np.testing.assert_allclose(mixed, old, atol=1e-6)
+    assert "--offset ,-1000 for T2 alone" in warned[1]
+    assert date_offsets(",-1000") == (None, -1000.0) and date_offsets("-1000") == -1000.0
 
 
 def test_a_contract_of_digital_numbers_reads_as_before_and_names_the_offset(

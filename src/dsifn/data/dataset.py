@@ -26,7 +26,7 @@ from dsifn.data.config import DataConfig
 from dsifn.data.layouts import DetectedLayout, Sample, detect_layout
 from dsifn.data.readers import read_mask
 from dsifn.errors import DataError
-from dsifn.io.images import open_image
+from dsifn.io.images import is_plain, open_image, source_names
 from dsifn.io.pairs import PairData, PixelReading, open_pair
 from dsifn.io.radiometry import Unit
 from dsifn.scaling import Scaling
@@ -72,6 +72,8 @@ def _sample_unit(config: DataConfig, sample: Sample) -> Unit:
         return "dn"
     if sample.known is not None:
         return "reflectance"
+    if is_plain(source_names(sample.t1)):
+        return "dn"  # PNG, JPEG, BMP state nothing
     with open_image(sample.t1, bands=config.bands, nodata=config.nodata) as source:
         stated = source.stated_conversions()
     return "reflectance" if stated and all(stated) else "dn"

@@ -34,6 +34,7 @@ from dsifn.scaling import Scaling, ScalingRule
 
 __all__ = [
     "STRETCH_SAMPLE_SIDE",
+    "DateOffsets",
     "ImagePair",
     "PairData",
     "PixelReading",
@@ -50,6 +51,8 @@ __all__ = [
 STRETCH_SAMPLE_SIDE = 1024
 
 Files = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+# An offset for both dates, or one per date (T1, T2), None meaning the files' own.
+DateOffsets = float | tuple[float | None, float | None] | None
 
 
 def check_resampling(name: str, value: str) -> str:
@@ -76,7 +79,9 @@ class PixelReading:
     scaling: ScalingRule = field(default_factory=ScalingRule)  # values to [0, 1]
     # What the model learnt from: digital numbers as stored, or reflectance (converted first).
     radiometry: Unit = "dn"
-    offset: float | None = None  # digital numbers added first, replacing stated offsets
+    # Digital numbers added first, replacing stated offsets: one value for both dates, or
+    # (T1, T2) with None for "as the files state"; None: as the files state.
+    offset: DateOffsets = None
     known: Conversion | None = None  # what the dataset knows of its digital numbers (OSCD)
 
 
@@ -224,7 +229,11 @@ def open_pair(
         t2 = _second_date(t1, p2, options, align, notices)
         try:
             raw = np.result_type(t1.dtype, t2.dtype)
-            d1, d2 = (_converted(date, reading, notices) for date in (t1, t2))
+            offsets = _per_date(reading.offset)
+            d1, d2 = (
+                _converted(date, reading, offset, notices)
+                for date, offset in zip((t1, t2), offsets, strict=True)
+            )
             if scaling is None:
                 dtype = raw if reading.radiometry == "dn" else np.result_type(d1.dtype, d2.dtype)
                 scaling = reading.scaling.resolve(dtype, t1.count, lambda: stretch_sample(d1, d2))
@@ -273,11 +282,19 @@ def _second_date(
     return second
 
 
-def _converted(date: ImageSource, reading: PixelReading, notices: list[str]) -> ImageSource:
+def _per_date(offset: DateOffsets) -> tuple[float | None, float | None]:
+    """(T1's, T2's) offset from one for both dates or a pair."""
+    if offset is None or isinstance(offset, (int, float)):
+        return offset, offset
+    first, second = offset
+    return first, second
+
+
+def _converted(
+    date: ImageSource, reading: PixelReading, offset: float | None, notices: list[str]
+) -> ImageSource:
     """A date in the unit the reading asks for (:func:`~dsifn.io.radiometry.convert_date`)."""
-    converted, said = convert_date(
-        date, reading.radiometry, offset=reading.offset, known=reading.known
-    )
+    converted, said = convert_date(date, reading.radiometry, offset=offset, known=reading.known)
     notices.extend(said)
     return converted
 

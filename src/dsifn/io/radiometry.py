@@ -209,6 +209,11 @@ def product_hint(names: Sequence[str]) -> str | None:
     return None
 
 
+def _alone(name: str) -> str:
+    """The ``--offset`` that gives date ``name`` alone an offset of -1000 (the other: its own)."""
+    return "--offset ,-1000" if name == "T2" else "--offset=-1000,"
+
+
 class ConvertedSource(ImageSource):
     """A date whose digital numbers are converted band by band as they are read (float32).
 
@@ -282,8 +287,8 @@ def convert_date(
             f"{source.name} looks like a Sentinel-2 product of processing baseline 04.00 or "
             f"later ({source.hint}), whose digital numbers are reflectance x 10000 + 1000, but "
             "nothing states its offset (no scale/offset tags, STAC raster:bands or SAFE "
-            "metadata): read as offset 0; give offset -1000 (dsifn predict --offset -1000) "
-            "if it has one"
+            f"metadata): read as offset 0; if it has one, give it: offset -1000 (dsifn predict "
+            f"--offset -1000 for both dates, {_alone(source.name)} for {source.name} alone)"
         )
     if unit == "dn":
         shifted = [s for s in stated if s is not None and s.dn_offset != 0]
@@ -292,7 +297,8 @@ def convert_date(
                 f"{source.name} states an offset of its digital numbers ({shifted[0].source}: "
                 f"{shifted[0].dn_offset:g}); the model reads digital numbers as stored (its "
                 "input contract records no conversion to reflectance), so it is not applied: "
-                f"give offset {shifted[0].dn_offset:g} to apply it"
+                f"give offset {shifted[0].dn_offset:g} to apply it (dsifn predict --offset "
+                f"{shifted[0].dn_offset:g})"
             )
         if offset is None:
             return source, notices

@@ -96,7 +96,7 @@ def _add_band_options(parser: argparse.ArgumentParser) -> None:
         help="bands of each image, in order: 1-based numbers (4,3,2) or band names that pick "
         "band files or STAC assets (B04,B03,B02 or red,green,blue)",
     )
-    add_offset_option(data)
+    add_offset_option(data, per_date=True)
     data.add_argument(
         "--scale",
         type=finite_float,
