@@ -98,17 +98,18 @@ def sample_reading(sample: Sample, config: DataConfig) -> PixelReading:
     return settled.reading(known=sample.known)
 
 
-# What the pair reader said about each pair, said once per process.
-_SAID: set[str] = set()
+# What the pair reader said about each pair (its T1 files, the line), said once per process.
+_SAID: set[tuple[str, str]] = set()
 _SAID_LOCK = threading.Lock()
 
 
-def _say_once(line: str) -> None:
+def _say_once(sample: Sample, line: str) -> None:
+    key = (sample.where("T1"), line)
     with _SAID_LOCK:
-        if line in _SAID:
+        if key in _SAID:
             return
-        _SAID.add(line)
-    notify(line)
+        _SAID.add(key)
+    notify(f"{sample.name}: {line}")
 
 
 def read_dates(
@@ -144,7 +145,7 @@ def read_dates(
         reading = sample_reading(sample, config)
         with open_pair(sample.t1, sample.t2, reading, align=sample.align, scaling=scaling) as pair:
             for line in pair.notices:
-                _say_once(f"{sample.name}: {line}")
+                _say_once(sample, line)
             return pair.read(*(window or (0, 0, None, None)))
     except DataError as exc:
         raise DataError(f"{sample.name}: {exc}") from exc
