@@ -143,10 +143,10 @@ def test_evaluate_reads_the_images_the_checkpoint_trained_on(download, tmp_path)
         bands=("B04", "B03", "B02"), radiometry="reflectance"
     )
     first_pixel = {}
-    for rect in (True, False):
+    for rect, offset in ((True, None), (False, None), (False, -100)):
         path = tmp_path / f"rect_{rect}.pt"
         meta = {CONTRACT_KEY: contract.to_dict(), "training": {"data": {"oscd_rect": rect}}}
-        save_checkpoint(path, model, meta=meta)
+        save_checkpoint(path, model, meta=meta, overwrite=True)
         seen = []
         evaluate_checkpoint(
             path,
@@ -155,13 +155,15 @@ def test_evaluate_reads_the_images_the_checkpoint_trained_on(download, tmp_path)
             device="cpu",
             precision="fp32",
             progress=False,
+            offset=offset,
             on_prediction=lambda p, seen=seen: seen.append(p.image[0, 0, 0, 0].item()),
         )
-        first_pixel[rect] = seen[0]
+        first_pixel[rect, offset] = seen[0]
     # brasilia's T1 B04, as reflectance: the rectified copy when trained on it, else the raw.
-    rect_value = (oscd_band_value("B04", 1) + OSCD_RECT_MARK) / 1e4
-    assert first_pixel[True] == pytest.approx(rect_value)
-    assert first_pixel[False] == pytest.approx(oscd_band_value("B04", 1) / 1e4)
+    raw = oscd_band_value("B04", 1)
+    assert first_pixel[True, None] == pytest.approx((raw + OSCD_RECT_MARK) / 1e4)
+    assert first_pixel[False, None] == pytest.approx(raw / 1e4)
+    assert first_pixel[False, -100] == pytest.approx((raw - 100) / 1e4)  # evaluate --offset
 
 
 def test_stats_reads_oscd_as_reflectance_and_says_so(download, capsys):
