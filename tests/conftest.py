@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,15 +47,29 @@ def _offline(
 
     A test that wants a download to happen replaces ``torch.hub.download_url_to_file`` itself;
     anything else that opens a URL or an internet socket fails with :class:`NetworkBlocked`
-    (an ``OSError``, as a real network failure is). Local sockets (``torchrun``'s rendezvous on
-    127.0.0.1, unix sockets) stay allowed.
+    (an ``OSError``, as a real network failure is). Local sockets and URLs (``torchrun``'s
+    rendezvous and the HTTP servers tests start on 127.0.0.1, unix sockets) stay allowed. GDAL
+    reads URLs through libcurl, below Python's sockets: every host but the local ones goes
+    through a proxy that refuses connections (``http_proxy`` with ``no_proxy``).
     """
     hub = tmp_path_factory.mktemp("hub")
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(hub))
     monkeypatch.setenv("TORCH_HOME", str(hub))
     monkeypatch.setattr(torch.hub, "download_url_to_file", _blocked)
-    monkeypatch.setattr(urllib.request, "urlopen", _blocked)
+    urlopen = urllib.request.urlopen
+
+    def local_urls(url: Any, *args: Any, **kwargs: Any) -> Any:
+        target = url.full_url if isinstance(url, urllib.request.Request) else str(url)
+        if urllib.parse.urlparse(target).hostname not in _LOCAL_HOSTS:
+            _blocked(target)
+        return urlopen(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", local_urls)
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, _DEAD_PROXY)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, ",".join(sorted(_LOCAL_HOSTS)))
     connect = socket.socket.connect
 
     def local_only(sock: socket.socket, address: Any) -> Any:
@@ -69,3 +84,5 @@ def _offline(
 
 
 _LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost", "0.0.0.0"}
+# Where libcurl (GDAL's /vsicurl/) sends every non-local request: port 9 refuses them.
+_DEAD_PROXY = "http://127.0.0.1:9"

@@ -2,14 +2,17 @@
 
 Training writes an :class:`InputContract` into every checkpoint (``meta["input_contract"]``),
 and every export carries it in its metadata. It says how a file's pixels became the tensors the
-network learnt from: which bands, which scaling rule (:mod:`dsifn.scaling`) and its values,
+network learnt from: which bands, whether digital numbers were first converted to reflectance
+(:mod:`dsifn.io.radiometry`), which scaling rule (:mod:`dsifn.scaling`) and its values,
 which raw value is nodata and which label value is ignored, the normalisation, the band count,
 the tile size it trained on, and the decision threshold with its rule.
 
 Evaluation and prediction read pixels the way the contract says unless told otherwise;
 :meth:`InputContract.override` applies an option that differs and returns the one-line notice
 that says so. A checkpoint written before contracts existed gets one derived from its
-recorded training configuration (or the defaults), with a notice.
+recorded training configuration (or the defaults), with a notice; a contract written before
+``radiometry`` existed records digital numbers read as stored, which is what those models
+learnt from.
 
 The decision rule is the same everywhere (:func:`is_change`): a pixel is change when its
 probability is strictly greater than the threshold, ``p > t``.
@@ -26,9 +29,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from dsifn._validation import check_choice
 from dsifn.bands import parse_bands
 from dsifn.errors import ConfigError, InputError
 from dsifn.io.pairs import PixelReading, check_resampling
+from dsifn.io.radiometry import UNITS, Unit
 from dsifn.normalization import Normalization
 from dsifn.scaling import ScalingRule
 
@@ -48,7 +53,8 @@ __all__ = [
 
 # Where the contract lives in a checkpoint's meta and in an export's metadata.
 CONTRACT_KEY = "input_contract"
-CONTRACT_VERSION = 1
+# 2: records `radiometry` (a contract of version 1 read digital numbers as stored).
+CONTRACT_VERSION = 2
 # Decision threshold when a model records none: the midpoint of the sigmoid.
 DEFAULT_THRESHOLD = 0.5
 # The one decision rule: change where the probability is strictly above the threshold.
@@ -109,7 +115,10 @@ class InputContract:
     normalization: Normalization  # applied to the [0, 1] images
     # 1-based bands of each date's stack, or band names picking band files; None: all.
     bands: tuple[int, ...] | tuple[str, ...] | None = None
-    scaling: ScalingRule = field(default_factory=ScalingRule)  # raw values to [0, 1]
+    # Digital numbers as stored ("dn"), or converted to reflectance first with what each file
+    # states (its scale and offset) before the scaling ("reflectance").
+    radiometry: Unit = "dn"
+    scaling: ScalingRule = field(default_factory=ScalingRule)  # values to [0, 1]
     nodata: float | None = None  # raw value meaning no data; None: the files' own marks
     # How band files of other resolutions are put on the finest grid (a rasterio resampling).
     resampling: str = "bilinear"
@@ -133,6 +142,7 @@ class InputContract:
             raise ConfigError("the contract's normalisation does not fit its band count")
         object.__setattr__(self, "threshold", check_threshold(self.threshold))
         check_resampling("the contract's resampling", self.resampling)
+        check_choice("the contract's radiometry", self.radiometry, UNITS)
         if self.threshold_rule != THRESHOLD_RULE:
             raise ConfigError(f"unknown threshold rule {self.threshold_rule!r}")
         if self.nodata is not None and math.isinf(float(self.nodata)):
@@ -140,11 +150,15 @@ class InputContract:
 
     @classmethod
     def for_training(cls, data: Any, model: Any, threshold: float) -> InputContract:
-        """The contract of a model of ``model`` config trained on ``data`` (a DataConfig)."""
+        """The contract of a model of ``model`` config trained on ``data`` (a DataConfig).
+
+        ``data.radiometry`` must be decided for the dataset (not ``"auto"``).
+        """
         return cls(
             band_count=model.in_channels,
             normalization=model.input_normalization,
             bands=data.bands,
+            radiometry=data.radiometry,
             scaling=data.scaling_rule(),
             nodata=data.nodata,
             resampling=data.resampling,
@@ -188,7 +202,9 @@ class InputContract:
 
     def reading(self) -> PixelReading:
         """How the pair reader reads pixels for this model (:mod:`dsifn.io.pairs`)."""
-        return PixelReading(self.bands, self.nodata, self.resampling, self.scaling)
+        return PixelReading(
+            self.bands, self.nodata, self.resampling, self.scaling, radiometry=self.radiometry
+        )
 
     @classmethod
     def of(cls, model: Any) -> InputContract:
@@ -206,6 +222,7 @@ class InputContract:
             "version": CONTRACT_VERSION,
             "band_count": self.band_count,
             "bands": None if self.bands is None else list(self.bands),
+            "radiometry": self.radiometry,
             "scaling": self.scaling.to_dict(),
             "nodata": self.nodata,
             "resampling": self.resampling,
@@ -239,6 +256,7 @@ class InputContract:
                     bool(norm["reverse_bands"]),
                 ),
                 bands=values.get("bands"),
+                radiometry=values.get("radiometry", "dn"),
                 scaling=ScalingRule.from_dict(values.get("scaling") or {}),
                 nodata=None if values.get("nodata") is None else float(values["nodata"]),
                 resampling=str(values.get("resampling", "bilinear")),
@@ -254,6 +272,8 @@ class InputContract:
         """One line: bands, scaling, nodata, tile size, threshold."""
         bands = "all bands" if self.bands is None else "bands " + ",".join(map(str, self.bands))
         parts = [bands, self.scaling.describe()]
+        if self.radiometry == "reflectance":
+            parts.insert(1, "reflectance")
         if self.nodata is not None:
             parts.append(f"nodata {self.nodata:g}")
         if self.tile_size is not None:

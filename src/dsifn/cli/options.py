@@ -13,8 +13,10 @@ __all__ = [
     "add_device_options",
     "add_model_file_options",
     "add_model_options",
+    "add_offset_option",
     "add_overwrite_option",
     "add_progress_option",
+    "date_offsets",
     "finite_float",
     "model_options_from_args",
 ]
@@ -65,6 +67,32 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
     """``--overwrite``: allow replacing existing outputs."""
     parser.add_argument(
         "--overwrite", action="store_true", help="replace outputs that already exist"
+    )
+
+
+def date_offsets(text: str) -> float | tuple[float | None, float | None]:
+    """An argparse ``type``: one offset for both dates (``-1000``), or ``T1,T2`` (``,-1000``).
+
+    An empty side keeps that date's own (what its files state).
+    """
+    parts = text.split(",")
+    if len(parts) == 1:
+        return finite_float(text)
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"one offset, or two as T1,T2; got {text!r}")
+    first, second = (finite_float(p) if p.strip() else None for p in parts)
+    return first, second
+
+
+def add_offset_option(parser: Any, *, per_date: bool = False) -> None:
+    """``--offset``: digital numbers added first, replacing what the files state."""
+    dates = " (T1,T2: one per date, an empty side the files' own, e.g. ,-1000)" if per_date else ""
+    parser.add_argument(
+        "--offset",
+        type=date_offsets if per_date else finite_float,
+        help="add this to every band's digital numbers first, replacing the offset the files "
+        f"state{dates}: -1000 for Sentinel-2 of processing baseline 04.00 or later that states "
+        "none [the files' own: tags, STAC raster:bands, SAFE metadata]",
     )
 
 

@@ -13,7 +13,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dsifn.data.config import DataConfig
-from dsifn.data.dataset import load_pair, read_dates, resolve_layout, summarize
+from dsifn.data.dataset import (
+    load_pair,
+    read_dates,
+    resolve_layout,
+    settle_radiometry,
+    summarize,
+)
 from dsifn.data.layouts import DetectedLayout, Sample, canonical_split
 from dsifn.errors import DataError, InputError
 
@@ -74,6 +80,7 @@ def check_splits(
             the mask, unreadable files, bands that do not exist.
     """
     found = resolve_layout(config, layout)
+    config = settle_radiometry(config, found)
     problems: list[str] = []
     hashes: dict[str, dict[str, str]] = {}  # split -> pixel hash -> pair name
     for split in dict.fromkeys(canonical_split(s) for s in splits):
@@ -175,6 +182,7 @@ def compute_band_stats(
         DataError: If the split is missing or a file is unreadable or inconsistent.
     """
     found = resolve_layout(config, layout)
+    config = settle_radiometry(config, found)
     files = found.split(split)
     samples = list(files.samples)
     if not samples:

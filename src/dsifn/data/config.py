@@ -11,6 +11,7 @@ from dsifn.bands import parse_bands
 from dsifn.contract import InputContract
 from dsifn.errors import ConfigError
 from dsifn.io.pairs import PixelReading, check_resampling
+from dsifn.io.radiometry import Conversion
 from dsifn.scaling import ScalingRule
 
 __all__ = ["AugmentConfig", "DataConfig", "Layout", "reading_config"]
@@ -18,6 +19,10 @@ __all__ = ["AugmentConfig", "DataConfig", "Layout", "reading_config"]
 Layout = Literal[
     "auto", "dsifn", "levir", "whu", "cdd", "sysu", "s2looking", "list", "oscd", "generic"
 ]
+# What the model learns from: digital numbers as stored, reflectance, or decided by the data.
+Radiometry = Literal["auto", "dn", "reflectance"]
+# A scale above this, applied to reflectance (0 to about 1), is a scale of digital numbers.
+_REFLECTANCE_SCALE_LIMIT = 100.0
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -85,21 +90,32 @@ class AugmentConfig(Config):
 class DataConfig(Config):
     """Where a change-detection dataset is and how to read it.
 
-    Raw pixel values become [0, 1] by one of the rules of :mod:`dsifn.scaling`: by default
+    Digital numbers first become reflectance where ``radiometry`` says so
+    (:mod:`dsifn.io.radiometry`: each file's stated scale and offset, what the layout knows,
+    else Sentinel-2's DN / 10000). ``"auto"`` (the default) reads reflectance where the data
+    says how (the OSCD layout; files that state a scale and offset) and no ``scale`` is given,
+    and digital numbers as stored otherwise; the choice is made once per dataset, from its first
+    pair, and recorded.
+
+    Values then become [0, 1] by one of the rules of :mod:`dsifn.scaling`: by default
     (``scale`` and ``stretch`` None) 8-bit images are divided by 255 and other integer types
-    by their type's maximum (uint16 by 65535), and floating-point images are taken as they
-    are. For 12-bit or reflectance data set ``scale`` (4095, 10000, ...) so values spread over
-    [0, 1], and compute the normalisation with ``dsifn stats``. ``stretch`` (percentiles, e.g.
-    ``[2, 98]``) stretches each pair by the values of its own two dates instead. The choices
-    are recorded in every checkpoint trained on the data (its input contract), so evaluation
-    and prediction read pixels the same way.
+    by their type's maximum (uint16 by 65535), and floating-point values (reflectance) are
+    taken as they are. For 12-bit or reflectance digital numbers read as stored set ``scale``
+    (4095, 10000, ...) so values spread over [0, 1]; on reflectance, ``scale`` is in
+    reflectance units (0.3 stretches 0-0.3 over [0, 1]). Compute the normalisation with
+    ``dsifn stats``. ``stretch`` (percentiles, e.g. ``[2, 98]``) stretches each pair by the
+    values of its own two dates instead. The choices are recorded in every checkpoint trained
+    on the data (its input contract), so evaluation and prediction read pixels the same way.
     """
 
     root: str = ""  # dataset folder
     layout: Layout = "auto"  # which folder layout; "auto" detects it (see detect_layout)
     folders: tuple[str, str, str] | None = None  # generic layout: (t1, t2, mask) folder names
     bands: tuple[int, ...] | tuple[str, ...] | None = None  # 1-based numbers or names; None = all
-    scale: float | None = None  # raw value that maps to 1.0; None = by dtype (see above)
+    # digital numbers as stored ("dn"), "reflectance", or "auto" (see above)
+    radiometry: Radiometry = "auto"
+    offset: float | None = None  # digital numbers added first, replacing the files' offsets
+    scale: float | None = None  # value that maps to 1.0; None = by dtype (see above)
     stretch: tuple[float, float] | None = None  # per-pair percentile stretch (low, high)
     ignore_value: int | None = None  # mask value meaning "not labelled": valid False there
     nodata: float | None = None  # raw image value meaning "no data", besides the files' marks
@@ -108,6 +124,13 @@ class DataConfig(Config):
     crop_size: int | None = None  # training: random square crop of this side; None = full image
     # training crops with fewer valid pixels than this fraction are drawn again (a few times)
     crop_min_valid: float = 0.5
+    # Training crops per epoch, each from an image drawn in proportion to its valid area
+    # (torchgeo's RandomGeoSampler length). None: one crop per image, except for scene
+    # datasets (OSCD), where it is as many crops as the train split's valid area holds.
+    samples_per_epoch: int | None = None
+    # OSCD: read imgs_*_rect (every band on one 10 m grid, as its authors and torchgeo do)
+    # where the download has them; false: the raw band files of imgs_1 and imgs_2.
+    oscd_rect: bool = True
     # A val split carved from the train split (OSCD has none; by default it holds a fifth of
     # the train cities): the pairs (cities) named, or this fraction of them, chosen by name.
     val_cities: tuple[str, ...] | None = None
@@ -131,8 +154,23 @@ class DataConfig(Config):
         except ConfigError as exc:
             raise ConfigError(f"data.scale / data.stretch: {exc}") from exc
         check_resampling("data.resampling", self.resampling)
+        check_choice("data.radiometry", self.radiometry, get_args(Radiometry))
+        scale = self.scale or 0.0
+        if self.radiometry == "reflectance" and scale > _REFLECTANCE_SCALE_LIMIT:
+            raise ConfigError(
+                f"data.scale={self.scale:g} would divide reflectance (0 to about 1): with "
+                "data.radiometry=reflectance the scale is in reflectance units; leave it unset, "
+                "or read digital numbers with data.radiometry=dn"
+            )
         if self.crop_size is not None and self.crop_size < 1:
             raise ConfigError(f"data.crop_size must be positive; got {self.crop_size}")
+        if self.samples_per_epoch is not None:
+            if self.samples_per_epoch < 1:
+                raise ConfigError(
+                    f"data.samples_per_epoch must be positive; got {self.samples_per_epoch}"
+                )
+            if self.crop_size is None:
+                raise ConfigError("data.samples_per_epoch draws crops: set data.crop_size")
         _check_probability("data.crop_min_valid", self.crop_min_valid)
         if self.val_cities is not None:
             if isinstance(self.val_cities, str):
@@ -152,18 +190,40 @@ class DataConfig(Config):
         """The rule ``scale`` and ``stretch`` ask for (:mod:`dsifn.scaling`)."""
         return ScalingRule.of(self.scale, self.stretch)
 
-    def reading(self) -> PixelReading:
-        """How the pair reader reads this data's pixels (:mod:`dsifn.io.pairs`)."""
-        return PixelReading(self.bands, self.nodata, self.resampling, self.scaling_rule())
+    def reading(self, known: Conversion | None = None) -> PixelReading:
+        """How the pair reader reads this data's pixels (:mod:`dsifn.io.pairs`).
+
+        Args:
+            known: What the dataset layout knows of a pair's digital numbers (OSCD's).
+
+        Raises:
+            ConfigError: If ``radiometry`` is still ``"auto"``: decide it for the dataset
+                first (:func:`dsifn.data.dataset.settle_radiometry`).
+        """
+        if self.radiometry == "auto":
+            raise ConfigError("data.radiometry 'auto' is decided per dataset before reading")
+        return PixelReading(
+            self.bands,
+            self.nodata,
+            self.resampling,
+            self.scaling_rule(),
+            radiometry=self.radiometry,
+            offset=self.offset,
+            known=known,
+        )
 
 
-def reading_config(contract: InputContract, root: str, layout: str = "auto") -> DataConfig:
+def reading_config(
+    contract: InputContract, root: str, layout: str = "auto", *, offset: float | None = None
+) -> DataConfig:
     """The data configuration that reads a dataset the way ``contract`` says."""
     rule = contract.scaling
     return DataConfig(
         root=root,
         layout=layout,  # type: ignore[arg-type]
         bands=contract.bands,
+        radiometry=contract.radiometry,
+        offset=offset,
         scale=rule.scale,
         stretch=rule.stretch,
         nodata=contract.nodata,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +13,7 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
+from dsifn.contract import notify
 from dsifn.data.augment import (
     augment_sample,
     augment_window,
@@ -22,8 +26,9 @@ from dsifn.data.config import DataConfig
 from dsifn.data.layouts import DetectedLayout, Sample, detect_layout
 from dsifn.data.readers import read_mask
 from dsifn.errors import DataError
-from dsifn.io.images import open_image
-from dsifn.io.pairs import PairData, read_pair
+from dsifn.io.images import is_plain, open_image, source_names
+from dsifn.io.pairs import PairData, PixelReading, open_pair
+from dsifn.io.radiometry import Unit
 from dsifn.scaling import Scaling
 
 __all__ = [
@@ -32,6 +37,8 @@ __all__ = [
     "read_dates",
     "read_label",
     "resolve_layout",
+    "sample_reading",
+    "settle_radiometry",
     "summarize",
 ]
 
@@ -46,8 +53,63 @@ def resolve_layout(config: DataConfig, layout: DetectedLayout | None = None) -> 
     (:meth:`DetectedLayout.with_validation`); applying it again to its own result changes
     nothing, so every reader of the data may call it.
     """
-    found = layout or detect_layout(config.root, config.layout, config.folders)
+    found = layout or detect_layout(
+        config.root, config.layout, config.folders, oscd_rect=config.oscd_rect
+    )
     return found.with_validation(config.val_cities, config.val_fraction)
+
+
+def _sample_unit(config: DataConfig, sample: Sample) -> Unit:
+    """``data.radiometry`` "auto" for one pair: reflectance where the data says how.
+
+    Reflectance when no ``data.scale`` is given (a scale is one of digital numbers) and the
+    layout knows the pair's digital numbers (OSCD) or its T1 files state a scale and offset
+    for every band used.
+    """
+    if config.radiometry != "auto":
+        return config.radiometry
+    if config.scale is not None:
+        return "dn"
+    if sample.known is not None:
+        return "reflectance"
+    if is_plain(source_names(sample.t1)):
+        return "dn"  # PNG, JPEG, BMP state nothing
+    with open_image(sample.t1, bands=config.bands, nodata=config.nodata) as source:
+        stated = source.stated_conversions()
+    return "reflectance" if stated and all(stated) else "dn"
+
+
+def settle_radiometry(config: DataConfig, layout: DetectedLayout) -> DataConfig:
+    """``config`` with ``radiometry`` "auto" decided for the dataset, from its first pair.
+
+    The first pair of the first split (train where there is one) decides, so every reader of
+    the dataset (training, validation, checks, statistics) decides alike.
+    """
+    if config.radiometry != "auto":
+        return config
+    first = next((f.samples[0] for f in layout.splits.values() if f.samples), None)
+    unit: Unit = "dn" if first is None else _sample_unit(config, first)
+    return dataclasses.replace(config, radiometry=unit)
+
+
+def sample_reading(sample: Sample, config: DataConfig) -> PixelReading:
+    """How one pair's pixels are read: the config's reading with what its layout knows."""
+    settled = dataclasses.replace(config, radiometry=_sample_unit(config, sample))
+    return settled.reading(known=sample.known)
+
+
+# What the pair reader said about each pair (its T1 files, the line), said once per process.
+_SAID: set[tuple[str, str]] = set()
+_SAID_LOCK = threading.Lock()
+
+
+def _say_once(sample: Sample, line: str) -> None:
+    key = (sample.where("T1"), line)
+    with _SAID_LOCK:
+        if key in _SAID:
+            return
+        _SAID.add(key)
+    notify(f"{sample.name}: {line}")
 
 
 def read_dates(
@@ -59,9 +121,12 @@ def read_dates(
 ) -> PairData:
     """Read both dates of one sample through the one pair reader (:mod:`dsifn.io.pairs`).
 
+    What the reader finds worth a line (T2 resampled onto T1's grid, an offset) is said once
+    per pair and process, prefixed by the pair's name.
+
     Args:
         sample: The pair's files (an image each, or band files stacked onto the finest grid).
-        config: Band selection, scaling, nodata and resampling.
+        config: Band selection, unit, scaling, nodata and resampling.
         window: ``(row, col, height, width)`` to read alone, clipped to the image; None:
             the whole image.
         scaling: The pair's scaling when already known; None: resolved from the whole pair
@@ -72,11 +137,16 @@ def read_dates(
         (H, W) validity, True where both dates have data; the scaling used.
 
     Raises:
-        DataError: If a file is unreadable, the dates differ in size or band count.
+        DataError: If a file is unreadable, the dates differ in size or band count (or, for a
+            layout that aligns them, do not overlap).
         InputError: If a file is missing or a selected band does not exist.
     """
     try:
-        return read_pair(sample.t1, sample.t2, config.reading(), window, scaling=scaling)
+        reading = sample_reading(sample, config)
+        with open_pair(sample.t1, sample.t2, reading, align=sample.align, scaling=scaling) as pair:
+            for line in pair.notices:
+                _say_once(sample, line)
+            return pair.read(*(window or (0, 0, None, None)))
     except DataError as exc:
         raise DataError(f"{sample.name}: {exc}") from exc
 
@@ -143,9 +213,15 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
     augmented by ``config.augment``. A crop holds at least ``config.crop_min_valid`` valid
     pixels where one can be found in a few draws, and only its window of the dates is read
     (a 13-band OSCD city is not read whole for a 96-pixel crop; a percentile stretch is
-    sampled from the whole pair once). The randomness is a pure function of (``seed``, epoch,
-    index), so any number of loader workers, or a resumed run, gives the same samples. The epoch
-    lives in shared memory, so :meth:`set_epoch` reaches persistent loader workers too.
+    sampled from the whole pair once). An epoch holds one crop per image, or, with
+    ``config.samples_per_epoch`` (and by default for scene datasets, OSCD), that many crops,
+    each from an image drawn in proportion to its valid area (:class:`CropPlan`). The
+    randomness is a pure function of (``seed``, epoch, index), so any number of loader
+    workers, or a resumed run, gives the same samples. The epoch lives in shared memory, so
+    :meth:`set_epoch` reaches persistent loader workers too.
+
+    ``config.radiometry`` "auto" is decided once for the dataset (:func:`settle_radiometry`);
+    :attr:`config` holds the decision.
 
     With ``train=False`` samples are full images, exactly as on disk: no augmentation and no
     crop even when ``crop_size`` is set (the network takes any size of at least 16 pixels;
@@ -172,11 +248,11 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         seed: int = 0,
         layout: DetectedLayout | None = None,
     ) -> None:
-        self.config = config
         self.split = split
         self.train = train
         self.seed = seed
         self.layout = resolve_layout(config, layout)
+        self.config = settle_radiometry(config, self.layout)
         files = self.layout.split(split)
         if files.problems:
             where = f"split {split} of {self.layout.root}"
@@ -186,10 +262,21 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         self.samples: tuple[Sample, ...] = files.samples
         self.names: list[str] = [s.name for s in self.samples]
         self.bands: int = self._band_count()
+        self.crops: CropPlan | None = self._crop_plan() if train else None
         self._stretches: dict[int, Scaling] = {}  # each pair's percentile stretch, once
         # Shared memory: loader workers (forked, spawned, persistent) see set_epoch's value.
         self._epoch = torch.zeros((), dtype=torch.int64)
         self._epoch.share_memory_()  # type: ignore[no-untyped-call]
+
+    def _crop_plan(self) -> CropPlan | None:
+        """Crops per epoch and their images' weights, or None for one crop per image."""
+        config = self.config
+        if config.crop_size is None:
+            return None
+        if config.samples_per_epoch is None and not self.layout.scenes:
+            return None
+        areas = [int(read_label(s, config)[1].sum()) for s in self.samples]
+        return CropPlan.of(areas, config.crop_size, config.samples_per_epoch)
 
     def _band_count(self) -> int:
         # Opening the first file with the band selection refuses bands it does not have.
@@ -207,16 +294,21 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
-        return len(self.samples)
+        """Images, or crops per epoch where a :class:`CropPlan` draws them."""
+        return len(self.samples) if self.crops is None else self.crops.count
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         index = index % len(self)
-        sample = self.samples[index]
         config = self.config
+        generator = sample_generator(self.seed, self.epoch, index)
+        if self.crops is not None:
+            drawn = self.crops.draw(generator)  # the image this crop index comes from
+            return self._windowed(drawn, self.samples[drawn], generator)
+        sample = self.samples[index]
         if self.train and config.crop_size is not None:
-            return self._windowed(index, sample, config.crop_size)
+            return self._windowed(index, sample, generator)
         arrays = load_pair(sample, config, scaling=self._scaling(index))
         image, mask, valid, has_data = (torch.from_numpy(a) for a in arrays)
         if not self.train:
@@ -227,7 +319,6 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
                 "has_data": has_data,
                 "name": sample.name,
             }
-        generator = sample_generator(self.seed, self.epoch, index)
         image, mask, valid = augment_sample(
             image,
             mask,
@@ -239,16 +330,17 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         )
         return {"image": image, "mask": mask, "valid": valid, "name": sample.name}
 
-    def _windowed(self, index: int, sample: Sample, crop_size: int) -> dict[str, Any]:
-        """A training crop, reading only its window of the dates.
+    def _windowed(self, index: int, sample: Sample, generator: torch.Generator) -> dict[str, Any]:
+        """A training crop of image ``index``, reading only its window of the dates.
 
         The window is drawn from the label's valid pixels (the mask is read whole: one band),
         then the dates' no-data pixels in it are marked not valid too.
         """
         config = self.config
+        crop_size = config.crop_size
+        assert crop_size is not None
         mask_np, label_ok = read_label(sample, config)
         mask, valid = torch.from_numpy(mask_np), torch.from_numpy(label_ok)
-        generator = sample_generator(self.seed, self.epoch, index)
         side = crop_side(crop_size, draw_scale(config.augment, generator))
         top, left = crop_window(valid, side, generator, config.crop_min_valid)
         pair = read_dates(sample, config, (top, left, side, side), scaling=self._scaling(index))
@@ -287,7 +379,49 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
 
     def __repr__(self) -> str:
         mode = "train" if self.train else "eval"
+        crops = "" if self.crops is None else f", {self.crops.count} crops per epoch"
         return (
             f"ChangeDetectionDataset({self.layout.root}, split={self.split!r}, "
-            f"{len(self)} pairs, {self.bands} bands, {mode})"
+            f"{len(self.samples)} pairs{crops}, {self.bands} bands, {mode})"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class CropPlan:
+    """An epoch of ``count`` random crops, each from an image drawn by its valid area.
+
+    Like torchgeo's ``RandomGeoSampler``: its length is the number of crops an epoch draws,
+    and an image's chance is its share of the split's valid (labelled) pixels, so a city
+    three times the size of another gives three times the crops.
+    """
+
+    count: int  # crops per epoch
+    cumulative: tuple[float, ...]  # per image: its cumulative share of the valid area, to 1
+
+    @classmethod
+    def of(cls, areas: Sequence[int], crop_size: int, count: int | None) -> CropPlan:
+        """The plan for images of ``areas`` valid pixels each.
+
+        Args:
+            areas: Valid pixels per image.
+            crop_size: Side of a crop.
+            count: Crops per epoch; None: as many as the valid area holds crops,
+                ``ceil(sum(areas) / crop_size**2)``, so an epoch sees about every valid pixel
+                once.
+
+        Raises:
+            DataError: If no image has a valid pixel.
+        """
+        total = float(sum(areas))
+        if total <= 0:
+            raise DataError("no image of the split has a labelled pixel to crop from")
+        if count is None:
+            count = max(1, math.ceil(total / crop_size**2))
+        shares = np.cumsum(np.asarray(areas, dtype=np.float64) / total)
+        shares[-1] = 1.0
+        return cls(count, tuple(float(v) for v in shares))
+
+    def draw(self, generator: torch.Generator) -> int:
+        """The image of one crop: one uniform draw of ``generator``, by valid area."""
+        u = float(torch.rand((), generator=generator, dtype=torch.float64))
+        return min(int(np.searchsorted(self.cumulative, u, side="right")), len(self.cumulative) - 1)

@@ -9,7 +9,7 @@ Layouts, as the datasets are distributed:
 ``sysu``                SYSU-CD: ``{split}/{time1,time2,label}``
 ``s2looking``           S2Looking: ``{split}/{Image1,Image2,label}``
 ``list``                BIT / ChangeFormer style: ``A/``, ``B/``, ``label/``, ``list/{split}.txt``
-``oscd``                OSCD: ``{city}/{imgs_1,imgs_2,cm}``, one GeoTIFF per band (see below)
+``oscd``                OSCD as downloaded: ``{city}/{imgs_1[_rect],imgs_2[_rect]}``, labels apart
 ``generic``             the user's three folder names, under split folders or directly under root
 ======================  ==============================================================
 
@@ -19,7 +19,10 @@ extension (a mask may be ``.tif`` where the images are ``.png``). Split folders 
 ``training``, ``valid``, ``validation`` or ``testing`` are called ``train``, ``val`` and ``test``.
 
 OSCD (:mod:`dsifn.data.oscd`) has no val split: :meth:`DetectedLayout.with_validation` carves
-one from the train cities, by default :data:`~dsifn.data.oscd.OSCD_VAL_FRACTION` of them.
+one from the train cities, by default :data:`~dsifn.data.oscd.OSCD_VAL_FRACTION` of them. Its
+cities are scenes (:attr:`DetectedLayout.scenes`): an epoch draws crops from them by area.
+
+A named layout that does not fit the folder is refused with the layout the folder holds.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import get_args
 
 from dsifn._validation import check_choice
 from dsifn.data.config import Layout
-from dsifn.data.oscd import OSCD_BANDS, OSCD_FOLDERS, OSCD_VAL_FRACTION, find_oscd_layout
+from dsifn.data.oscd import OSCD_BANDS, OSCD_VAL_FRACTION, find_oscd_layout, oscd_folders
 from dsifn.data.pairs import (
     SINGLE_SPLIT,
     Sample,
@@ -97,6 +100,11 @@ class DetectedLayout:
             f"found {self.title} layout ({self.shape}) in {self.root} with {split_word} "
             f"{', '.join(parts)}"
         )
+
+    @property
+    def scenes(self) -> bool:
+        """Whether its images are scenes: a few, each many training crops (OSCD's cities)."""
+        return self.name == "oscd"
 
     @property
     def title(self) -> str:
@@ -287,15 +295,18 @@ def detect_layout(
     root: str | Path,
     layout: str = "auto",
     folders: Sequence[str] | None = None,
+    *,
+    oscd_rect: bool = True,
 ) -> DetectedLayout:
     """Find which layout a dataset folder has, and its splits.
 
     Args:
-        root: The dataset folder.
+        root: The dataset folder (for OSCD, any of the download's three folders too).
         layout: One of ``auto``, ``dsifn``, ``levir``, ``whu``, ``cdd``, ``sysu``,
             ``s2looking``, ``list``, ``oscd``, ``generic``. ``auto`` tries them in that order
             (``generic`` when ``folders`` is given).
         folders: ``(t1, t2, mask)`` folder names for the generic layout.
+        oscd_rect: OSCD: read ``imgs_*_rect`` where the download has them.
 
     Returns:
         The layout, with every split found (splits missing on disk are simply absent); OSCD's
@@ -316,14 +327,34 @@ def detect_layout(
         candidates = _AUTO_ORDER
     else:
         candidates = (layout,)
+    found = _first_found(base, candidates, names, oscd_rect)
+    if found is not None:
+        return found
+    other = None if layout == "auto" else _first_found(base, _AUTO_ORDER, None, oscd_rect)
+    hint = "" if other is None else f"; it holds the {other.title} layout: `data.layout=auto`"
+    raise DataError(
+        f"no dataset layout found in {base}: looked for {_looked_for(candidates, names)}, "
+        "in split folders (train/val/test) or directly under the root; for other folder names "
+        f"use the generic layout with folders (t1, t2, mask){hint}"
+    )
+
+
+def _first_found(
+    base: Path,
+    candidates: Sequence[str],
+    names: tuple[str, str, str] | None,
+    oscd_rect: bool,
+) -> DetectedLayout | None:
+    """The first of ``candidates`` found in ``base``, or None."""
     for name in candidates:
         if name == "list":
             splits = _find_list_layout(base)
             shape = _FOLDER_LAYOUTS["levir"][1]
         elif name == "oscd":
-            splits = find_oscd_layout(base)
+            splits = find_oscd_layout(base, rect=oscd_rect)
             if splits:
-                found = DetectedLayout(name=name, splits=splits, root=base, folders=OSCD_FOLDERS)
+                shape = oscd_folders(splits)
+                found = DetectedLayout(name=name, splits=splits, root=base, folders=shape)
                 if "train" in splits and len(splits["train"].samples) > 1:
                     found = found.with_validation(fraction=OSCD_VAL_FRACTION)
                 return found
@@ -333,8 +364,4 @@ def detect_layout(
             splits = _find_folder_layout(base, shape)
         if splits:
             return DetectedLayout(name=name, splits=splits, root=base, folders=shape)
-    raise DataError(
-        f"no dataset layout found in {base}: looked for {_looked_for(candidates, names)}, "
-        "in split folders (train/val/test) or directly under the root; for other folder names "
-        "use the generic layout with folders (t1, t2, mask)"
-    )
+    return None

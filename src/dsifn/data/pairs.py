@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dsifn.data.readers import LabelCoding
 from dsifn.io.images import IMAGE_SUFFIXES
+from dsifn.io.radiometry import Conversion
 
 __all__ = [
     "SINGLE_SPLIT",
@@ -40,6 +41,9 @@ class Sample:
     t2: Path | tuple[Path, ...]  # image of the second date, or its band files in order
     mask: Path  # change mask
     coding: LabelCoding = "change>0"  # how the mask codes its labels
+    # Resample T2 onto T1's grid where they differ (OSCD: the change map is on T1's grid).
+    align: bool = False
+    known: Conversion | None = None  # what the dataset knows of its digital numbers (OSCD)
 
     def where(self, date: str) -> str:
         """Where date ``"T1"`` or ``"T2"`` is on disk, for messages (a band file's folder)."""

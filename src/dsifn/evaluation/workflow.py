@@ -67,11 +67,14 @@ def store_threshold(
 
 
 def _training_validation(found: DetectedLayout, meta: Mapping[str, Any]) -> DetectedLayout:
-    # A val split carved from train pairs (OSCD) is the one the model was validated on.
+    # A val split carved from train pairs (OSCD) is the one the model was validated on, and
+    # OSCD's images are the ones it trained on (imgs_*_rect, or the raw band files).
     training = meta.get("training")
     data = training.get("data") if isinstance(training, Mapping) else None
     if not isinstance(data, Mapping):
         return found
+    if found.name == "oscd" and data.get("oscd_rect") is False:
+        found = detect_layout(found.root, "oscd", oscd_rect=False)
     return found.with_validation(data.get("val_cities"), data.get("val_fraction"))
 
 
@@ -172,6 +175,7 @@ def prepare_evaluation(
     runtime: str = "auto",
     device: str = "auto",
     precision: str = "auto",
+    offset: float | None = None,
 ) -> PreparedEvaluation:
     """Check the options and the data, load the model and open the splits; write nothing.
 
@@ -186,6 +190,8 @@ def prepare_evaluation(
         runtime: ``"auto"`` (by the file) or a runtime name (:data:`dsifn.devices.Runtime`).
         device: Where to run.
         precision: Numeric precision (torch).
+        offset: Digital numbers added to every file's first, replacing the offsets the files
+            state (:mod:`dsifn.io.radiometry`); None: theirs.
 
     Raises:
         InputError: If the options contradict each other or the splits are missing.
@@ -195,7 +201,7 @@ def prepare_evaluation(
     runner = load_runner(checkpoint, runtime=runtime, device=device, precision=precision)
     found = _training_validation(found, runner.meta)
     contract = runner.contract.resolve(str(checkpoint), threshold=threshold)
-    data = reading_config(contract, str(root))  # read through `found`, detected once
+    data = reading_config(contract, str(root), offset=offset)  # read through `found`
     val = ChangeDetectionDataset(data, "val", layout=found) if tune else None
     dataset = ChangeDetectionDataset(data, split, layout=found)
     return PreparedEvaluation(str(checkpoint), str(root), runner, contract, dataset, val)
@@ -232,7 +238,7 @@ def evaluate_checkpoint(
             ("auto" detects it, or a layout already detected), ``threshold`` (None: the
             recorded one), ``tune`` (first choose the F1-best threshold on the val split, and
             once the split is scored store it in the checkpoint), ``runtime``, ``device``,
-            ``precision``.
+            ``precision``, ``offset``.
 
     Returns:
         The scores, the split's size and the tuned threshold, if any.

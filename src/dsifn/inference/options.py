@@ -68,6 +68,10 @@ class SceneOptions:
     # How pixels become input; None: as the model's input contract records (dsifn.contract).
     bands: tuple[int, ...] | tuple[str, ...] | None = None  # numbers, or names (B04...)
     scale: float | None = None  # fixed divisor of raw values (10000 for Sentinel-2 L1C)
+    # Digital numbers added first, replacing the offset the files state (-1000: Sentinel-2
+    # of baseline 04.00 or later that states none): one for both dates, or (T1, T2) with None
+    # for a date's own; None: the files' own.
+    offset: float | tuple[float | None, float | None] | None = None
     stretch: tuple[float, float] | None = None  # per-band percentile stretch from both dates
     align: bool = False  # resample T2 onto T1's grid instead of refusing a mismatch
     polygons: PathLike | None = None  # also write changed regions (.gpkg or .geojson)

@@ -90,6 +90,7 @@ def scene_tags(
     tile: int,
     overlap: int,
     opts: SceneOptions,
+    radiometry: str = "digital numbers as stored",
 ) -> dict[str, str]:
     """The metadata a change map records: the model, its inputs and how they were read."""
     bands = contract.bands
@@ -100,6 +101,7 @@ def scene_tags(
         "before": " ".join(str(p) for p in before),
         "after": " ".join(str(p) for p in after),
         "bands": "all" if bands is None else ",".join(map(str, bands)),
+        "radiometry": radiometry,
         "scaling": scaling.description,
         "threshold": f"{contract.threshold:g}",
         "threshold_rule": contract.threshold_rule,

@@ -93,7 +93,10 @@ def predict_scene(
             model file (a dsifn checkpoint, an ONNX model, an OpenVINO ``.xml``).
         before: T1: a GeoTIFF (or any raster or GDAL dataset name), a PNG/JPEG, or several band
             files stacked in the given order on the finest of their grids.
-        after: T2, the same way; it must be on T1's grid unless ``align=True``.
+        after: T2, the same way; it must be on T1's grid unless ``align=True``. With band
+            names (the contract's, or ``bands``) each date may also be a folder of band files,
+            a SAFE product or a STAC item (a JSON file or an http(s) URL: its assets are read
+            in windows over HTTP and scaled by their ``raster:bands``).
         out: The change map: a GeoTIFF for rasters, a PNG for plain images.
         options: How to tile, read and write (:class:`SceneOptions`), made once by the caller.
         **fields: Fields of :class:`SceneOptions`, replacing those of ``options``.
@@ -119,11 +122,13 @@ def predict_scene(
         check_outputs(Path(out), opts)
         runner, model_name = _resolve_runner(runner_or_checkpoint, opts)
         contract, notices = _reading(runner, model_name, opts)
-        with open_pair(before, after, contract.reading(), align=opts.align) as pair:
+        reading = dataclasses.replace(contract.reading(), offset=opts.offset)
+        with open_pair(before, after, reading, align=opts.align) as pair:
             plan = plan_scene(
                 runner, pair, contract, opts, model=model_name, inputs=(before, after)
             )
-            say(notices, _said(runner))  # once the pair is known to fit: no line before an error
+            # Said once the pair is known to fit: no line before an error.
+            say([*notices, *pair.notices], _said(runner))
             count = _write(runner, pair, plan, Path(out), opts)
     return SceneResult(
         output=Path(out),
@@ -233,6 +238,7 @@ def plan_scene(
         after=source_names(inputs[1]),
         contract=contract,
         scaling=pair.scaling,
+        radiometry=pair.radiometry,
         tile=tile,
         overlap=overlap,
         opts=opts,

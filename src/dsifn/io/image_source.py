@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from dsifn.errors import InputError
+
+if TYPE_CHECKING:
+    from dsifn.io.radiometry import Conversion
 
 __all__ = [
     "ImageData",
@@ -60,6 +63,13 @@ class ImageSource:
     count: int  # bands after selection
     dtype: str  # numpy dtype of the raw values
     name: str  # for messages and metadata
+    # Why its files' names say it is a Sentinel-2 product of processing baseline 04.00 or
+    # later ("sensed 2023-06-01"), or None (dsifn.io.radiometry.product_hint).
+    hint: str | None = None
+
+    def stated_conversions(self) -> list[Conversion | None]:
+        """What the files state about each band's digital numbers (None: nothing stated)."""
+        return [None] * self.count
 
     def read(self, row: int, col: int, height: int, width: int) -> ImageData:
         """Values and validity of a window inside the grid, values in :attr:`dtype`."""

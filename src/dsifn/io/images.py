@@ -12,6 +12,11 @@ stored, and reads windows of values with their validity (:class:`ImageData`):
   (:class:`RasterSource`): one multi-band file, or several band files at different
   resolutions (Sentinel-2's 10, 20 and 60 m bands) warped on the fly onto the finest grid with
   :class:`rasterio.vrt.WarpedVRT`.
+- Sentinel-2 as it is distributed, with band names (``B04``, ``red``) to pick its files: a
+  folder of band files, a SAFE product's folder (``GRANULE/*/IMG_DATA``, L2A's ``R10m`` ...
+  ``R60m``: each band at its finest resolution), or a STAC item (:mod:`dsifn.io.stac`). What
+  a product states about its digital numbers (SAFE metadata, STAC ``raster:bands``, file
+  tags) travels with the source (:mod:`dsifn.io.radiometry`).
 
 One validity rule for every format: a pixel is valid where every selected band is valid: not
 the nodata value (the file's own, and the one given), not masked by an alpha band or by GDAL's
@@ -27,9 +32,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from dsifn.bands import band_id, band_in_name, resolution_in_name
 from dsifn.errors import InputError
+from dsifn.io import stac
 from dsifn.io.image_source import ImageData, ImageSource, MemorySource, PixelGrid
 from dsifn.io.pillow_images import ArraySource, decode_pillow
+from dsifn.io.radiometry import Conversion, product_hint, safe_conversion
 from dsifn.io.raster_images import RasterSource, SourceName
 
 __all__ = [
@@ -53,6 +61,8 @@ __all__ = [
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Files a dataset folder or a folder of scenes may hold (lower case); others are ignored.
 IMAGE_SUFFIXES = (*PILLOW_SUFFIXES, ".tif", ".tiff")
+# Band files a folder given as one date (a SAFE product's IMG_DATA) may hold.
+BAND_FILE_SUFFIXES = (".tif", ".tiff", ".jp2")
 
 # GDAL dataset names that are not paths: virtual file systems and DRIVER:... connections
 # (two letters at least, so that a Windows drive letter stays a path).
@@ -65,13 +75,16 @@ def source_names(
 ) -> list[SourceName]:
     """One date's files as a list: a path for each local file, text for other GDAL names.
 
-    An ``http(s)://`` URL becomes ``/vsicurl/URL`` (read by windows, never downloaded whole).
+    An ``http(s)://`` URL becomes ``/vsicurl/URL`` (read by windows, never downloaded whole),
+    but a STAC item's URL (:func:`dsifn.io.stac.is_item`) stays as it is.
     """
     values = [value] if isinstance(value, (str, os.PathLike)) else list(value)
     names: list[SourceName] = []
     for item in values:
         text = os.fspath(item)
-        if _URL.match(text):
+        if _URL.match(text) and stac.is_item(text):
+            names.append(text)
+        elif _URL.match(text):
             names.append(f"/vsicurl/{text}")
         elif _GDAL_NAME.match(text):
             names.append(text)
@@ -92,28 +105,77 @@ def is_plain(files: Sequence[SourceName]) -> bool:
 def band_files(
     paths: Sequence[SourceName], names: Sequence[str], what: str = "image"
 ) -> list[SourceName]:
-    """The band files named ``names`` (``B04``...), in that order, among ``paths``.
+    """The band files of bands ``names`` (``B04``, ``B4``, ``red``...), in that order.
 
-    A file carries a band's name as the last ``_``-separated part of its stem
-    (``T31UDQ_20180105_B04.tif``, ``B04.tif``).
+    A file carries its band in its name (:func:`dsifn.bands.band_in_name`:
+    ``T31UDQ_20180105_B04.tif``, ``T31UDQ_20230601T105441_B04_10m.jp2``, ``B04.tif``). A band
+    found at several resolutions (a SAFE L2A product's ``_B02_10m`` and ``_B02_20m``) is
+    taken at the finest.
 
     Raises:
-        InputError: If a name matches no file or several.
+        InputError: If a name matches no file or several, naming the files.
     """
     found: dict[str, list[SourceName]] = {}
     for path in paths:
-        token = Path(str(path)).stem.rsplit("_", 1)[-1].upper()
-        found.setdefault(token, []).append(path)
+        band = band_in_name(Path(str(path)).name)
+        if band is not None:
+            found.setdefault(band, []).append(path)
     chosen = []
     for name in names:
-        matches = found.get(name.upper(), [])
-        if len(matches) != 1:
-            shown = [Path(str(p)).name for p in paths[:3]]
-            given = ", ".join(shown) + (", ..." if len(paths) > 3 else "")
-            how = "no file" if not matches else f"{len(matches)} files"
-            raise InputError(f"{what}: {how} of band {name} among {given}")
-        chosen.append(matches[0])
+        wanted = band_id(name) or name.upper()
+        matches = _finest(found.get(wanted, []))
+        if len(matches) == 1:
+            chosen.append(matches[0])
+            continue
+        if matches:
+            listed = ", ".join(Path(str(p)).name for p in matches)
+            raise InputError(f"{what}: band {wanted} matches {len(matches)} files: {listed}")
+        shown = ", ".join(Path(str(p)).name for p in paths[:4])
+        more = f" and {len(paths) - 4} more" if len(paths) > 4 else ""
+        raise InputError(f"{what}: no file of band {wanted} among {shown or 'no files'}{more}")
     return chosen
+
+
+def _finest(matches: list[SourceName]) -> list[SourceName]:
+    """Of one band's files, those of the finest resolution their names state (all if none)."""
+    sizes = [resolution_in_name(Path(str(p)).name) for p in matches]
+    if len(matches) < 2 or None in sizes or len(set(sizes)) != len(sizes):
+        return matches
+    return [matches[sizes.index(min(s for s in sizes if s is not None))]]
+
+
+def _folder_files(folder: Path) -> list[SourceName]:
+    """The band files of a folder given as a date: a SAFE product's, or the folder's own."""
+    granules = sorted(folder.glob("GRANULE/*/IMG_DATA"))
+    if granules:  # a SAFE product: L1C's IMG_DATA/*.jp2, L2A's IMG_DATA/R10m/*.jp2 ...
+        candidates = sorted(p for g in granules for p in g.rglob("*") if p.is_file())
+    else:
+        candidates = sorted(p for p in folder.iterdir() if p.is_file())
+    return [p for p in candidates if p.suffix.lower() in BAND_FILE_SUFFIXES]
+
+
+def _by_name(
+    files: list[SourceName], names: list[str], what: str
+) -> tuple[list[SourceName], list[Conversion | None] | None, str | None]:
+    """Band files picked by band name from files, folders or a STAC item.
+
+    Returns:
+        The files in the order of ``names``, what is stated of them beyond their own tags
+        (a STAC item's ``raster:bands``, a SAFE product's metadata; None: nothing), and why
+        their names say they are a product of baseline 04.00 or later.
+    """
+    names = [band_id(n) or n.upper() for n in names]
+    if len(files) == 1 and stac.is_item(str(files[0])):
+        found = stac.item_bands(files[0], names, what)
+        return found.files, found.stated, found.hint
+    expanded: list[SourceName] = []
+    for file in files:
+        folder = isinstance(file, Path) and file.is_dir()
+        expanded.extend(_folder_files(file) if folder else [file])  # type: ignore[arg-type]
+    chosen = band_files(expanded, names, what)
+    stated = [safe_conversion(p) if isinstance(p, Path) else None for p in chosen]
+    hint = product_hint([str(p) for p in chosen])
+    return chosen, (stated if any(stated) else None), hint
 
 
 def open_image(
@@ -129,9 +191,11 @@ def open_image(
 
     Args:
         paths: One file, or several whose bands are stacked in the given order; GDAL dataset
-            names and URLs are read by GDAL (:func:`source_names`).
+            names and URLs are read by GDAL (:func:`source_names`); with band names, also
+            folders of band files, SAFE products and STAC items.
         bands: 1-based band numbers to keep from the stack, in the order wanted, or band
-            names (``B04``...) that pick band files (:func:`band_files`); None: all.
+            names (``B04``, ``red``...) that pick band files (:func:`band_files`) from
+            the files, folders (a SAFE product) or STAC item given; None: all.
         nodata: Raw value that marks no data on any band, as well as the files' own marks.
         grid: Target grid for rasters (resampled onto it); None: the finest file's grid.
         resampling: How files off that grid are resampled (a rasterio resampling name).
@@ -143,14 +207,39 @@ def open_image(
     """
     files = source_names(paths)
     numbers: Sequence[int] | None = None
+    stated: list[Conversion | None] | None = None
     if bands is not None and all(isinstance(b, str) for b in bands):
-        files = band_files(files, [str(b) for b in bands], name)
-    elif bands is not None:
-        numbers = [int(b) for b in bands]
+        files, stated, hint = _by_name(files, [str(b) for b in bands], name)
+    else:
+        _check_named(files, name)
+        numbers = None if bands is None else [int(b) for b in bands]
+        hint = product_hint([str(p) for p in files])
     if is_plain(files):
         if grid is not None:
             raise InputError(f"{name}: a plain image has no georeference to resample it by")
         return ArraySource(files[0], bands=numbers, nodata=nodata, name=name)
     return RasterSource(
-        files, bands=numbers, nodata=nodata, grid=grid, resampling=resampling, name=name
+        files,
+        bands=numbers,
+        nodata=nodata,
+        grid=grid,
+        resampling=resampling,
+        name=name,
+        stated=stated,
+        hint=hint,
     )
+
+
+def _check_named(files: Sequence[SourceName], name: str) -> None:
+    """Refuse a folder or a STAC item where no band names say which of its files to read."""
+    for file in files:
+        if isinstance(file, Path) and file.is_dir():
+            raise InputError(
+                f"{name}: {file} is a folder, not a file; to read its band files (a SAFE "
+                "product, a folder of band files) name the bands, e.g. `bands=B04,B03,B02`"
+            )
+        if stac.is_item(str(file)):
+            raise InputError(
+                f"{name}: {file} is a STAC item; name the bands to read from its assets, e.g. "
+                "`bands=B04,B03,B02`"
+            )

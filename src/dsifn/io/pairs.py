@@ -6,8 +6,11 @@ values of both dates, their common validity and the scaling used. One rule, writ
 pixel where either date has no data is no data for both, zeroed in both dates; it is left out
 of the loss, the metrics and the percentile stretch's sample.
 
-How a pair is read (:class:`PixelReading`: bands, nodata, resampling, scaling rule) comes from
-a model's input contract or a dataset's configuration. The scaling of a pair is resolved once,
+How a pair is read (:class:`PixelReading`: bands, nodata, resampling, the unit the model
+learnt from, scaling rule) comes from a model's input contract or a dataset's configuration.
+Each date's digital numbers become reflectance first where the model learnt from reflectance,
+with what that date's files state (:mod:`dsifn.io.radiometry`), so a 2017 and a 2023 image
+of the same ground give the same values. The scaling of a pair is resolved once,
 when it is opened: a fixed rule needs nothing, a percentile stretch samples both dates' pixels
 valid in both, from reads decimated to at most :data:`STRETCH_SAMPLE_SIDE` pixels a side, so
 that a training crop, a whole evaluated image and a scene of that image are scaled alike.
@@ -18,21 +21,24 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from dsifn.bands import BandList
 from dsifn.errors import ConfigError, DataError, InputError
 from dsifn.io.image_source import ImageData, ImageSource, PixelGrid
-from dsifn.io.images import is_plain, open_image, source_names
+from dsifn.io.images import SourceName, is_plain, open_image, source_names
+from dsifn.io.radiometry import Conversion, ConvertedSource, Unit, convert_date
 from dsifn.scaling import Scaling, ScalingRule
 
 __all__ = [
     "STRETCH_SAMPLE_SIDE",
+    "DateOffsets",
     "ImagePair",
     "PairData",
     "PixelReading",
+    "check_overlap",
     "check_resampling",
     "check_same_grid",
     "combine",
@@ -45,6 +51,8 @@ __all__ = [
 STRETCH_SAMPLE_SIDE = 1024
 
 Files = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+# An offset for both dates, or one per date (T1, T2), None meaning the files' own.
+DateOffsets = float | tuple[float | None, float | None] | None
 
 
 def check_resampling(name: str, value: str) -> str:
@@ -68,7 +76,13 @@ class PixelReading:
     bands: BandList | None = None  # 1-based numbers, or names picking band files; None: all
     nodata: float | None = None  # raw value meaning no data, besides the files' own marks
     resampling: str = "bilinear"  # how band files off the finest grid are put on it
-    scaling: ScalingRule = field(default_factory=ScalingRule)  # raw values to [0, 1]
+    scaling: ScalingRule = field(default_factory=ScalingRule)  # values to [0, 1]
+    # What the model learnt from: digital numbers as stored, or reflectance (converted first).
+    radiometry: Unit = "dn"
+    # Digital numbers added first, replacing stated offsets: one value for both dates, or
+    # (T1, T2) with None for "as the files state"; None: as the files state.
+    offset: DateOffsets = None
+    known: Conversion | None = None  # what the dataset knows of its digital numbers (OSCD)
 
 
 class PairData(NamedTuple):
@@ -89,10 +103,20 @@ class ImagePair:
         t2: Second date, on ``t1``'s grid with as many bands.
         scaling: The pair's scaling.
         plain: Whether the dates are plain images (PNG/JPEG/BMP: no georeference, a PNG map).
+        notices: What opening it found worth a line: T2 resampled onto T1's grid, offsets
+            (:func:`dsifn.io.radiometry.convert_date`).
+        radiometry: How each date's digital numbers became values, in words.
     """
 
     def __init__(
-        self, t1: ImageSource, t2: ImageSource, scaling: Scaling, *, plain: bool = False
+        self,
+        t1: ImageSource,
+        t2: ImageSource,
+        scaling: Scaling,
+        *,
+        plain: bool = False,
+        notices: Sequence[str] = (),
+        radiometry: str = "digital numbers as stored",
     ) -> None:
         self.t1, self.t2 = t1, t2
         self.scaling = scaling
@@ -101,6 +125,8 @@ class ImagePair:
         self.dtype: str = str(np.result_type(t1.dtype, t2.dtype))
         self.plain = plain
         self.names: tuple[str, str] = (t1.name, t2.name)
+        self.notices: tuple[str, ...] = tuple(notices)
+        self.radiometry = radiometry  # how digital numbers became values, for the metadata
 
     def read(
         self, row: int = 0, col: int = 0, height: int | None = None, width: int | None = None
@@ -119,7 +145,14 @@ class ImagePair:
 
     def reopen(self) -> ImagePair:
         """The same pair through new file handles, for another thread (close it when done)."""
-        return ImagePair(self.t1.reopen(), self.t2.reopen(), self.scaling, plain=self.plain)
+        return ImagePair(
+            self.t1.reopen(),
+            self.t2.reopen(),
+            self.scaling,
+            plain=self.plain,
+            notices=self.notices,
+            radiometry=self.radiometry,
+        )
 
     def close(self) -> None:
         """Release both dates' files."""
@@ -163,14 +196,15 @@ def open_pair(
     align: bool = False,
     scaling: Scaling | None = None,
 ) -> ImagePair:
-    """Open both dates on one grid and resolve the pair's scaling.
+    """Open both dates on one grid, convert their digital numbers, resolve the pair's scaling.
 
     Args:
         before: T1: a raster, a PNG/JPEG/BMP, several band files stacked in order, or GDAL
-            dataset names and URLs.
+            dataset names and URLs; with band names, folders, SAFE products and STAC items.
         after: T2, the same way.
-        reading: Bands, nodata, resampling and scaling rule; None: the defaults.
-        align: Resample T2 onto T1's grid instead of refusing a mismatch.
+        reading: Bands, nodata, resampling, unit and scaling rule; None: the defaults.
+        align: Resample T2 onto T1's grid where they differ instead of refusing (said in
+            :attr:`ImagePair.notices`); dates that do not overlap are refused all the same.
         scaling: The pair's scaling when already known (a dataset's cache); None: resolved
             from ``reading.scaling`` now.
 
@@ -179,8 +213,8 @@ def open_pair(
 
     Raises:
         InputError: If a file is missing or the dates mix plain images and rasters.
-        DataError: If a file cannot be read, or the dates' grids or band counts differ (and
-            ``align`` is false).
+        DataError: If a file cannot be read, the dates do not overlap, or their grids or band
+            counts differ (and ``align`` is false).
     """
     reading = reading or PixelReading()
     p1, p2 = source_names(before), source_names(after)
@@ -189,23 +223,119 @@ def open_pair(
     if align and is_plain(p1):
         raise ConfigError("align needs georeferenced rasters, not plain images")
     options = {"bands": reading.bands, "nodata": reading.nodata, "resampling": reading.resampling}
+    notices: list[str] = []
     t1 = open_image(p1, name="T1", **options)  # type: ignore[arg-type]
     try:
-        grid = t1.grid if align else None
-        t2 = open_image(p2, name="T2", grid=grid, **options)  # type: ignore[arg-type]
+        t2 = _second_date(t1, p2, options, align, notices)
         try:
-            check_same_grid(t1, t2)
+            raw = np.result_type(t1.dtype, t2.dtype)
+            offsets = _per_date(reading.offset)
+            d1, d2 = (
+                _converted(date, reading, offset, notices)
+                for date, offset in zip((t1, t2), offsets, strict=True)
+            )
             if scaling is None:
-                scaling = reading.scaling.resolve(
-                    np.result_type(t1.dtype, t2.dtype), t1.count, lambda: stretch_sample(t1, t2)
-                )
+                dtype = raw if reading.radiometry == "dn" else np.result_type(d1.dtype, d2.dtype)
+                scaling = reading.scaling.resolve(dtype, t1.count, lambda: stretch_sample(d1, d2))
         except BaseException:
             t2.close()
             raise
     except BaseException:
         t1.close()
         raise
-    return ImagePair(t1, t2, scaling, plain=is_plain(p1))
+    how = _radiometry(reading.radiometry, (d1, d2))
+    return ImagePair(d1, d2, scaling, plain=is_plain(p1), notices=notices, radiometry=how)
+
+
+def _second_date(
+    first: ImageSource,
+    files: Sequence[SourceName],
+    options: dict[str, Any],
+    align: bool,
+    notices: list[str],
+) -> ImageSource:
+    """T2 on T1's grid: as it is when it lies there, resampled onto it when ``align`` allows.
+
+    Raises:
+        DataError: If the grids differ (and ``align`` is false) or the dates do not overlap.
+    """
+    second = open_image(files, name="T2", **options)
+    try:
+        check_same_grid(first, second)
+        return second
+    except BaseException as exc:
+        second.close()
+        if not (align and isinstance(exc, DataError)):
+            raise
+    native = second.grid
+    check_overlap(first.grid, native)
+    second = open_image(files, name="T2", grid=first.grid, **options)
+    try:
+        check_same_grid(first, second)  # the band counts
+    except BaseException:
+        second.close()
+        raise
+    notices.append(
+        f"T2 ({_grid(native)}) is resampled ({options['resampling']}) onto T1's grid "
+        f"({_grid(first.grid)})"
+    )
+    return second
+
+
+def _per_date(offset: DateOffsets) -> tuple[float | None, float | None]:
+    """(T1's, T2's) offset from one for both dates or a pair."""
+    if offset is None or isinstance(offset, (int, float)):
+        return offset, offset
+    first, second = offset
+    return first, second
+
+
+def _converted(
+    date: ImageSource, reading: PixelReading, offset: float | None, notices: list[str]
+) -> ImageSource:
+    """A date in the unit the reading asks for (:func:`~dsifn.io.radiometry.convert_date`)."""
+    converted, said = convert_date(date, reading.radiometry, offset=offset, known=reading.known)
+    notices.extend(said)
+    return converted
+
+
+def _radiometry(unit: Unit, dates: Sequence[ImageSource]) -> str:
+    """How the dates' digital numbers became values, in words (for the map's metadata)."""
+    described = [d.describe() for d in dates if isinstance(d, ConvertedSource)]
+    if not described:
+        return "digital numbers as stored"
+    word = "reflectance" if unit == "reflectance" else "digital numbers"
+    return f"{word}: " + "; ".join(described)
+
+
+def check_overlap(first: PixelGrid, second: PixelGrid) -> None:
+    """Refuse a second date that covers none of the first date's ground.
+
+    Raises:
+        DataError: If their bounds, in the first date's CRS, do not intersect.
+    """
+    from rasterio.transform import array_bounds
+    from rasterio.warp import transform_bounds
+
+    if first.crs is None or second.crs is None:
+        return  # nothing to compare them by; resampling refuses it
+    a = array_bounds(first.height, first.width, first.transform)
+    b = transform_bounds(
+        second.crs, first.crs, *array_bounds(second.height, second.width, second.transform)
+    )
+    # Bounds are (west, south, east, north).
+    if min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]):
+        shown = ", ".join(f"{v:g}" for v in b)
+        raise DataError(
+            f"T2 (bounds {shown}) does not overlap T1 (bounds {', '.join(f'{v:g}' for v in a)}) "
+            f"in {first.crs}: they are not the same place"
+        )
+
+
+def _grid(grid: PixelGrid) -> str:
+    """``693x538 px of 0.000116 x 0.000116``."""
+    x, y = grid.resolution
+    return f"{grid.width}x{grid.height} px of {x:.6g} x {y:.6g}"
 
 
 def read_pair(

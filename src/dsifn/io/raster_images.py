@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from dsifn.io.image_source import (
     select_bands,
     valid_pixels,
 )
+from dsifn.io.radiometry import Conversion, from_scale_offset
 
 __all__ = ["RasterSource", "SourceName"]
 
@@ -40,6 +42,9 @@ class RasterSource(ImageSource):
         grid: Target grid; None: the grid of the finest-resolution file (of the only file).
         resampling: Resampling name for files not on the target grid.
         name: What to call this date in messages ("T1", "T2").
+        stated: Per file, what is known of its digital numbers from elsewhere (a STAC item, a
+            SAFE product's metadata), replacing its own scale and offset tags; None: the tags.
+        hint: Why the files' names say they are a product of baseline 04.00 or later.
     """
 
     def __init__(
@@ -51,6 +56,8 @@ class RasterSource(ImageSource):
         grid: PixelGrid | None = None,
         resampling: str = "bilinear",
         name: str = "image",
+        stated: Sequence[Conversion | None] | None = None,
+        hint: str | None = None,
     ) -> None:
         if not paths:
             raise InputError(f"no file given for {name}")
@@ -59,25 +66,35 @@ class RasterSource(ImageSource):
             "nodata": nodata,
             "resampling": resampling,
             "name": name,
+            "stated": stated,
+            "hint": hint,
         }
         self.name = name
         self.nodata = nodata
+        self.hint = hint
         self.paths = list(paths)
         self._files: list[Any] = []
         self._layers: list[Any] = []
         try:
             self._open(grid, resampling)
+            given = list(stated) if stated is not None else [None] * len(self._files)
             stack = [
-                (layer, b)
-                for layer, file in zip(self._layers, self._files, strict=True)
+                (layer, b, given[i] or _tagged(file, b))
+                for i, (layer, file) in enumerate(zip(self._layers, self._files, strict=True))
                 for b in _data_bands(file)
             ]
-            self._bands = [stack[i] for i in select_bands(len(stack), bands, name)]
+            chosen = [stack[i] for i in select_bands(len(stack), bands, name)]
+            self._bands = [(layer, b) for layer, b, _ in chosen]
+            self._stated = [conversion for _, _, conversion in chosen]
             self.count = len(self._bands)
             self.dtype = str(np.result_type(*[layer.dtypes[b - 1] for layer, b in self._bands]))
         except BaseException:
             self.close()
             raise
+
+    def stated_conversions(self) -> list[Conversion | None]:
+        """What the files (or a STAC item, a SAFE product) state about each band's numbers."""
+        return list(self._stated)
 
     def _open(self, grid: PixelGrid | None, resampling: str) -> None:
         import rasterio
@@ -87,7 +104,7 @@ class RasterSource(ImageSource):
             if isinstance(path, Path):
                 check_input_file(path, f"{self.name} file", InputError)
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), rasterio.Env(**_remote_options(path)):
                     # Plain TIFF tiles of public datasets carry no georeference; that is fine.
                     warnings.simplefilter("ignore", NotGeoreferencedWarning)
                     self._files.append(rasterio.open(path))
@@ -204,6 +221,23 @@ class RasterSource(ImageSource):
             f.close()
         self._files = []
         self._layers = []
+
+
+def _tagged(file: Any, band: int) -> Conversion | None:
+    """The scale and offset tags of a file's band (GDAL's metadata), None where it has none."""
+    scale, offset = file.scales[band - 1], file.offsets[band - 1]
+    return from_scale_offset(float(scale), float(offset), "file tags")
+
+
+def _remote_options(path: SourceName) -> dict[str, str]:
+    """GDAL settings for opening a file over HTTP: no listing of its folder (a COG is one file).
+
+    A value the user set in the environment wins.
+    """
+    remote = isinstance(path, str) and path.startswith("/vsicurl/")
+    if not remote or "GDAL_DISABLE_READDIR_ON_OPEN" in os.environ:
+        return {}
+    return {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 
 def _data_bands(file: Any) -> list[int]:

@@ -318,9 +318,12 @@ def _loader(
 def training_contract(
     config: TrainConfig, model: DSIFNConfig, train_set: ChangeDetectionDataset
 ) -> InputContract:
-    """How this run's model input is made from files, as its checkpoints record it."""
+    """How this run's model input is made from files, as its checkpoints record it.
+
+    The data's reading is the training set's: its ``radiometry`` decided for the dataset.
+    """
     threshold = config.validation.threshold
-    contract = InputContract.for_training(config.data, model, threshold)
+    contract = InputContract.for_training(train_set.config, model, threshold)
     return contract.replace(bands=_band_names(config.data.bands, train_set))
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from dsifn.cli.options import (
     add_device_options,
     add_model_file_options,
+    add_offset_option,
     add_overwrite_option,
     finite_float,
 )
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=0, help="processes reading the images [0: in the main one]"
     )
+    add_offset_option(parser)
     add_device_options(parser)
     parser.add_argument("--out", default=None, help="folder for metrics.json and pictures")
     parser.add_argument(
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         device=args.device,
         precision=args.precision,
+        offset=args.offset,
     )
     writer = _writer(args, out)
     finals, overwrite = _outputs(args, out, writer, prepared.dataset.names)

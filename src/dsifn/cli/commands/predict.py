@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from dsifn.cli.options import (
     add_device_options,
     add_model_file_options,
+    add_offset_option,
     add_overwrite_option,
     finite_float,
 )
@@ -41,9 +42,13 @@ def _add_io_options(parser: argparse.ArgumentParser) -> None:
         "--before",
         nargs="+",
         metavar="FILE",
-        help="T1 image; several band files are stacked in the given order on the finest grid",
+        help="T1 image; several band files are stacked in the given order on the finest grid; "
+        "with band names (the model's, or --bands B04,B03,B02) also a folder of band files, a "
+        "SAFE product or a STAC item (JSON file or URL)",
     )
-    io.add_argument("--after", nargs="+", metavar="FILE", help="T2 image or band files, as T1")
+    io.add_argument(
+        "--after", nargs="+", metavar="FILE", help="T2 image, band files, folder or item, as T1"
+    )
     io.add_argument("--out", help="change map (.tif for rasters, .png for PNG/JPEG pairs)")
     io.add_argument("--before-dir", help="folder of T1 images, paired with --after-dir by name")
     io.add_argument("--after-dir", help="folder of T2 images")
@@ -106,8 +111,9 @@ def _add_band_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--bands",
         help="bands of each image, in order: 1-based numbers (4,3,2) or band names that pick "
-        "band files (B04,B03,B02)",
+        "band files or STAC assets (B04,B03,B02 or red,green,blue)",
     )
+    add_offset_option(data, per_date=True)
     data.add_argument(
         "--scale",
         type=finite_float,
@@ -178,6 +184,7 @@ def _scene_options(args: argparse.Namespace) -> SceneOptions:
         cog=args.cog,
         bands=None if args.bands is None else parse_bands(args.bands, "--bands"),
         scale=args.scale,
+        offset=args.offset,
         stretch=stretch,
         align=args.align,
         min_area=args.min_area,

@@ -52,9 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="1-based bands to use, e.g. 4,3,2, or band files by name, e.g. B04,B03,B02 [all]",
     )
     parser.add_argument(
+        "--radiometry",
+        default="auto",
+        choices=("auto", "dn", "reflectance"),
+        help="read digital numbers as stored or converted to reflectance, as data.radiometry "
+        "[auto: reflectance where the data says how and no --scale is given]",
+    )
+    parser.add_argument(
         "--scale",
         type=finite_float,
-        help="raw value that maps to 1 (e.g. 10000 for reflectance) [by dtype: 255, 65535]",
+        help="value that maps to 1 (e.g. 10000 for digital numbers of reflectance) "
+        "[by dtype: 255, 65535, reflectance as it is]",
     )
     parser.add_argument(
         "--max-images", type=int, metavar="N", help="use N pairs spread over the split [all]"
@@ -74,6 +82,7 @@ def format_yaml(mean: Sequence[float], std: Sequence[float]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Detect the layout, measure, print the numbers and a YAML snippet."""
     from dsifn.data import OSCD_BANDS, DataConfig, compute_band_stats, resolve_layout
+    from dsifn.data.dataset import settle_radiometry
     from dsifn.errors import InputError
 
     if args.max_images is not None and args.max_images < 1:
@@ -85,23 +94,31 @@ def run(args: argparse.Namespace) -> int:
         layout=args.layout,
         folders=args.folders,
         bands=args.bands,
+        radiometry=args.radiometry,
         scale=args.scale,
     )
     layout = resolve_layout(config)
     print(layout.describe())
+    config = settle_radiometry(config, layout)
+    values = "values scaled to [0, 1]"
+    if config.radiometry == "reflectance":  # said, as training will read them so
+        rule = config.scaling_rule()
+        then = "" if rule.rule == "dtype" else f", then {rule.describe()}"
+        values = f"values as reflectance (data.radiometry=reflectance{then})"
     files = layout.split(args.split)
     count = len(files.samples)
     used = count if args.max_images is None else min(count, args.max_images)
     mean, std = compute_band_stats(
         config, args.split, args.max_images, layout=layout, progress=not args.no_progress
     )
-    print(f"split {args.split}: {used} of {count} pairs, both dates, values scaled to [0, 1]")
+    print(f"split {args.split}: {used} of {count} pairs, both dates, {values}")
     print(f"{'band':>4}  {'mean':>10}  {'std':>10}")
     bands: tuple[int | str, ...] = args.bands or tuple(range(1, len(mean) + 1))
     if args.bands is None and layout.name == "oscd":
         bands = OSCD_BANDS
     for band, m, s in zip(bands, mean, std, strict=True):
         print(f"{band:>4}  {m:>10.6f}  {s:>10.6f}")
-    print("paste into a training config (normalization of the images scaled to [0, 1]):")
+    images = values.removeprefix("values ").split(" (")[0]
+    print(f"paste into a training config (normalization of the images {images}):")
     print(format_yaml(mean, std))
     return 0
