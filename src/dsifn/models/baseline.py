@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from dsifn._config import Config, plain, settle
 from dsifn.errors import ConfigError
-from dsifn.models.outputs import ChangeOutput
+from dsifn.models.outputs import ChangeOutput, strides_of
 from dsifn.models.padding import check_pair, crop_to, reflect_pad
 from dsifn.normalization import IMAGENET_RGB, Normalization
 
@@ -104,6 +104,7 @@ class BaselineNetwork(nn.Module):
     """
 
     config: BaselineConfig
+    output_strides: ClassVar[tuple[int, ...]] = strides_of(ChangeOutput)  # (1,): one map
 
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()

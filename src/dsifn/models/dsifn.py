@@ -25,6 +25,7 @@ from dsifn._config import Config, plain, settle
 from dsifn._validation import check_choice
 from dsifn.errors import ConfigError, InputError
 from dsifn.models.decoder import DecoderStage, Descriptors, PReLUMode, decoder_widths
+from dsifn.models.outputs import strides_of
 from dsifn.models.padding import SIZE_MULTIPLE, check_pair, crop_to, reflect_pad
 from dsifn.models.vgg import VGG16Encoder, load_vgg16_state_dict, torchvision_to_encoder
 from dsifn.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization
@@ -64,6 +65,7 @@ class DSIFNConfig(Config):
     )
 
     section: ClassVar[str] = "model"
+    name: ClassVar[str] = "dsifn"  # the model.name that selects DSIFN (dsifn.models.registry)
 
     def __post_init__(self) -> None:
         """Check values and resolve the default normalisation."""
@@ -133,6 +135,8 @@ class DSIFN(nn.Module):
     ``ceil(side / stride)``, so output pixel (i, j) at stride s always covers input pixels
     [i*s, (i+1)*s) x [j*s, (j+1)*s). The ``"keras"`` variant takes only its fixed input size.
     """
+
+    output_strides: ClassVar[tuple[int, ...]] = strides_of(DSIFNOutput)  # (1, 2, 4, 8, 16)
 
     def __init__(self, config: DSIFNConfig | None = None, **options: Any) -> None:
         """Build the network.
