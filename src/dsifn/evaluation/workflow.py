@@ -20,6 +20,7 @@ from dsifn.errors import InputError
 from dsifn.evaluation.results import EvaluationResult, Prediction
 from dsifn.evaluation.scoring import evaluate, tune_threshold
 from dsifn.inference.loading import load_runner, runtime_for
+from dsifn.metrics import ThresholdSweep
 from dsifn.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 
 __all__ = [
@@ -113,6 +114,7 @@ def evaluate_checkpoint(
     on_prediction: Callable[[Prediction], None] | None = None,
     progress: bool = True,
     tile_size: int | None = None,
+    sweep: ThresholdSweep | None = None,
 ) -> CheckpointEvaluation:
     """Score a model file on a dataset split, reading the data as its input contract says.
 
@@ -134,6 +136,8 @@ def evaluate_checkpoint(
         progress: Show progress bars.
         tile_size: Tiles of images larger than one, as ``dsifn predict`` cuts them; None:
             predict's default (the tile size the model trained on, else 512).
+        sweep: Also accumulate the split's counts at every threshold here (a
+            precision-recall curve).
 
     Returns:
         The scores, the split's size and the tuned threshold, if any.
@@ -162,6 +166,7 @@ def evaluate_checkpoint(
         threshold=contract.threshold,
         per_image=per_image,
         on_prediction=on_prediction,
+        sweep=sweep,
         **options,
     )
     return CheckpointEvaluation(result=result, pairs=len(dataset), tuned=tuned)
