@@ -28,7 +28,7 @@ def test_the_table_holds_dsifn_and_the_four_baselines() -> None:
 def test_a_record_names_its_network_and_rebuilds_its_config(name: str) -> None:
     config = model_entry(name).config(in_channels=2)
     record = config_dict(config)
-    assert list(record)[0] == "name" and record["name"] == name
+    assert next(iter(record)) == "name" and record["name"] == name
     assert model_config(record) == config
 
 
