@@ -216,9 +216,16 @@ def test_under_two_processes_every_run_is_ddp_and_only_rank_0_writes(
     mp.spawn(_rank, args=(2, free_port(), synthetic, out, said), nprocs=2, join=True)
     first, second = (json.loads((said / f"rank{r}.json").read_text()) for r in (0, 1))
     assert first["summaries"] == 1 and first["lines"][0].startswith("[1/1] fc_siam_diff-s0")
-    assert second == {"lines": [], "summaries": 0}
+    assert second == {"lines": [], "summaries": 1}  # every process returns the comparison
     assert all((out / name).is_file() for name in OUTPUTS)
     result = json.loads((out / "runs" / "fc_siam_diff-s0" / "result.json").read_text())
     # Two processes of batch 2: four pairs per optimiser step.
     assert result["training"]["steps"] == 2 and result["training"]["pairs"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp", "said"]
+
+
+def test_the_parser_knows_the_registry_without_importing_it() -> None:
+    from dsifn.cli.commands import compare
+    from dsifn.models import MODEL_NAMES
+
+    assert compare.MODEL_NAMES == MODEL_NAMES

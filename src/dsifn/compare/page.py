@@ -28,6 +28,12 @@ from dsifn.io.pictures import display_stretch, write_png
 __all__ = ["PairPictures", "choose_pairs", "render_page", "write_pair_pictures"]
 
 PAIRS_FOLDER = "pairs"  # the pictures of the page's pairs, beside the page
+# Beyond the package's style: a wide picture, numbers on one line, a column per network.
+_STYLE = """<style>
+td { white-space: nowrap; }
+figure img { max-width: 1100px; }
+.pair img { width: 128px; }
+</style>"""
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ def write_pair_pictures(
         precision: In which precision.
         overwrite: Replace pictures that exist.
     """
+    if not names:
+        return []
     runners = {
         m: load_runner(path, device=device, precision=precision) for m, path in checkpoints.items()
     }
@@ -153,6 +161,7 @@ def render_page(
     esc = html.escape
     parts = [
         *page_head(title),
+        _STYLE,
         "<p>" + "<br>".join(f"<b>{esc(k)}</b>: {esc(v)}" for k, v in details.items()) + "</p>",
         "<h2>Test scores, mean ± standard deviation over seeds</h2>",
         "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>",

@@ -103,8 +103,11 @@ def plan_runs(base: TrainConfig, settings: CompareSettings, out: Path) -> list[P
         settings: Networks, seeds and budget.
         out: The comparison's folder; runs go to ``out/runs/<model>-s<seed>``.
     """
+    # The budget ends every run: an epoch has at least one optimiser step, so N steps end
+    # within N epochs; minutes need a bound no run reaches.
+    epochs = settings.steps or EPOCHS
     schedule = dataclasses.replace(
-        base.schedule, epochs=EPOCHS, max_minutes=settings.minutes, max_steps=settings.steps
+        base.schedule, epochs=epochs, max_minutes=settings.minutes, max_steps=settings.steps
     )
     runs = []
     for seed in settings.seeds:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = ["PR_POINTS", "read_result", "score_run", "train_run", "write_result"]
 
 PR_POINTS = 1000  # thresholds k / 1000 at which result.json keeps the test counts
 _BINS = 1000  # resolution of the test sweep (a multiple of PR_POINTS)
+_ROUNDS = 5  # timed rounds of inference; the median counts
 
 
 def train_run(
@@ -181,7 +183,9 @@ def inference_speed(runner: TorchRunner, side: int, *, batch: int) -> dict[str, 
     """Pairs per second of the model on this machine, as ``dsifn predict`` runs it.
 
     ``batch`` pairs of ``side`` x ``side`` random tiles (the speed of a convolutional network
-    does not depend on the pixels), warmed up once, then timed for about two seconds.
+    does not depend on the pixels), warmed up once, then timed in :data:`_ROUNDS` rounds of
+    about half a second; the median round counts, so a burst of other load on the machine
+    moves it less.
     """
     generator = torch.Generator().manual_seed(0)
     bands = runner.contract.band_count
@@ -191,8 +195,11 @@ def inference_speed(runner: TorchRunner, side: int, *, batch: int) -> dict[str, 
     began = time.perf_counter()
     runner(t1, t2)  # warm-up: first calls allocate (and cuDNN chooses its kernels)
     once = max(time.perf_counter() - began, 1e-6)
-    steps = int(np.clip(math.ceil(2.0 / once), 3, 50))
-    seconds = seconds_per_step(lambda: runner(t1, t2), steps, runner.device)
+    steps = int(np.clip(math.ceil(0.5 / once), 1, 20))
+    rounds = [
+        seconds_per_step(lambda: runner(t1, t2), steps, runner.device) for _ in range(_ROUNDS)
+    ]
+    seconds = statistics.median(rounds)
     return {
         "pairs_per_second": batch / seconds,
         "batch": batch,

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -33,7 +33,7 @@ from dsifn.compare.runs import read_result, score_run, train_run, write_result
 from dsifn.compare.table import Summary, csv_text, header, json_data, markdown, rows, summarise
 from dsifn.data import resolve_layout
 from dsifn.devices import resolve_device
-from dsifn.distributed import DistContext, agree, agree_gather, setup_distributed
+from dsifn.distributed import DistContext, agree_gather, setup_distributed
 from dsifn.errors import ConfigError, DataError, OutputExistsError
 from dsifn.io.atomic import check_output_path, staged
 from dsifn.models.registry import model_entry
@@ -44,11 +44,12 @@ __all__ = ["OUTPUTS", "CompareResult", "run_compare"]
 
 # The comparison's own files under its folder, the page first (written last).
 OUTPUTS = ("compare.html", "compare.md", "compare.csv", "compare.json", "compare.png")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class CompareResult:
-    """What :func:`run_compare` wrote (on the process that writes; empty on the others)."""
+    """What :func:`run_compare` wrote (returned on every process)."""
 
     out: Path  # the comparison's folder
     summaries: list[Summary]  # one per network, in the table's order
@@ -89,34 +90,34 @@ def run_compare(
         if ctx.distributed and device.type == "cuda":
             torch.cuda.set_device(torch.device("cuda", ctx.local_rank))
         runs = plan_runs(base, settings, folder)
-        error: BaseException | None = None
-        states: list[RunState] = []
-        if ctx.is_main:
-            try:
-                states = _check(base, settings, folder, runs, overwrite=overwrite)
-            except Exception as exc:  # re-raised by agree_gather() after telling the others
-                error = exc
-        states = agree_gather(ctx, states, error)[0]
+        states = _on_first(ctx, lambda: _check(base, settings, folder, runs, overwrite=overwrite))
         say = log if ctx.is_main else _quiet
         records = [
             _one_run(run, state, i, len(runs), ctx, progress=progress, say=say, callbacks=callbacks)
             for i, (run, state) in enumerate(zip(runs, states, strict=True), start=1)
         ]
-        result = CompareResult(folder, [], [], [])
-        error = None
-        if ctx.is_main:
-            try:
-                result = _write_outputs(base, settings, folder, records, overwrite, progress, say)
-            except Exception as exc:
-                error = exc
-        agree(ctx, error is None, error)
-        return result
+        return _on_first(
+            ctx, lambda: _write_outputs(base, settings, folder, records, overwrite, say)
+        )
     finally:
         ctx.close()
 
 
 def _quiet(text: str) -> None:
     """Processes other than the first say nothing."""
+
+
+def _on_first(ctx: DistContext, work: Callable[[], T]) -> T:
+    """``work()`` on the first process, its value for all; if it fails, all stop with it."""
+    value: Any = None
+    error: BaseException | None = None
+    if ctx.is_main:
+        try:
+            value = work()
+        except Exception as exc:  # re-raised by agree_gather() after telling the others
+            error = exc
+    first: T = agree_gather(ctx, value, error)[0]
+    return first
 
 
 def _check(
@@ -166,13 +167,10 @@ def _one_run(
         verb = "resuming" if state == "resume" else "training"
         say(f"{what}: {verb}")
         train_run(run, state, progress=progress, callbacks=callbacks)
-        error: BaseException | None = None
-        if ctx.is_main:
-            try:
-                write_result(run, score_run(run, processes=ctx.world_size, progress=progress))
-            except Exception as exc:
-                error = exc
-        agree(ctx, error is None, error)
+        _on_first(
+            ctx,
+            lambda: write_result(run, score_run(run, processes=ctx.world_size, progress=progress)),
+        )
     if not ctx.is_main:
         return {}
     record = read_result(run)
@@ -191,7 +189,6 @@ def _write_outputs(
     out: Path,
     records: list[dict[str, Any]],
     overwrite: bool,
-    progress: bool,
     say: Callable[[str], None],
 ) -> CompareResult:
     """The table (Markdown, CSV, JSON), the picture and the page: pictures first, page last."""
