@@ -44,7 +44,7 @@ def _runs(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "runs").iterdir())
 
 
-@pytest.mark.slow  # four short trainings, each scored and timed: about 40 s on 2 cores
+@pytest.mark.slow  # four short trainings, each scored and timed: 10 to 30 s on 2 shared cores
 def test_two_networks_two_seeds_write_a_complete_table_and_page(
     synthetic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -114,7 +114,7 @@ class _Interrupt:
             raise KeyboardInterrupt
 
 
-@pytest.mark.slow  # two short trainings, one of them interrupted and resumed: about 25 s
+@pytest.mark.slow  # two short trainings, one interrupted and resumed: 5 to 15 s on 2 shared cores
 def test_an_interrupted_comparison_resumes_and_keeps_finished_runs(
     synthetic: Path, tmp_path: Path
 ) -> None:
@@ -207,7 +207,7 @@ def _rank(rank: int, world: int, port: int, data: Path, out: Path, said: Path) -
     )
 
 
-@pytest.mark.slow  # two processes, one short DDP run: about 20 s on 2 cores
+@pytest.mark.slow  # two processes, one short DDP run: 7 to 15 s on 2 shared cores
 def test_under_two_processes_every_run_is_ddp_and_only_rank_0_writes(
     synthetic: Path, tmp_path: Path
 ) -> None:

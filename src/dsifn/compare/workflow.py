@@ -263,10 +263,11 @@ def _notes(
     run, speed = base.run, records[0]["inference"]
     crop = f"{base.data.crop_size}-pixel crops" if base.data.crop_size else "whole images"
     spread = "mean ± sample standard deviation" if len(settings.seeds) > 1 else "one seed"
+    clock = " (validation rounds included)" if settings.minutes is not None else ""
     return [
-        f"Every run trained for {settings.budget()} (validation rounds included) on the same "
-        f"{crop} in the same order (batch {run.batch_size}, seed per run); loss, optimiser and "
-        "schedule the same for every network.",
+        f"Every run trained for {settings.budget()}{clock} on the same {crop} in the same "
+        f"order (batch {run.batch_size}, seed per run); loss, optimiser and schedule the same "
+        "for every network.",
         "Scores on the test split at the decision threshold tuned for F1 on the "
         f"{base.validation.split} split, from one confusion matrix over all its pixels; "
         f"{spread} over seeds {', '.join(map(str, settings.seeds))}.",
