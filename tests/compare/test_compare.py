@@ -229,3 +229,15 @@ def test_the_parser_knows_the_registry_without_importing_it() -> None:
     from dsifn.models import MODEL_NAMES
 
     assert compare.MODEL_NAMES == MODEL_NAMES
+
+
+def test_missing_pretrained_weights_are_refused_before_any_run(
+    synthetic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # DSIFN's recipe asks for ImageNet weights, which a test cannot download: the comparison
+    # stops before the baseline that comes first trains.
+    argv = ["compare", "--data", str(synthetic), "--out", str(tmp_path / "cmp"), "--steps", "1"]
+    assert main([*argv, "--models", "fc_ef,dsifn", "run.device=cpu"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("dsifn compare: error: ") and "vgg16-397923af.pth" in line
+    assert not (tmp_path / "cmp" / "runs").exists()

@@ -36,7 +36,9 @@ from dsifn.devices import resolve_device
 from dsifn.distributed import DistContext, agree_gather, setup_distributed
 from dsifn.errors import ConfigError, DataError, OutputExistsError
 from dsifn.io.atomic import check_output_path, staged
+from dsifn.models.dsifn import DSIFNConfig
 from dsifn.models.registry import model_entry
+from dsifn.models.vgg import fetch_encoder_weights
 from dsifn.training.config import TrainConfig
 from dsifn.training.engine import Callback
 
@@ -137,6 +139,10 @@ def _check(
     if not overwrite and pairs.is_dir() and any(pairs.iterdir()):
         raise OutputExistsError(f"{pairs} holds pictures; pass `overwrite=True` to replace them")
     states = [run_state(run, overwrite=overwrite) for run in runs]
+    for run in runs:  # a DSIFN's pretrained encoder, fetched (or refused) now, not hours on
+        model = run.config.model
+        if isinstance(model, DSIFNConfig) and model.encoder_weights is not None:
+            fetch_encoder_weights(model.encoder_weights)
     layout = resolve_layout(base.data)
     for split in ("train", base.validation.split, "test"):
         if split not in layout.splits:
