@@ -42,6 +42,7 @@ from dsifn.evaluation.scoring import (
 from dsifn.evaluation.workflow import store_threshold
 from dsifn.models.checkpoint import load_checkpoint
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
+from dsifn.models.registry import ChangeNetwork
 from dsifn.training.config import (
     OptimConfig,
     RunConfig,
@@ -219,7 +220,7 @@ def _train(run: _Run, data_root: Path) -> _Trained:
 
 
 def _thresholds(
-    run: _Run, model: DSIFN, val: ChangeDetectionDataset, checkpoint: Path
+    run: _Run, model: ChangeNetwork, val: ChangeDetectionDataset, checkpoint: Path
 ) -> tuple[float, float]:
     """The F1-best thresholds of DSIFN (stored in its checkpoint) and of the baseline."""
     batch = run.cfg.batch_size
@@ -239,7 +240,7 @@ def _thresholds(
 
 def _evaluate_both(
     run: _Run,
-    model: DSIFN,
+    model: ChangeNetwork,
     test: ChangeDetectionDataset,
     thresholds: tuple[float, float],
     trained: _Trained,

@@ -16,7 +16,7 @@ from torch import Tensor
 from dsifn._config import Config, settle
 from dsifn.errors import ConfigError, InputError
 
-__all__ = ["CAFFE_BGR", "IMAGENET_RGB", "Normalization"]
+__all__ = ["CAFFE_BGR", "IMAGENET_RGB", "Normalization", "check_input_bands"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +90,17 @@ IMAGENET_RGB = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.22
 CAFFE_BGR = Normalization(
     mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), scale=255.0, reverse_bands=True
 )
+
+
+def check_input_bands(in_channels: int, normalization: Normalization | None) -> None:
+    """Refuse a network's band count below 1, or a normalisation of another band count.
+
+    Raises:
+        ConfigError: Naming both numbers.
+    """
+    if in_channels < 1:
+        raise ConfigError(f"in_channels must be at least 1; got {in_channels}")
+    if normalization is not None and normalization.bands != in_channels:
+        raise ConfigError(
+            f"normalization has {normalization.bands} bands but in_channels is {in_channels}"
+        )

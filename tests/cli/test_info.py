@@ -54,3 +54,36 @@ def test_in_channels_sets_the_bands_of_the_first_convolution(
     assert main(["info", "--size", "64", "--in-channels", "4"]) == 0
     out = capsys.readouterr().out
     assert "4 bands" in out and "35,728,125" in out  # 3 x 3 x 64 weights more than with 3 bands
+
+
+@pytest.mark.parametrize(
+    ("name", "title", "parameters"),
+    [
+        ("fc_ef", "FC-EF (Daudt, Le Saux & Boulch, ICIP 2018), 4 bands", 1_350_433 + 288),
+        ("fc_siam_conc", "FC-Siam-conc", 1_545_841 + 144),
+        ("fc_siam_diff", "FC-Siam-diff", 1_350_001 + 144),
+        ("cdnet", "CDNet (Alcantarilla et al., Auton. Robots 42, 2018)", 1_427_905 + 6_272),
+    ],
+)
+def test_info_model_names_a_baseline(
+    capsys: pytest.CaptureFixture[str], name: str, title: str, parameters: int
+) -> None:
+    assert main(["info", "--model", name, "--size", "64", "--in-channels", "4"]) == 0
+    first, total, trainable, flops = capsys.readouterr().out.splitlines()
+    assert first.startswith(title)
+    assert f"{parameters:,d}" in total and f"{parameters:,d}" in trainable
+    assert "one 64x64 pair" in flops
+
+
+def test_dsifn_options_are_refused_for_a_baseline(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--model", "fc_ef", "--variant", "keras", "--trainable-encoder"]) == 2
+    assert capsys.readouterr().err == (
+        "dsifn info: error: --trainable-encoder, --variant: DSIFN's option(s), not this network's\n"
+    )
+
+
+def test_the_parser_knows_the_registry_without_importing_it() -> None:
+    from dsifn.cli.commands import info
+    from dsifn.models import MODEL_NAMES
+
+    assert info.MODEL_NAMES == MODEL_NAMES

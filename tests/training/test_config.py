@@ -128,3 +128,63 @@ def test_memory_layout_is_automatic_unless_opted_out():
     assert load_config("default", ["run.channels_last=null"]).run.channels_last is None
     with pytest.raises(ConfigError, match="channels_last"):
         load_config("default", ["run.channels_last=sometimes"])
+
+
+def test_model_name_selects_the_network_and_old_configs_are_dsifn(tmp_path):
+    assert type(TrainConfig().model).name == "dsifn"
+    assert TrainConfig().to_dict()["model"]["name"] == "dsifn"
+    cfg = load_config("default", ["model.name=fc_siam_diff", "model.dropout=0.1"])
+    assert (type(cfg.model).name, cfg.model.dropout) == ("fc_siam_diff", 0.1)
+    cfg.save(tmp_path / "c.yaml")
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["model"]["name"] == "fc_siam_diff"
+    assert load_config(tmp_path / "c.yaml") == cfg
+    old = tmp_path / "old.yaml"  # written before model.name existed
+    old.write_text("model:\n  dropout: 0.3\n")
+    assert (type(load_config(old).model).name, load_config(old).model.dropout) == ("dsifn", 0.3)
+
+
+def test_changing_the_network_keeps_what_describes_the_data_only():
+    # in_channels and normalization carry over; DSIFN's keys give way to FC-EF's defaults.
+    dsifn = load_config("default", ["model.in_channels=4", "model.dropout=0.5"])
+    cfg = apply_overrides(dsifn, {"name": "fc_ef"})
+    assert type(cfg.model).name == "fc_ef"
+    assert (cfg.model.in_channels, cfg.model.dropout) == (4, 0.2)
+    # model.* keys given with the name set the new network's, whatever their order.
+    both = apply_overrides(dsifn, {"model.dropout": "0.1", "model.name": "fc_ef"})
+    assert both.model.dropout == 0.1
+    back = apply_overrides(cfg, {"model.name": "dsifn"})
+    assert back.model.in_channels == 4 and back.model.encoder_weights == "imagenet"  # paper's
+    assert apply_overrides(cfg, {"model.name": "fc_ef"}) == cfg  # the same network: unchanged
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (
+            ["model.name=cdnet", "model.dropout=0.1"],
+            r"unknown config key 'model.dropout' for model.name=cdnet; valid keys here: "
+            r"model.name, model.in_channels, model.normalization$",
+        ),
+        (["model.name=unet"], r"model.name must be one of 'dsifn', 'fc_ef'"),
+        (["model.name=fc_ef", "encoder_weights=null"], r"unknown config key 'encoder_weights'"),
+    ],
+)
+def test_model_keys_are_checked_against_the_network_named(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("default", overrides)
+
+
+def test_a_yaml_model_section_is_checked_against_its_network(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: fc_ef\n  encoder_weights: null\n")
+    with pytest.raises(ConfigError, match=r"model.encoder_weights for model.name=fc_ef; valid"):
+        load_config(path)
+
+
+def test_a_network_with_one_output_takes_the_first_loss_weight():
+    from dsifn.training.config import LossConfig, loss_weights
+
+    assert loss_weights(LossConfig(), 5) == (1.0,) * 5
+    assert loss_weights(LossConfig(weights=(0.5, 1, 1, 1, 1)), 1) == (0.5,)
+    with pytest.raises(ConfigError, match=r"FC-EF trains on its first 1 output\(s\).*all zero"):
+        loss_weights(LossConfig(weights=(0, 1, 1, 1, 1)), 1, "FC-EF")

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dsifn.models.dsifn import DSIFN, DSIFNOutput
+from dsifn.models.dsifn import DSIFNOutput
+from dsifn.models.outputs import ChangeOutput
+from dsifn.models.registry import ChangeNetwork
 
 __all__ = ["AccuracyReport", "compare_accuracy"]
 
@@ -36,7 +38,7 @@ class AccuracyReport:
 
 
 def compare_accuracy(
-    model: DSIFN,
+    model: ChangeNetwork,
     fast: Callable[[Tensor, Tensor], Any],
     *,
     pairs: int = 8,
@@ -77,7 +79,7 @@ def compare_accuracy(
     return comparison.report(pairs=pairs, size=size, precision=str(precision))
 
 
-def _samples(model: DSIFN, pairs: int, size: int, seed: int) -> list[_Sample]:
+def _samples(model: ChangeNetwork, pairs: int, size: int, seed: int) -> list[_Sample]:
     """``pairs`` seeded synthetic pairs, scaled, band-matched and normalised for ``model``."""
     from dsifn.data.synthetic import SyntheticConfig, generate_pair
 
@@ -127,7 +129,7 @@ class _Comparison:
         self.max_probability = self.max_logit = 0.0
         self.agree = self.total = 0
 
-    def add(self, ref: DSIFNOutput, out: Any, label: Tensor, count: int) -> None:
+    def add(self, ref: DSIFNOutput | ChangeOutput, out: Any, label: Tensor, count: int) -> None:
         """Count the first ``count`` pairs of a batch: the baseline's ``ref``, the fast ``out``."""
         for a, b in zip(ref, out, strict=True):
             diff = (a[:count].float() - b[:count].float().to(a.device)).abs().max().item()

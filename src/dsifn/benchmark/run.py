@@ -22,6 +22,7 @@ from dsifn.contract import InputContract
 from dsifn.devices import resolve_device, resolve_precision
 from dsifn.inference.runner import TorchRunner
 from dsifn.models.dsifn import DSIFN
+from dsifn.models.registry import ChangeNetwork
 
 __all__ = ["run_benchmark"]
 
@@ -87,7 +88,7 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkReport:
     )
 
 
-def _load_model(config: BenchmarkConfig) -> DSIFN:
+def _load_model(config: BenchmarkConfig) -> ChangeNetwork:
     torch.manual_seed(config.seed)
     if config.checkpoint is None:
         return DSIFN()
@@ -111,7 +112,11 @@ def _training_notes(cases: list[CaseResult]) -> list[str]:
 
 
 def _measure_inference(
-    model: DSIFN, fast: TorchRunner, config: BenchmarkConfig, device: torch.device, batch: int
+    model: ChangeNetwork,
+    fast: TorchRunner,
+    config: BenchmarkConfig,
+    device: torch.device,
+    batch: int,
 ) -> tuple[list[CaseResult], dict[str, dict[str, float]]]:
     """Time the runtimes side by side; their F1 agreement when a trained model and data are given.
 
@@ -132,7 +137,11 @@ def _measure_inference(
 
 
 def _compare_accuracy(
-    model: DSIFN, fast: TorchRunner, config: BenchmarkConfig, device: torch.device, batch: int
+    model: ChangeNetwork,
+    fast: TorchRunner,
+    config: BenchmarkConfig,
+    device: torch.device,
+    batch: int,
 ) -> AccuracyReport:
     """The fast path's accuracy cost, at the timed batch shape (so no recompilation)."""
     assert fast.fast is not None

@@ -24,13 +24,13 @@ from dsifn.devices import Precision
 from dsifn.inference.loading import load_runner
 from dsifn.inference.runner import TorchRunner
 from dsifn.interop.quantize import Calibration
-from dsifn.models.dsifn import DSIFN
+from dsifn.models.registry import ChangeNetwork
 
 __all__ = ["build_runners", "fast_runner"]
 
 
 def fast_runner(
-    model: DSIFN, config: BenchmarkConfig, device: torch.device, precision: Precision
+    model: ChangeNetwork, config: BenchmarkConfig, device: torch.device, precision: Precision
 ) -> TorchRunner:
     """The torch fast path as dsifn predict runs it; compiled by default on CUDA only."""
     compiled = device.type == "cuda" if config.compile is None else config.compile
@@ -40,7 +40,7 @@ def fast_runner(
 
 
 def build_runners(
-    model: DSIFN,
+    model: ChangeNetwork,
     config: BenchmarkConfig,
     device: torch.device,
     fast: TorchRunner,
@@ -83,7 +83,7 @@ def _describe(name: str) -> str:
 class _Exports:
     """The model's exports for one benchmark run, written on first use."""
 
-    def __init__(self, model: DSIFN, config: BenchmarkConfig, workdir: Path) -> None:
+    def __init__(self, model: ChangeNetwork, config: BenchmarkConfig, workdir: Path) -> None:
         self.model = model
         self.config = config
         self.workdir = workdir
@@ -124,7 +124,7 @@ class _Exports:
         )
 
 
-def _exporter(runtime: str) -> Callable[[DSIFN, Path], Path]:
+def _exporter(runtime: str) -> Callable[[ChangeNetwork, Path], Path]:
     if runtime == "openvino":
         from dsifn.interop.openvino import export_openvino
 

@@ -33,7 +33,7 @@ from dsifn.benchmark.results import CaseResult
 from dsifn.benchmark.timing import case_result, interleaved
 from dsifn.devices import Precision
 from dsifn.inference.runner import TileRunner, TorchRunner
-from dsifn.models.dsifn import DSIFN
+from dsifn.models.registry import ChangeNetwork
 from dsifn.testing import StandInRunner, write_scene
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def _whole_scene_case(
 
 
 def measure_scene(
-    base_model: DSIFN,
+    base_model: ChangeNetwork,
     config: BenchmarkConfig,
     device: torch.device,
     precision: Precision,

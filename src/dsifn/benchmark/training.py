@@ -25,13 +25,13 @@ from dsifn.benchmark.timing import case_result, interleaved, switching
 from dsifn.devices import Precision
 from dsifn.errors import ConfigError
 from dsifn.losses import DeepSupervisionLoss
-from dsifn.models.dsifn import DSIFN
+from dsifn.models.registry import ChangeNetwork
 from dsifn.training.step import TrainStep
 
 __all__ = ["measure_training", "training_step_flops"]
 
 
-def training_step_flops(model: DSIFN, inputs: tuple[Tensor, Tensor, Tensor]) -> int:
+def training_step_flops(model: ChangeNetwork, inputs: tuple[Tensor, Tensor, Tensor]) -> int:
     """FLOPs of one training step (forward, loss, backward), counted on a real step.
 
     With a frozen encoder the backward pass skips it, so a step costs about twice the
@@ -45,7 +45,7 @@ def training_step_flops(model: DSIFN, inputs: tuple[Tensor, Tensor, Tensor]) -> 
         The counted FLOPs (matrix products and convolutions, 2 per multiply-accumulate).
     """
     t1, t2, target = inputs
-    loss_fn = DeepSupervisionLoss()
+    loss_fn = DeepSupervisionLoss(weights=(1.0,) * len(model.output_strides))  # on every output
     counter = FlopCounterMode(display=False)
     with counter:
         loss_fn(model(t1, t2), target).backward()
@@ -109,7 +109,7 @@ class _Timed:
 
 
 def _train_steps(
-    base_model: DSIFN, device: torch.device, precision: Precision, compiled: bool
+    base_model: ChangeNetwork, device: torch.device, precision: Precision, compiled: bool
 ) -> dict[str, TrainStep]:
     """The baseline's step and the fast path's, each on its own copy of the network."""
     from dsifn.training.config import TrainConfig
@@ -146,7 +146,7 @@ def _train_description(step: TrainStep, compiled: bool) -> str:
 
 
 def measure_training(
-    base_model: DSIFN,
+    base_model: ChangeNetwork,
     config: BenchmarkConfig,
     device: torch.device,
     precision: Precision,

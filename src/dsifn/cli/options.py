@@ -7,6 +7,7 @@ import math
 from typing import Any, get_args
 
 from dsifn.devices import Precision, Runtime
+from dsifn.errors import ConfigError
 from dsifn.models.dsifn import Variant
 
 __all__ = [
@@ -16,10 +17,16 @@ __all__ = [
     "add_offset_option",
     "add_overwrite_option",
     "add_progress_option",
+    "comma_separated",
     "date_offsets",
     "finite_float",
     "model_options_from_args",
 ]
+
+
+def comma_separated(text: str) -> tuple[str, ...]:
+    """An argparse ``type``: ``"eager,openvino-int8"`` -> ``("eager", "openvino-int8")``."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def finite_float(text: str) -> float:
@@ -124,15 +131,39 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--stage1-attention", action="store_true", help="channel attention on stage 1 too"
     )
-    group.add_argument("--variant", default="pytorch", choices=get_args(Variant))
+    group.add_argument(
+        "--variant", choices=get_args(Variant), help="DSIFN's official file to follow [pytorch]"
+    )
 
 
-def model_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :class:`dsifn.DSIFNConfig` from :func:`add_model_options`."""
+# The options of add_model_options that only DSIFN has.
+_DSIFN_ONLY = {
+    "separate_encoders": "--separate-encoders",
+    "trainable_encoder": "--trainable-encoder",
+    "stage1_attention": "--stage1-attention",
+    "variant": "--variant",
+}
+
+
+def model_options_from_args(args: argparse.Namespace, *, dsifn: bool = True) -> dict[str, Any]:
+    """Keyword arguments of the network's configuration from :func:`add_model_options`.
+
+    Args:
+        args: The parsed options.
+        dsifn: Whether the network is DSIFN; another takes ``in_channels`` only.
+
+    Raises:
+        ConfigError: If a DSIFN-only option is given for another network.
+    """
+    if not dsifn:
+        given = [flag for dest, flag in _DSIFN_ONLY.items() if getattr(args, dest)]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: DSIFN's option(s), not this network's")
+        return {"in_channels": args.in_channels}
     return {
         "in_channels": args.in_channels,
         "shared_encoder": not args.separate_encoders,
         "freeze_encoder": not args.trainable_encoder,
         "stage1_channel_attention": args.stage1_attention,
-        "variant": args.variant,
+        "variant": args.variant or "pytorch",
     }

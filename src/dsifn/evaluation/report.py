@@ -37,9 +37,12 @@ from dsifn.io.pictures import display_stretch, write_png
 
 __all__ = [
     "ERROR_COLOURS",
+    "STYLE",
     "ReportWriter",
+    "error_legend",
     "error_map",
     "mask_to_gray",
+    "page_head",
     "render_html",
     "safe_name",
     "write_json",
@@ -248,7 +251,8 @@ class ReportWriter:
         return path
 
 
-_STYLE = """
+# The style sheet of the package's HTML pages (this report, ``dsifn compare``'s page).
+STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; margin-bottom: 1em; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
@@ -267,6 +271,17 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
+def page_head(title: str) -> list[str]:
+    """The first lines of one of the package's HTML pages, up to its ``<h1>`` title."""
+    esc = html.escape
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
+
+
 def render_html(
     result: EvaluationResult,
     rows: Sequence[_Row],
@@ -281,12 +296,7 @@ def render_html(
     Images are sorted from the worst F1 to the best (ties: most wrong pixels first).
     """
     esc = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
-    ]
+    parts = page_head(title)
     if details:
         parts.append("<p>" + "<br>".join(f"<b>{esc(k)}</b>: {esc(v)}" for k, v in details.items()))
         parts.append("</p>")
@@ -334,9 +344,8 @@ def _summary(
     return parts
 
 
-def _image_table(rows: Sequence[_Row]) -> list[str]:
-    """Every image's pictures and scores, from the worst F1 to the best."""
-    esc = html.escape
+def error_legend() -> str:
+    """The HTML line that says what each colour of an error map means."""
     legend = "".join(
         f'<span style="background: rgb{ERROR_COLOURS[k]}"></span>{label}'
         for k, label in (
@@ -347,9 +356,15 @@ def _image_table(rows: Sequence[_Row]) -> list[str]:
             ("ignored", "not labelled"),
         )
     )
+    return f'<p class="legend">Error map:{legend}</p>'
+
+
+def _image_table(rows: Sequence[_Row]) -> list[str]:
+    """Every image's pictures and scores, from the worst F1 to the best."""
+    esc = html.escape
     parts = [
         "<h2>Images, worst F1 first</h2>",
-        f'<p class="legend">Error map:{legend}</p>',
+        error_legend(),
         '<table class="pair"><tr><th>pair</th><th>F1 %</th><th>before</th><th>after</th>'
         "<th>reference</th><th>prediction</th><th>error</th></tr>",
     ]

@@ -37,7 +37,7 @@ from dsifn.evaluation.results import (
 from dsifn.inference.pipeline import predict_images
 from dsifn.inference.runner import TileRunner, TorchRunner
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
-from dsifn.models.dsifn import DSIFN
+from dsifn.models.registry import ChangeNetwork
 from dsifn.progress import progress_bar
 
 __all__ = [
@@ -59,7 +59,9 @@ Scorer = Callable[[Tensor], Tensor]
 Sample = Mapping[str, Any]
 
 
-def resolve_threshold(threshold: float | None, model: DSIFN | TileRunner | None = None) -> float:
+def resolve_threshold(
+    threshold: float | None, model: ChangeNetwork | TileRunner | None = None
+) -> float:
     """The decision threshold: the one given, else the model's recorded one, else 0.5.
 
     Raises:
@@ -67,9 +69,11 @@ def resolve_threshold(threshold: float | None, model: DSIFN | TileRunner | None 
     """
     if threshold is not None:
         return check_threshold(threshold)
-    if isinstance(model, DSIFN):
-        return InputContract.from_meta(model.checkpoint_meta, model.config).threshold
-    return DEFAULT_THRESHOLD if model is None else model.contract.threshold
+    if model is None:
+        return DEFAULT_THRESHOLD
+    if isinstance(model, TileRunner):
+        return model.contract.threshold
+    return InputContract.from_meta(model.checkpoint_meta, model.config).threshold
 
 
 def check_compatible(runner: TileRunner, dataset: Dataset[Sample]) -> None:
@@ -87,12 +91,12 @@ def check_compatible(runner: TileRunner, dataset: Dataset[Sample]) -> None:
 
 
 def as_runner(
-    model: DSIFN | TileRunner, device: str | torch.device = "auto", precision: str = "auto"
+    model: ChangeNetwork | TileRunner, device: str | torch.device = "auto", precision: str = "auto"
 ) -> TileRunner:
-    """A runner for ``model``: a DSIFN runs on a :class:`TorchRunner`, a runner as it is."""
-    if isinstance(model, DSIFN):
-        return TorchRunner(model, device=str(device), precision=precision)
-    return model
+    """A runner for ``model``: a network runs on a :class:`TorchRunner`, a runner as it is."""
+    if isinstance(model, TileRunner):
+        return model
+    return TorchRunner(model, device=str(device), precision=precision)
 
 
 def runner_scorer(runner: TileRunner, tile_size: int | None = None) -> Scorer:
@@ -273,6 +277,7 @@ def evaluate_scorer(
     progress: bool = True,
     per_image: bool = False,
     on_prediction: Callable[[Prediction], None] | None = None,
+    sweep: ThresholdSweep | None = None,
     desc: str = "evaluate",
 ) -> EvaluationResult:
     """Score every pair of ``dataset`` with ``scorer`` and accumulate one confusion matrix.
@@ -287,6 +292,8 @@ def evaluate_scorer(
         progress: Show a progress bar.
         per_image: Also return each image's counts and scores.
         on_prediction: Called with every image's :class:`Prediction` (for writing outputs).
+        sweep: Also accumulate these histograms (the scores at every threshold: a
+            precision-recall curve).
         desc: Label of the progress bar.
 
     Returns:
@@ -298,11 +305,12 @@ def evaluate_scorer(
         threshold=threshold,
         per_image=per_image,
         on_prediction=on_prediction,
+        sweep=sweep,
     )
 
 
 def evaluate(
-    model: DSIFN | TileRunner,
+    model: ChangeNetwork | TileRunner,
     dataset: Dataset[Sample],
     *,
     threshold: float | None = None,
@@ -314,6 +322,7 @@ def evaluate(
     per_image: bool = False,
     on_prediction: Callable[[Prediction], None] | None = None,
     tile_size: int | None = None,
+    sweep: ThresholdSweep | None = None,
 ) -> EvaluationResult:
     """Evaluate a model on a dataset split, through the runner interface prediction uses.
 
@@ -323,8 +332,9 @@ def evaluate(
         dataset: Yields ``{"image": (2, C, H, W) in [0, 1], "mask": (1, H, W), "valid":
             (1, H, W), "name"}`` samples, e.g. a :class:`dsifn.data.ChangeDetectionDataset`.
         threshold: Decision threshold; None takes the checkpoint's, else 0.5.
-        device: For a DSIFN: ``"auto"``, ``"cpu"``, ``"cuda"``... or a :class:`torch.device`.
-        precision: For a DSIFN: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        device: For a network: ``"auto"``, ``"cpu"``, ``"cuda"``... or a
+            :class:`torch.device`.
+        precision: For a network: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         batch_size: Pairs per forward pass.
         workers: DataLoader worker processes reading the pairs (0: in this process).
         progress: Show a progress bar.
@@ -332,6 +342,8 @@ def evaluate(
         on_prediction: Called with every image's :class:`Prediction`.
         tile_size: Tiles of larger images, as ``dsifn predict`` cuts them; None: predict's
             default (:func:`runner_scorer`).
+        sweep: Also accumulate these histograms (every threshold's counts: a
+            precision-recall curve).
 
     Returns:
         Scores from one confusion matrix over the whole split, with the threshold used.
@@ -350,6 +362,7 @@ def evaluate(
         progress=progress,
         per_image=per_image,
         on_prediction=on_prediction,
+        sweep=sweep,
     )
 
 
@@ -390,7 +403,7 @@ def sweep_scorer(
 
 
 def tune_threshold(
-    model: DSIFN | TileRunner,
+    model: ChangeNetwork | TileRunner,
     dataset: Dataset[Sample],
     *,
     device: str | torch.device = "auto",

@@ -23,6 +23,7 @@ from dsifn.evaluation.results import EvaluationResult, Prediction
 from dsifn.evaluation.scoring import evaluate, tune_threshold
 from dsifn.inference.loading import load_runner, runtime_for
 from dsifn.inference.runner import TileRunner
+from dsifn.metrics import ThresholdSweep
 from dsifn.models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 
 __all__ = [
@@ -132,6 +133,7 @@ class PreparedEvaluation:
         on_prediction: Callable[[Prediction], None] | None = None,
         progress: bool = True,
         tile_size: int | None = None,
+        sweep: ThresholdSweep | None = None,
     ) -> CheckpointEvaluation:
         """Tune the threshold on val if asked, then score the split; writes nothing.
 
@@ -142,6 +144,8 @@ class PreparedEvaluation:
             on_prediction: Called with every image's :class:`Prediction`.
             progress: Show progress bars.
             tile_size: Tiles of images larger than one, as ``dsifn predict`` cuts them.
+            sweep: Also accumulate the split's counts at every threshold here (a
+                precision-recall curve).
         """
         options: dict[str, Any] = {
             "batch_size": batch_size,
@@ -159,6 +163,7 @@ class PreparedEvaluation:
             threshold=threshold,
             per_image=per_image,
             on_prediction=on_prediction,
+            sweep=sweep,
             **options,
         )
         return CheckpointEvaluation(result=result, pairs=len(self.dataset), tuned=tuned)
@@ -217,6 +222,7 @@ def evaluate_checkpoint(
     on_prediction: Callable[[Prediction], None] | None = None,
     progress: bool = True,
     tile_size: int | None = None,
+    sweep: ThresholdSweep | None = None,
     **options: Any,
 ) -> CheckpointEvaluation:
     """Score a model file on a dataset split, reading the data as its input contract says.
@@ -234,6 +240,8 @@ def evaluate_checkpoint(
         progress: Show progress bars.
         tile_size: Tiles of images larger than one, as ``dsifn predict`` cuts them; None:
             predict's default (the tile size the model trained on, else 512).
+        sweep: Also accumulate the split's counts at every threshold here (a
+            precision-recall curve).
         **options: What :func:`prepare_evaluation` takes: ``split`` ("test"), ``layout``
             ("auto" detects it, or a layout already detected), ``threshold`` (None: the
             recorded one), ``tune`` (first choose the F1-best threshold on the val split, and
@@ -251,6 +259,7 @@ def evaluate_checkpoint(
         on_prediction=on_prediction,
         progress=progress,
         tile_size=tile_size,
+        sweep=sweep,
     )
     if found.tuned is not None:
         store_threshold(checkpoint, found.tuned[0], note=f"F1-best on the val split of {root}")

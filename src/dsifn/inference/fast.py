@@ -17,7 +17,9 @@ What is done, and why it is exact (or how close it is):
   A 3x3 convolution pads with zeros, and a folded BatchNorm shift would be wrong where the
   kernel overlaps the padding (the zeros were never shifted); :class:`FoldedConv2d` adds the
   missing correction on the one-pixel border ring, so the fold is exact at every size.
-  10 of the 19 BatchNorms of the ``"pytorch"`` variant fold.
+  10 of the 19 BatchNorms of the ``"pytorch"`` variant fold. The baselines
+  (:mod:`dsifn.models.registry`) put each BatchNorm directly after its convolution, so every one
+  of them folds into that convolution (exact up to rounding, whatever the padding).
 - **torch.compile** (inductor): fuses the elementwise work (PReLU, BatchNorm, attention
   products) into few kernels. Opt-in (``compile=True``): it costs one to two minutes per new
   input shape, so it pays off for many batches of one shape (a large scene), not for one small
@@ -39,13 +41,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dsifn.devices import Precision, autocast, resolve_device, resolve_precision
+from dsifn.errors import ConfigError
 from dsifn.models.decoder import DecoderStage, Descriptors
 from dsifn.models.dsifn import DSIFN, DSIFNOutput
+from dsifn.models.outputs import ChangeOutput
+from dsifn.models.registry import ChangeNetwork
 
 __all__ = [
     "FastInferenceModel",
     "FoldedConv2d",
     "fold_batchnorm",
+    "fold_into_convolutions",
     "optimize_for_inference",
 ]
 
@@ -187,15 +193,17 @@ def _fold_into_1x1(conv: nn.Conv2d, scale: Tensor, shift: Tensor) -> nn.Conv2d:
     return folded
 
 
-def fold_batchnorm(model: DSIFN) -> DSIFN:
+def fold_batchnorm(model: ChangeNetwork) -> ChangeNetwork:
     """Return an eval-mode copy of ``model`` with BatchNorms folded where it is exact.
 
-    Folded: each conv block's BatchNorm into the next block's 3x3 convolution (with the border
-    correction of :class:`FoldedConv2d`), and the last stage's BatchNorm after spatial
-    attention into its 1x1 side head. Left alone: a stage's last block BatchNorm (spatial
-    attention follows; its channel max is not affine) and the other stages' BatchNorm after
-    spatial attention (a transposed convolution follows). Dropout becomes the identity, as in
-    eval mode. The copy is for inference: it must not be trained.
+    A baseline's BatchNorms each fold into the convolution before them
+    (:func:`fold_into_convolutions`). DSIFN's: each conv block's BatchNorm into the next
+    block's 3x3 convolution (with the border correction of :class:`FoldedConv2d`), and the
+    last stage's BatchNorm after spatial attention into its 1x1 side head. Left alone: a
+    stage's last block BatchNorm (spatial attention follows; its channel max is not affine)
+    and the other stages' BatchNorm after spatial attention (a transposed convolution
+    follows). Dropout becomes the identity, as in eval mode. The copy is for inference: it
+    must not be trained.
 
     Args:
         model: The network; not modified.
@@ -204,6 +212,9 @@ def fold_batchnorm(model: DSIFN) -> DSIFN:
         The folded copy, in eval mode. Its outputs equal ``model.eval()``'s up to rounding.
     """
     folded = copy.deepcopy(model).eval()
+    if not isinstance(folded, DSIFN):
+        fold_into_convolutions(folded)
+        return folded
     for stage, head_index in zip(folded.stages, range(len(folded.heads)), strict=True):
         assert isinstance(stage, DecoderStage)
         blocks = list(stage.blocks)
@@ -229,8 +240,28 @@ def fold_batchnorm(model: DSIFN) -> DSIFN:
     return folded
 
 
+def fold_into_convolutions(module: nn.Module) -> None:
+    """Fold, in place, every eval-mode BatchNorm that directly follows a convolution.
+
+    Within each ``nn.Sequential``, a ``Conv2d`` followed by a ``BatchNorm2d`` becomes one
+    convolution (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`) and the BatchNorm an
+    identity: ``bn(conv(x))`` is affine in the convolution's output, padding included.
+
+    Args:
+        module: A network in eval mode, changed in place.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for sequence in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(sequence) - 1):
+            conv, bn = sequence[i], sequence[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                sequence[i] = fuse_conv_bn_eval(conv, bn)
+                sequence[i + 1] = nn.Identity()
+
+
 class FastInferenceModel:
-    """A DSIFN prepared for inference; call it like the model, ``fast(t1, t2)``.
+    """A network prepared for inference; call it like the model, ``fast(t1, t2)``.
 
     It runs without gradients, in the resolved precision and memory layout, and returns
     float32 logits whatever the precision. Build it with :func:`optimize_for_inference`.
@@ -244,8 +275,8 @@ class FastInferenceModel:
 
     def __init__(
         self,
-        module: DSIFN,
-        forward: Callable[[Tensor, Tensor], DSIFNOutput],
+        module: ChangeNetwork,
+        forward: Callable[[Tensor, Tensor], DSIFNOutput | ChangeOutput],
         *,
         device: torch.device,
         precision: Precision,
@@ -259,35 +290,45 @@ class FastInferenceModel:
 
     @property
     def config(self) -> Any:
-        """The network's :class:`~dsifn.models.DSIFNConfig`."""
+        """The network's configuration."""
         return self.module.config
 
     def __call__(
         self, t1: Tensor, t2: Tensor, *, pooled: Mapping[int, Descriptors] | None = None
-    ) -> DSIFNOutput:
+    ) -> DSIFNOutput | ChangeOutput:
         """Predict change logits.
 
         Args:
             t1: (B, C, H, W) normalised first-date images (any device; moved here).
             t2: (B, C, H, W) normalised second-date images.
-            pooled: Fixed channel-attention descriptors (see :meth:`DSIFN.forward`); a
-                compiled model runs these calls eagerly.
+            pooled: Fixed channel-attention descriptors of a DSIFN (see
+                :meth:`DSIFN.forward`); a compiled model runs these calls eagerly.
 
         Returns:
-            Five float32 logit maps, finest first, as :class:`~dsifn.models.DSIFN` returns.
+            float32 logit maps, finest first, as the network returns them (DSIFN's five, a
+            baseline's one).
         """
         t1, t2 = self._place(t1), self._place(t2)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            out = self._forward(t1, t2) if pooled is None else self.module(t1, t2, pooled=pooled)
-        return DSIFNOutput(*(o.float() for o in out))
+            if pooled is None:
+                out = self._forward(t1, t2)
+            else:
+                out = self._dsifn("fixed channel-attention descriptors")(t1, t2, pooled=pooled)
+        return type(out)(*(o.float() for o in out))
+
+    def _dsifn(self, what: str) -> DSIFN:
+        if not isinstance(self.module, DSIFN):
+            raise ConfigError(f"{what} are DSIFN's; this network has no channel attention")
+        return self.module
 
     def attention_input(
         self, t1: Tensor, t2: Tensor, stage: int, *, pooled: Mapping[int, Descriptors]
     ) -> Tensor:
         """One stage's channel-attention input (see :meth:`DSIFN.attention_input`), float32."""
         t1, t2 = self._place(t1), self._place(t2)
+        network = self._dsifn("channel-attention inputs")
         with torch.inference_mode(), autocast(self.device, self.precision):
-            out = self.module.attention_input(t1, t2, stage, pooled=pooled)
+            out = network.attention_input(t1, t2, stage, pooled=pooled)
         return out.float()
 
     def _place(self, x: Tensor) -> Tensor:
@@ -296,7 +337,7 @@ class FastInferenceModel:
 
 
 def optimize_for_inference(
-    model: DSIFN,
+    model: ChangeNetwork,
     *,
     device: str | torch.device = "auto",
     precision: str = "auto",
@@ -318,7 +359,7 @@ def optimize_for_inference(
 
     Returns:
         The prepared model (a callable taking ``(t1, t2)`` of shape (B, C, H, W) and returning
-        float32 :class:`~dsifn.models.DSIFNOutput` logits) and the resolved precision.
+        float32 logits as the network does) and the resolved precision.
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     resolved = resolve_precision(precision, dev)
@@ -327,13 +368,13 @@ def optimize_for_inference(
     module = module.to(dev)
     if channels_last:
         _to_channels_last(module)
-    forward: Callable[[Tensor, Tensor], DSIFNOutput] = module
+    forward: Callable[[Tensor, Tensor], DSIFNOutput | ChangeOutput] = module
     if compile:
         # Inductor's "freezing" treats the weights as constants and prepacks them for oneDNN
         # (measured in benchmarks/RESULTS.md, "Compiling inference").
         options: dict[str, Any] | None = {"freezing": True} if dev.type == "cpu" else None
         compiled = torch.compile(module, options=options)
-        forward = cast("Callable[[Tensor, Tensor], DSIFNOutput]", compiled)
+        forward = cast("Callable[[Tensor, Tensor], DSIFNOutput | ChangeOutput]", compiled)
     fast = FastInferenceModel(
         module, forward, device=dev, precision=resolved, channels_last=channels_last
     )

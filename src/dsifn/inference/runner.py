@@ -18,16 +18,19 @@ import torch
 
 from dsifn.contract import DEFAULT_THRESHOLD, InputContract
 from dsifn.devices import autocast, resolve_device, resolve_precision
-from dsifn.errors import InputError
+from dsifn.errors import ConfigError, InputError
 from dsifn.inference.fast import FastInferenceModel, optimize_for_inference
 from dsifn.models.decoder import Descriptors
 from dsifn.models.dsifn import DSIFN
+from dsifn.models.registry import MODELS, ChangeNetwork, entry_of
 from dsifn.normalization import Normalization
 
 __all__ = [
     "DEFAULT_THRESHOLD",
     "TileRunner",
     "TorchRunner",
+    "describe_network",
+    "network_words",
 ]
 
 
@@ -63,10 +66,14 @@ class TileRunner(Protocol):
 
 
 class TorchRunner:
-    """Runs a :class:`~dsifn.models.DSIFN` on a device, without gradients, in eval mode.
+    """Runs a network of the package on a device, without gradients, in eval mode.
+
+    A DSIFN's runner can also hold its channel attention fixed (``attention_stages``,
+    ``receptive_radius``, :meth:`attention_statistics`: scene-wide attention); a baseline's has
+    no such attributes, having no channel attention, and scene-wide attention refuses it.
 
     Args:
-        model: The network (moved to ``device`` and set to eval mode).
+        model: DSIFN or a baseline (moved to ``device`` and set to eval mode).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`dsifn.devices`).
         meta: Metadata to record; defaults to ``model.checkpoint_meta``.
@@ -77,7 +84,7 @@ class TorchRunner:
 
     def __init__(
         self,
-        model: DSIFN,
+        model: ChangeNetwork,
         *,
         device: str = "auto",
         precision: str = "auto",
@@ -101,9 +108,11 @@ class TorchRunner:
         self.contract = InputContract.from_meta(self.meta, config)
         self.threshold: float = self.contract.threshold
         self.path: str | None = None  # the checkpoint it came from, for output metadata
-        # For scene-wide channel attention (dsifn.inference.scene_attention).
-        self.attention_stages: tuple[int, ...] = model.attention_stages
-        self.receptive_radius: int = model.receptive_radius()
+        self.model_name = entry_of(model).name  # its model.name
+        if isinstance(model, DSIFN):
+            # For scene-wide channel attention (dsifn.inference.scene_attention).
+            self.attention_stages: tuple[int, ...] = model.attention_stages
+            self.receptive_radius: int = model.receptive_radius()
 
     def __call__(
         self,
@@ -113,14 +122,16 @@ class TorchRunner:
     ) -> np.ndarray:
         """Predict change probabilities for (B, C, h, w) float32 tiles; returns (B, 1, h, w).
 
-        ``pooled`` fixes the channel attention's descriptors (see :meth:`DSIFN.forward`).
+        ``pooled`` fixes a DSIFN's channel-attention descriptors (see :meth:`DSIFN.forward`).
         """
         a, b = self._tensors(t1, t2)
         with torch.inference_mode(), autocast(self.device, self.precision):
             if self.fast is not None:
                 logits = self.fast(a, b, pooled=pooled).stride1
+            elif pooled is not None:
+                logits = self._dsifn()(a, b, pooled=pooled).stride1
             else:
-                logits = self.model(a, b, pooled=pooled).stride1
+                logits = self.model(a, b).stride1
             probability = torch.sigmoid(logits.float())
         return probability.cpu().numpy()
 
@@ -151,13 +162,18 @@ class TorchRunner:
             if self.fast is not None:
                 x = self.fast.attention_input(a, b, stage, pooled=pooled)
             else:
-                x = self.model.attention_input(a, b, stage, pooled=pooled).float()
+                x = self._dsifn().attention_input(a, b, stage, pooled=pooled).float()
             stride = t1.shape[-1] // x.shape[-1]
             cells = torch.from_numpy(np.ascontiguousarray(mask[:, ::stride, ::stride]))
             cells = cells.to(self.device)[:, None]
             total = torch.where(cells, x, 0.0).sum(dim=(0, 2, 3), dtype=torch.float64)
             peak = torch.where(cells, x, -torch.inf).amax(dim=(0, 2, 3))
         return total.cpu(), peak.cpu(), int(cells.sum())
+
+    def _dsifn(self) -> DSIFN:
+        if not isinstance(self.model, DSIFN):
+            raise ConfigError(f"a {self.describe()} has no channel attention: DSIFN's only")
+        return self.model
 
     def _tensors(self, t1: np.ndarray, t2: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if t1.shape != t2.shape or t1.ndim != 4:
@@ -168,5 +184,18 @@ class TorchRunner:
 
     def describe(self) -> str:
         """Short description for output metadata."""
-        cfg = self.model.config
-        return f"DSIFN {cfg.variant} variant, {cfg.in_channels} bands (torch, {self.precision})"
+        return f"{describe_network(self.model)} (torch, {self.precision})"
+
+
+def describe_network(model: ChangeNetwork) -> str:
+    """``"DSIFN pytorch variant, 3 bands"``, ``"FC-Siam-diff, 4 bands"``: a network in words."""
+    return network_words(entry_of(model).name, model.config.to_dict())
+
+
+def network_words(name: str, config: Mapping[str, Any]) -> str:
+    """A network in words from its name and recorded configuration (exports have only these)."""
+    bands = f"{config.get('in_channels', '?')} bands"
+    if name == "dsifn":
+        return f"DSIFN {config.get('variant', '?')} variant, {bands}"
+    title = MODELS[name].title if name in MODELS else name
+    return f"{title}, {bands}"

@@ -252,6 +252,12 @@ def as_attention_runner(runner: TileRunner) -> AttentionRunner:
         ConfigError: If the runner cannot fix its attention descriptors, or takes one tile size
             only (it has no whole-scene prediction to match).
     """
+    name = getattr(runner, "model_name", "dsifn")
+    if name != "dsifn":
+        raise ConfigError(
+            f"scene-wide attention holds DSIFN's channel attention fixed, and a {name} model "
+            'has none (nor any other scene-wide operation): use `attention="tile"`'
+        )
     if not isinstance(runner, AttentionRunner):
         raise ConfigError(
             "scene-wide attention needs a model that can fix its channel attention: use the "

@@ -2,11 +2,13 @@
 
 An ONNX file (:mod:`dsifn.interop.onnx`) and an OpenVINO IR (:mod:`dsifn.interop.openvino`)
 hold the same graph: :class:`Probabilities`, taking ``t1``, ``t2`` (normalised float32
-(B, C, H, W), H and W multiples of 16) and returning the five change **probabilities**, finest
-first, ``prob_stride1`` ... ``prob_stride16``. Each carries one JSON entry of metadata under
-the key ``"dsifn"`` (:func:`export_metadata`): the input contract and threshold, the model
-configuration, its precision (``"fp32"`` or ``"int8"``) and, for int8, the accuracy cost
-measured when it was quantised. :class:`ExportedRunner` is what both runners share: the
+(B, C, H, W), H and W multiples of 16) and returning the change **probabilities** of each of
+the network's outputs, finest first, ``prob_stride1`` ... ``prob_stride16`` for DSIFN's five
+(:data:`OUTPUT_NAMES`), ``prob_stride1`` alone for a baseline (:func:`output_names`). Each
+carries one JSON entry of metadata under the key ``"dsifn"`` (:func:`export_metadata`): the
+input contract and threshold, the model configuration with its ``name``, the output names,
+its precision (``"fp32"`` or ``"int8"``) and, for int8, the accuracy cost measured when it
+was quantised. :class:`ExportedRunner` is what both runners share: the
 attributes of a ``TileRunner`` read from that entry, and the checks, padding and cropping of
 tiles around the runtime's own call.
 """
@@ -24,7 +26,9 @@ from torch import Tensor, nn
 from dsifn._version import __version__
 from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import ConfigError, InputError, WeightsError
-from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE, DSIFNConfig
+from dsifn.inference.runner import network_words
+from dsifn.models.padding import SIZE_MULTIPLE
+from dsifn.models.registry import DEFAULT_MODEL, ChangeNetwork, config_dict, model_config
 from dsifn.normalization import Normalization
 
 __all__ = [
@@ -37,32 +41,42 @@ __all__ = [
     "check_against_torch",
     "contract_of",
     "export_metadata",
+    "output_names",
     "pad_to_multiple",
     "parse_metadata",
     "sample_pair",
 ]
 
 INPUT_NAMES = ("t1", "t2")
-STRIDES = (1, 2, 4, 8, 16)
+STRIDES = (1, 2, 4, 8, 16)  # DSIFN's outputs; a baseline has the first only
 OUTPUT_NAMES = tuple(f"prob_stride{s}" for s in STRIDES)
 METADATA_KEY = "dsifn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model_config records the network's name; outputs as many as it has
+
+
+def output_names(model: ChangeNetwork) -> tuple[str, ...]:
+    """The exported graph's outputs for ``model``: ``prob_stride{s}`` for each of its strides."""
+    return tuple(f"prob_stride{s}" for s in model.output_strides)
+
+
+def _stride(name: str) -> int:
+    return int(name.removeprefix("prob_stride"))
 
 
 class Probabilities(nn.Module):
-    """DSIFN with a sigmoid on each side output: what an exported graph computes."""
+    """A network with a sigmoid on each of its outputs: what an exported graph computes."""
 
-    def __init__(self, model: DSIFN) -> None:
+    def __init__(self, model: ChangeNetwork) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, t1: Tensor, t2: Tensor) -> tuple[Tensor, ...]:
-        """(B, 1, H/s, W/s) probabilities for s = 1, 2, 4, 8, 16 of normalised (B, C, H, W)."""
+        """(B, 1, H/s, W/s) probabilities of each output stride s, of normalised (B, C, H, W)."""
         return tuple(torch.sigmoid(o) for o in self.model(t1, t2))
 
 
 def export_metadata(
-    model: DSIFN, meta: Mapping[str, Any] | None = None, *, kind: str = "dsifn-onnx"
+    model: ChangeNetwork, meta: Mapping[str, Any] | None = None, *, kind: str = "dsifn-onnx"
 ) -> dict[str, Any]:
     """The JSON-able description stored with an exported model.
 
@@ -82,7 +96,7 @@ def export_metadata(
         "format": kind,
         "format_version": FORMAT_VERSION,
         "dsifn_version": __version__,
-        "model_config": cfg.to_dict(),
+        "model_config": config_dict(cfg),
         "normalization": {
             "mean": list(norm.mean),
             "std": list(norm.std),
@@ -95,7 +109,7 @@ def export_metadata(
         "tile_size": cfg.input_size,
         "size_multiple": SIZE_MULTIPLE,
         "inputs": list(INPUT_NAMES),
-        "outputs": list(OUTPUT_NAMES),
+        "outputs": list(output_names(model)),
         "output_kind": "probabilities",
         "precision": "fp32",
         "meta": recorded,
@@ -132,9 +146,9 @@ def contract_of(info: Mapping[str, Any]) -> InputContract:
     """
     meta = info.get("meta", {})
     recorded = info.get(CONTRACT_KEY)
-    config = DSIFNConfig.from_dict(info["model_config"])
     source = {**meta, CONTRACT_KEY: recorded} if recorded is not None else meta
     try:
+        config = model_config(info["model_config"], "model_config")
         return InputContract.from_meta(source, config)
     except ConfigError as exc:
         raise WeightsError(f"the model's dsifn metadata is malformed: {exc}") from exc
@@ -150,7 +164,7 @@ def sample_pair(
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
-    """float32 (B, C, h, w) padded at the bottom and right by reflection, as DSIFN pads."""
+    """float32 (B, C, h, w) padded at the bottom and right by reflection, as the networks pad."""
     height, width = x.shape[-2:]
     pad = ((0, 0), (0, 0), (0, -height % multiple), (0, -width % multiple))
     return np.pad(np.asarray(x, dtype=np.float32), pad, mode="reflect")
@@ -160,9 +174,11 @@ class ExportedRunner:
     """The part of a ``TileRunner`` that an exported model's metadata and tiles make.
 
     A runtime's runner calls :meth:`__init__` with the metadata it read and implements
-    :meth:`_infer` (padded, normalised inputs to the five outputs) and :meth:`_engine`.
+    :meth:`_infer` (padded, normalised inputs to the graph's outputs) and :meth:`_engine`.
 
     Attributes:
+        model_name: The network's ``model.name`` (``"dsifn"``, ``"fc_siam_diff"``...).
+        output_names: The graph's outputs, finest first (``prob_stride1``...).
         in_channels: Bands per date.
         tile_size: Fixed tile side (``"keras"`` variant), else None.
         normalization: To apply to [0, 1] images before calling.
@@ -189,6 +205,8 @@ class ExportedRunner:
         self.threshold: float = self.contract.threshold
         self.multiple = int(info.get("size_multiple", SIZE_MULTIPLE))
         self.precision: str = str(info.get("precision", "fp32"))
+        self.model_name = str(info.get("model_config", {}).get("name", DEFAULT_MODEL))
+        self.output_names = tuple(str(n) for n in info.get("outputs", OUTPUT_NAMES))
 
     def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
         """Predict change probabilities.
@@ -203,7 +221,7 @@ class ExportedRunner:
         return self.run_all(t1, t2)[0]
 
     def run_all(self, t1: np.ndarray, t2: np.ndarray) -> list[np.ndarray]:
-        """All five probability maps, finest first: (B, 1, ceil(h/s), ceil(w/s)) each."""
+        """Every output's probability map, finest first: (B, 1, ceil(h/s), ceil(w/s)) each."""
         if t1.shape != t2.shape or t1.ndim != 4:
             raise InputError(f"tile batches must match as (B, C, h, w); got {t1.shape}, {t2.shape}")
         _, bands, height, width = t1.shape
@@ -220,11 +238,11 @@ class ExportedRunner:
         outputs = self._infer(a, b)
         return [
             np.ascontiguousarray(out[..., : -(-height // stride), : -(-width // stride)])
-            for stride, out in zip(STRIDES, outputs, strict=True)
+            for stride, out in zip(map(_stride, self.output_names), outputs, strict=True)
         ]
 
     def _infer(self, t1: np.ndarray, t2: np.ndarray) -> Sequence[np.ndarray]:
-        """The graph's five outputs for padded inputs (the runtime's own call)."""
+        """The graph's outputs (:attr:`output_names`) for padded inputs (the runtime's call)."""
         raise NotImplementedError
 
     def _engine(self) -> str:
@@ -233,11 +251,8 @@ class ExportedRunner:
 
     def describe(self) -> str:
         """Short description for output metadata."""
-        cfg = self.info.get("model_config", {})
-        return (
-            f"DSIFN {cfg.get('variant', '?')} variant, {self.in_channels} bands "
-            f"({self._engine()}, {self.precision})"
-        )
+        words = network_words(self.model_name, self.info.get("model_config", {}))
+        return f"{words} ({self._engine()}, {self.precision})"
 
 
 def check_against_torch(

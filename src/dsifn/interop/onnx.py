@@ -1,15 +1,17 @@
-"""ONNX export of DSIFN, its int8 quantisation, and a tile runner on onnxruntime (``onnx`` extra).
+"""ONNX export of any network, int8 quantisation, and a runner on onnxruntime (``onnx`` extra).
 
-The exported graph (:mod:`dsifn.interop.exported`: inputs ``t1``, ``t2``, normalised float32
-(B, C, H, W)) returns the five change **probabilities** (sigmoid applied), finest first, named
-``prob_stride1`` ... ``prob_stride16``; each is (B, 1, H/s, W/s). Probabilities, not logits,
-because an ONNX model is for deployment and every consumer wants them.
+Any network of :mod:`dsifn.models.registry` exports. The graph (:mod:`dsifn.interop.exported`:
+inputs ``t1``, ``t2``, normalised float32 (B, C, H, W)) returns the change **probabilities**
+(sigmoid applied) of each of the network's outputs, finest first, named ``prob_stride1`` ...
+``prob_stride16`` for DSIFN's five and ``prob_stride1`` for a baseline's one; each is
+(B, 1, H/s, W/s). Probabilities, not logits, because an ONNX model is for deployment and every
+consumer wants them.
 
-Batch size is dynamic. For the ``"pytorch"`` variant H and W are dynamic too but must be
-multiples of 16: the graph has no padding logic (the model's pad-to-16 step depends on the
-input size, which would be fixed at export time). :class:`OnnxRunner` pads by reflection as
-:class:`~dsifn.models.DSIFN` does and crops, so any size >= 16 works through it. The
-``"keras"`` variant takes its fixed size only.
+Batch size is dynamic. H and W are dynamic too (except for DSIFN's ``"keras"`` variant, which
+takes its fixed size only) but must be multiples of 16: the graph has no padding logic (the
+model's pad-to-16 step depends on the input size, which would be fixed at export time).
+:class:`OnnxRunner` pads by reflection as the networks do and crops, so any size >= 16 works
+through it.
 
 ``int8=True`` (or :func:`quantize_onnx` on an fp32 export) quantises the graph with
 onnxruntime's static QDQ quantisation on calibration tiles of a dataset
@@ -34,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dsifn._optional import require
 from dsifn.errors import ConfigError, WeightsError
@@ -47,6 +49,7 @@ from dsifn.interop.exported import (
     check_against_torch,
     contract_of,
     export_metadata,
+    output_names,
     parse_metadata,
     sample_pair,
 )
@@ -59,7 +62,8 @@ from dsifn.interop.quantize import (
     read_calibration,
 )
 from dsifn.io.atomic import atomic_path, check_input_file, check_output_path
-from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE
+from dsifn.models.padding import SIZE_MULTIPLE
+from dsifn.models.registry import ChangeNetwork
 
 __all__ = [
     "INPUT_NAMES",
@@ -76,9 +80,15 @@ FORMAT = "dsifn-onnx"
 
 
 def _export_to(
-    module: nn.Module, sample: tuple[Tensor, Tensor], file: Path, opset: int, *, fixed: bool
+    module: Probabilities,
+    sample: tuple[Tensor, Tensor],
+    file: Path,
+    opset: int,
+    *,
+    fixed: bool,
 ) -> str:
     """Write the ONNX graph of ``module``; returns which exporter succeeded."""
+    outputs = list(output_names(module.model))
     batch = torch.export.Dim("batch", min=1, max=4096)
     if fixed:
         shapes: dict[int, Any] = {0: batch}
@@ -94,7 +104,7 @@ def _export_to(
                 sample,
                 dynamo=True,
                 input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES),
+                output_names=outputs,
                 opset_version=opset,
                 dynamic_shapes={name: shapes for name in INPUT_NAMES},
                 verbose=False,
@@ -113,9 +123,9 @@ def _export_to(
                     file,
                     dynamo=False,
                     input_names=list(INPUT_NAMES),
-                    output_names=list(OUTPUT_NAMES),
+                    output_names=outputs,
                     opset_version=opset,
-                    dynamic_axes={n: axes for n in (*INPUT_NAMES, *OUTPUT_NAMES)},
+                    dynamic_axes={n: axes for n in (*INPUT_NAMES, *outputs)},
                 )
         except Exception as exc:
             raise WeightsError(
@@ -153,7 +163,7 @@ def _export_fp32(
 
 
 def export_onnx(
-    model: DSIFN,
+    model: ChangeNetwork,
     path: str | os.PathLike[str],
     *,
     opset: int = DEFAULT_OPSET,
@@ -166,7 +176,8 @@ def export_onnx(
     """Export ``model`` to ONNX, atomically, with its metadata; in int8 if asked.
 
     Args:
-        model: The network; it is moved to the CPU in float32 and set to eval mode.
+        model: Any network of the package; it is moved to the CPU in float32 and set to eval
+            mode.
         path: The ``.onnx`` file to write (one self-contained file).
         opset: ONNX opset version.
         overwrite: Replace an existing file.
@@ -199,7 +210,9 @@ def export_onnx(
         tiles = read_calibration(
             contract_of(info), Calibration.of(calibration), fixed_size=cfg.input_size
         )
-    net = Probabilities(model.cpu().float().eval())
+    # The wrapper in eval mode too: the TorchScript exporter restores the mode it finds,
+    # recursively, so a wrapper left in training mode would leave the model in training mode.
+    net = Probabilities(model.cpu().float().eval()).eval()
     with atomic_path(path, overwrite=overwrite) as tmp:
         if tiles is None:
             _export_fp32(net, info, tmp, opset, check)
@@ -334,7 +347,7 @@ class OnnxRunner(ExportedRunner):
         super().__init__(parse_metadata(custom.get(METADATA_KEY), str(file), FORMAT), str(file))
 
     def _infer(self, t1: np.ndarray, t2: np.ndarray) -> Sequence[np.ndarray]:
-        outputs: list[np.ndarray] = self.session.run(list(OUTPUT_NAMES), {"t1": t1, "t2": t2})
+        outputs: list[np.ndarray] = self.session.run(list(self.output_names), {"t1": t1, "t2": t2})
         return outputs
 
     def _engine(self) -> str:

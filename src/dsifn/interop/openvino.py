@@ -1,9 +1,10 @@
-"""OpenVINO IR export of DSIFN, int8 with NNCF, and a tile runner on OpenVINO (``openvino`` extra).
+"""OpenVINO IR export of any network, int8 with NNCF, and a runner on it (``openvino`` extra).
 
 The IR (an ``.xml`` graph and its ``.bin`` weights beside it) computes what every export
 computes (:mod:`dsifn.interop.exported`): normalised ``t1``, ``t2`` (B, C, H, W), H and W
-multiples of 16 (:class:`OpenVINORunner` pads others), to the five change probabilities
-``prob_stride1`` ... ``prob_stride16``. It is converted by ``openvino.convert_model`` from the
+multiples of 16 (:class:`OpenVINORunner` pads others), to the change probabilities of each of
+the network's outputs (``prob_stride1`` ... ``prob_stride16`` for DSIFN, ``prob_stride1`` for
+a baseline). It is converted by ``openvino.convert_model`` from the
 PyTorch module (traced on a 32-pixel pair, with dynamic batch and sides), not from the ONNX
 export: it needs no ONNX packages and one exporter fewer, and its outputs match PyTorch
 to about 1e-6. Weights are stored in fp32 (not OpenVINO's default fp16 compression), so the
@@ -56,12 +57,12 @@ from dsifn.errors import ConfigError, WeightsError
 from dsifn.interop.exported import (
     INPUT_NAMES,
     METADATA_KEY,
-    OUTPUT_NAMES,
     ExportedRunner,
     Probabilities,
     check_against_torch,
     contract_of,
     export_metadata,
+    output_names,
     parse_metadata,
     sample_pair,
 )
@@ -73,8 +74,9 @@ from dsifn.interop.quantize import (
     quantize_openvino_model,
     read_calibration,
 )
-from dsifn.io.atomic import check_input_file, check_output_path, staged
-from dsifn.models.dsifn import DSIFN, SIZE_MULTIPLE
+from dsifn.io.atomic import check_input_file, check_output_path, file_sha256, staged
+from dsifn.models.padding import SIZE_MULTIPLE
+from dsifn.models.registry import ChangeNetwork
 
 __all__ = [
     "FORMAT",
@@ -132,7 +134,7 @@ def _convert(net: Probabilities) -> Any:
         raise WeightsError(f"OpenVINO conversion failed: {exc}") from exc
     for port, name in zip(converted.inputs, INPUT_NAMES, strict=True):
         port.get_tensor().set_names({name})
-    for port, name in zip(converted.outputs, OUTPUT_NAMES, strict=True):
+    for port, name in zip(converted.outputs, output_names(net.model), strict=True):
         port.get_tensor().set_names({name})
     return converted
 
@@ -146,14 +148,6 @@ def _info_of(model: Any, where: str) -> dict[str, Any]:
 
 def _set_info(model: Any, info: Mapping[str, Any]) -> None:
     model.set_rt_info(json.dumps(info, default=str), [METADATA_KEY])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _save(model: Any, xml: Path) -> None:
@@ -172,10 +166,10 @@ def _save(model: Any, xml: Path) -> None:
     info = {k: v for k, v in _info_of(model, "the model to save").items() if k != WEIGHTS_DIGEST}
     _set_info(model, info)
     ov.save_model(model, str(xml), compress_to_fp16=False)
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     _set_info(model, {**info, WEIGHTS_DIGEST: digest})
     ov.save_model(model, str(xml), compress_to_fp16=False)
-    if _sha256(weights) != digest:
+    if file_sha256(weights) != digest:
         raise WeightsError(
             "OpenVINO wrote different weights when saving the same model twice; the IR's "
             "digest could not be recorded and nothing was written"
@@ -183,7 +177,7 @@ def _save(model: Any, xml: Path) -> None:
 
 
 def export_openvino(
-    model: DSIFN,
+    model: ChangeNetwork,
     path: str | os.PathLike[str],
     *,
     int8: bool = False,
@@ -195,7 +189,8 @@ def export_openvino(
     """Export ``model`` to an OpenVINO IR, atomically, with its metadata; in int8 if asked.
 
     Args:
-        model: The network; it is moved to the CPU in float32 and set to eval mode.
+        model: Any network of the package; it is moved to the CPU in float32 and set to eval
+            mode.
         path: The ``.xml`` to write; its ``.bin`` goes beside it.
         int8: Quantise the model with NNCF on calibration tiles.
         calibration: Where the tiles come from (a :class:`~dsifn.interop.quantize.Calibration`
@@ -225,7 +220,8 @@ def export_openvino(
         tiles = read_calibration(
             contract_of(info), Calibration.of(calibration), fixed_size=cfg.input_size
         )
-    net = Probabilities(model.cpu().float().eval())
+    # The wrapper in eval mode too, so tracing it leaves the model in eval mode.
+    net = Probabilities(model.cpu().float().eval()).eval()
     converted = _convert(net)
     _set_info(converted, info)
     if check:
@@ -468,7 +464,7 @@ class OpenVINORunner(ExportedRunner):
                 f"OpenVINO cannot compile {where} for {self.device_name}: {exc}"
             ) from exc
         self.request = self.compiled.create_infer_request()
-        self.outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
+        self.outputs = [self.compiled.output(name) for name in self.output_names]
 
     @property
     def compute_precision(self) -> str | None:

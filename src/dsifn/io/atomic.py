@@ -18,6 +18,7 @@ clean up; its folder names its owner and the next run beside it removes it
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -32,6 +33,7 @@ __all__ = [
     "check_input_file",
     "check_output_folder",
     "check_output_path",
+    "file_sha256",
     "move_into_place",
     "remove_stale",
     "staged",
@@ -40,6 +42,15 @@ __all__ = [
 ]
 
 _OWNER = "owner"  # "HOST PID" of the run that made a work folder
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, as hex, read a MiB at a time."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_input_file(

@@ -1,4 +1,7 @@
-"""Networks: DSIFN and its VGG16 encoder; the baselines FC-EF, FC-Siam-conc/diff and CDNet."""
+"""Networks: DSIFN and its VGG16 encoder; the baselines FC-EF, FC-Siam-conc/diff and CDNet.
+
+:mod:`dsifn.models.registry` is the table ``model.name`` selects from.
+"""
 
 from dsifn.models.cdnet import CDNet, CDNetConfig
 from dsifn.models.dsifn import DSIFN, DSIFNConfig, DSIFNOutput
@@ -6,6 +9,15 @@ from dsifn.models.fc_ef import FCEF, FCEFConfig
 from dsifn.models.fc_siam_conc import FCSiamConc, FCSiamConcConfig
 from dsifn.models.fc_siam_diff import FCSiamDiff, FCSiamDiffConfig
 from dsifn.models.outputs import ChangeOutput
+from dsifn.models.registry import (
+    MODEL_NAMES,
+    MODELS,
+    ChangeNetwork,
+    ModelConfig,
+    build_network,
+    model_config,
+    model_entry,
+)
 from dsifn.models.vgg import VGG16_IMAGENET1K_V1, VGG16Encoder, WeightsRecord
 from dsifn.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization
 
@@ -14,9 +26,12 @@ __all__ = [
     "DSIFN",
     "FCEF",
     "IMAGENET_RGB",
+    "MODELS",
+    "MODEL_NAMES",
     "VGG16_IMAGENET1K_V1",
     "CDNet",
     "CDNetConfig",
+    "ChangeNetwork",
     "ChangeOutput",
     "DSIFNConfig",
     "DSIFNOutput",
@@ -25,7 +40,11 @@ __all__ = [
     "FCSiamConcConfig",
     "FCSiamDiff",
     "FCSiamDiffConfig",
+    "ModelConfig",
     "Normalization",
     "VGG16Encoder",
     "WeightsRecord",
+    "build_network",
+    "model_config",
+    "model_entry",
 ]

@@ -18,9 +18,9 @@ from torch import Tensor, nn
 
 from dsifn._config import Config, plain, settle
 from dsifn.errors import ConfigError
-from dsifn.models.outputs import ChangeOutput
+from dsifn.models.outputs import ChangeOutput, strides_of
 from dsifn.models.padding import check_pair, crop_to, reflect_pad
-from dsifn.normalization import IMAGENET_RGB, Normalization
+from dsifn.normalization import IMAGENET_RGB, Normalization, check_input_bands
 
 __all__ = ["BaselineConfig", "BaselineNetwork", "configured"]
 
@@ -46,13 +46,7 @@ class BaselineConfig(Config):
     def __post_init__(self) -> None:
         """Check values."""
         settle(self)
-        if self.in_channels < 1:
-            raise ConfigError(f"in_channels must be at least 1; got {self.in_channels}")
-        norm = self.normalization
-        if norm is not None and norm.bands != self.in_channels:
-            raise ConfigError(
-                f"normalization has {norm.bands} bands but in_channels is {self.in_channels}"
-            )
+        check_input_bands(self.in_channels, self.normalization)
 
     @property
     def input_normalization(self) -> Normalization:
@@ -104,6 +98,7 @@ class BaselineNetwork(nn.Module):
     """
 
     config: BaselineConfig
+    output_strides: ClassVar[tuple[int, ...]] = strides_of(ChangeOutput)  # (1,): one map
 
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()

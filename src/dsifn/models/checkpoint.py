@@ -3,8 +3,11 @@
 A checkpoint is a ``torch.save``'d dictionary of plain types only, so it loads with
 ``torch.load(weights_only=True)`` and rebuilds the model with no other input::
 
-    {"format": "dsifn", "format_version": 1, "dsifn_version": "0.2.0",
-     "model_config": {...}, "state_dict": {...}, "meta": {...}}
+    {"format": "dsifn", "format_version": 2, "dsifn_version": "0.2.0",
+     "model_config": {"name": "fc_siam_diff", ...}, "state_dict": {...}, "meta": {...}}
+
+``model_config["name"]`` says which network it is (:mod:`dsifn.models.registry`); format 2
+added it, and a version-1 checkpoint, which has none, is a DSIFN.
 
 ``meta`` holds what the rest of the package records: the input contract
 (``meta["input_contract"]``, :mod:`dsifn.contract`; written into every checkpoint, with the
@@ -21,13 +24,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from dsifn._config import build
 from dsifn._version import __version__
 from dsifn.contract import CONTRACT_KEY, InputContract
 from dsifn.errors import CheckpointError, ConfigError
 from dsifn.io.atomic import atomic_path, check_input_file
 from dsifn.io.plain import MAKE_CHECKPOINT, load_plain
-from dsifn.models.dsifn import DSIFN, DSIFNConfig
+from dsifn.models.registry import (
+    ChangeNetwork,
+    ModelConfig,
+    build_network,
+    config_dict,
+    is_network,
+    model_config,
+)
 
 __all__ = [
     "FORMAT",
@@ -40,12 +49,12 @@ __all__ = [
 ]
 
 FORMAT = "dsifn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model_config records the network's name
 
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: DSIFN,
+    model: nn.Module,
     *,
     meta: Mapping[str, Any] | None = None,
     overwrite: bool = False,
@@ -55,7 +64,8 @@ def save_checkpoint(
 
     Args:
         path: Output file (conventionally ``.pt``).
-        model: The network; a ``DistributedDataParallel`` or compiled wrapper is unwrapped.
+        model: Any network of the package; a ``DistributedDataParallel`` or compiled wrapper
+            is unwrapped.
         meta: Plain-typed metadata (input contract, source, training info).
         overwrite: Replace an existing file.
         **extra: Further top-level plain-typed entries (optimizer state for resuming, say).
@@ -68,7 +78,7 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "dsifn_version": __version__,
-        "model_config": net.config.to_dict(),
+        "model_config": config_dict(net.config),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "meta": _with_contract(dict(meta or {}), net),
         **extra,
@@ -78,7 +88,7 @@ def save_checkpoint(
     return Path(path)
 
 
-def _with_contract(meta: dict[str, Any], model: DSIFN) -> dict[str, Any]:
+def _with_contract(meta: dict[str, Any], model: ChangeNetwork) -> dict[str, Any]:
     # Every checkpoint records how its input is made: the one given, else the one its meta
     # implies (a training configuration, or the defaults). The threshold lives in the
     # contract only: a ``meta["threshold"]`` given (the way of dsifn 0.2) moves into it.
@@ -148,7 +158,7 @@ def _check_threshold(value: Any, source: str) -> float:
     return float(value)
 
 
-def model_from_checkpoint(payload: Mapping[str, Any], source: str = "checkpoint") -> DSIFN:
+def model_from_checkpoint(payload: Mapping[str, Any], source: str = "checkpoint") -> ChangeNetwork:
     """Build the model described by a checkpoint dictionary and load its weights.
 
     Args:
@@ -164,7 +174,7 @@ def model_from_checkpoint(payload: Mapping[str, Any], source: str = "checkpoint"
     """
     values = payload.get("model_config")
     try:
-        config = build(DSIFNConfig, values, "model_config")
+        config = model_config(values, "model_config")
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{source} has an invalid model configuration: {exc}") from exc
     state = payload.get("state_dict")
@@ -174,14 +184,15 @@ def model_from_checkpoint(payload: Mapping[str, Any], source: str = "checkpoint"
 
 
 def model_with_weights(
-    config: DSIFNConfig, state_dict: Mapping[str, Any], source: str = "checkpoint"
-) -> DSIFN:
-    """Build a DSIFN from ``config`` and load ``state_dict`` into it, strictly.
+    config: ModelConfig, state_dict: Mapping[str, Any], source: str = "checkpoint"
+) -> ChangeNetwork:
+    """Build the network of ``config`` and load ``state_dict`` into it, strictly.
 
-    The encoder's pretrained file is never fetched: the weights come from ``state_dict``.
+    A DSIFN encoder's pretrained file is never fetched: the weights come from ``state_dict``.
 
     Args:
-        config: The model configuration (kept as given, ``encoder_weights`` included).
+        config: The model configuration of any network (kept as given, a DSIFN's
+            ``encoder_weights`` included).
         state_dict: Weights under our module names.
         source: Where the weights come from, for error messages.
 
@@ -204,8 +215,7 @@ def model_with_weights(
                 f"{value.numel()}; the model diverged or the file was damaged: use an earlier "
                 "checkpoint"
             )
-    model = DSIFN(config, encoder_weights=None)
-    model.config = config  # keep the recorded source of the encoder weights
+    model = build_network(config, pretrained=False)
     try:
         result = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # size mismatch
@@ -223,8 +233,8 @@ def model_with_weights(
     return model.eval()
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> DSIFN:
-    """Rebuild a DSIFN from a dsifn checkpoint.
+def load_checkpoint(path: str | os.PathLike[str]) -> ChangeNetwork:
+    """Rebuild the network of a dsifn checkpoint (DSIFN or a baseline, as it records).
 
     Args:
         path: A file written by :func:`save_checkpoint` (or ``dsifn train``/``convert``).
@@ -242,12 +252,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> DSIFN:
     return model
 
 
-def unwrap(model: nn.Module) -> DSIFN:
-    """Return the DSIFN inside DDP / ``torch.compile`` wrappers."""
+def unwrap(model: nn.Module) -> ChangeNetwork:
+    """Return the network inside DDP / ``torch.compile`` wrappers."""
     net: Any = model
-    while not isinstance(net, DSIFN):
+    while not is_network(net):
         inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
         if inner is None:
-            raise TypeError(f"expected a DSIFN (possibly wrapped); got {type(model).__name__}")
+            raise TypeError(
+                f"expected a dsifn network (possibly wrapped); got {type(model).__name__}"
+            )
         net = inner
-    return net
+    result: ChangeNetwork = net
+    return result

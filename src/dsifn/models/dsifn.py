@@ -25,9 +25,10 @@ from dsifn._config import Config, plain, settle
 from dsifn._validation import check_choice
 from dsifn.errors import ConfigError, InputError
 from dsifn.models.decoder import DecoderStage, Descriptors, PReLUMode, decoder_widths
+from dsifn.models.outputs import strides_of
 from dsifn.models.padding import SIZE_MULTIPLE, check_pair, crop_to, reflect_pad
 from dsifn.models.vgg import VGG16Encoder, load_vgg16_state_dict, torchvision_to_encoder
-from dsifn.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization
+from dsifn.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization, check_input_bands
 
 __all__ = [
     "DSIFN",
@@ -64,13 +65,13 @@ class DSIFNConfig(Config):
     )
 
     section: ClassVar[str] = "model"
+    name: ClassVar[str] = "dsifn"  # the model.name that selects DSIFN (dsifn.models.registry)
 
     def __post_init__(self) -> None:
         """Check values and resolve the default normalisation."""
         settle(self)
         check_choice("variant", self.variant, get_args(Variant))
-        if self.in_channels < 1:
-            raise ConfigError(f"in_channels must be at least 1; got {self.in_channels}")
+        check_input_bands(self.in_channels, self.normalization)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
         if self.variant == "keras":
@@ -80,11 +81,6 @@ class DSIFNConfig(Config):
             object.__setattr__(self, "input_size", size)
         elif self.input_size is not None:
             raise ConfigError("input_size is fixed only by the 'keras' variant; leave it None")
-        norm = self.normalization
-        if norm is not None and norm.bands != self.in_channels:
-            raise ConfigError(
-                f"normalization has {norm.bands} bands but in_channels is {self.in_channels}"
-            )
 
     @property
     def input_normalization(self) -> Normalization:
@@ -133,6 +129,8 @@ class DSIFN(nn.Module):
     ``ceil(side / stride)``, so output pixel (i, j) at stride s always covers input pixels
     [i*s, (i+1)*s) x [j*s, (j+1)*s). The ``"keras"`` variant takes only its fixed input size.
     """
+
+    output_strides: ClassVar[tuple[int, ...]] = strides_of(DSIFNOutput)  # (1, 2, 4, 8, 16)
 
     def __init__(self, config: DSIFNConfig | None = None, **options: Any) -> None:
         """Build the network.

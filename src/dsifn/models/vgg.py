@@ -8,7 +8,6 @@ dicts load by key.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 from collections.abc import Mapping
@@ -19,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from dsifn.errors import CheckpointError, WeightsError
-from dsifn.io.atomic import check_input_file, move_into_place
+from dsifn.io.atomic import check_input_file, file_sha256, move_into_place
 from dsifn.io.plain import load_plain
 from dsifn.normalization import IMAGENET_RGB, Normalization
 
@@ -184,14 +183,6 @@ def torchvision_to_encoder(
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_weights(record: WeightsRecord, *, progress: bool = True) -> Path:
     """Return the local path of a published weight file, downloading it if needed.
 
@@ -229,7 +220,7 @@ def fetch_weights(record: WeightsRecord, *, progress: bool = True) -> Path:
             raise WeightsError(f"download of {record.url} failed its hash check: {exc}") from exc
         move_into_place(partial, path)  # synced, then renamed: never a truncated file
         return path
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if not digest.startswith(record.sha256_prefix):
         raise WeightsError(
             f"{path} has SHA-256 {digest[:12]}..., expected a hash starting "

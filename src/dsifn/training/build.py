@@ -36,7 +36,8 @@ from dsifn.distributed import DistContext, EpochSampler, ShardSampler, agree
 from dsifn.errors import ConfigError, DataError, OutputExistsError
 from dsifn.io.atomic import check_output_folder
 from dsifn.models.checkpoint import model_with_weights
-from dsifn.models.dsifn import DSIFN, DSIFNConfig
+from dsifn.models.dsifn import DSIFNConfig
+from dsifn.models.registry import ChangeNetwork, ModelConfig, build_network
 from dsifn.models.vgg import fetch_encoder_weights
 from dsifn.training.config import TrainConfig
 from dsifn.training.optim import build_optimisation
@@ -83,7 +84,7 @@ class Checked:
     layout: DetectedLayout  # the dataset's layout, with its validation split
     payload: dict[str, Any] | None  # last.pt, when resuming
     datasets: Datasets | None = None  # rank 0: opened while checking
-    resumed: DSIFN | None = None  # rank 0: the model of last.pt, built while checking
+    resumed: ChangeNetwork | None = None  # rank 0: the model of last.pt, built while checking
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,9 @@ def _check_on_main(
     _check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     payload = read_resume(run_dir) if resume else None
     layout = _check_data(config, progress=progress)
-    if not resume and config.model.encoder_weights is not None:
-        fetch_encoder_weights(config.model.encoder_weights)
+    model = config.model
+    if not resume and isinstance(model, DSIFNConfig) and model.encoder_weights is not None:
+        fetch_encoder_weights(model.encoder_weights)
     datasets = open_datasets(config, layout)
     _check_settings(config, device)
     # A model.* override that contradicts last.pt is refused here.
@@ -215,7 +217,7 @@ def _check_settings(config: TrainConfig, device: torch.device) -> None:
         raise ConfigError(f"the optim or schedule settings are refused: {exc}") from exc
 
 
-def _resumed_model(config: TrainConfig, payload: Mapping[str, Any], run_dir: Path) -> DSIFN:
+def _resumed_model(config: TrainConfig, payload: Mapping[str, Any], run_dir: Path) -> ChangeNetwork:
     return model_with_weights(
         config.model,
         payload["state_dict"],
@@ -241,8 +243,10 @@ def open_datasets(config: TrainConfig, layout: DetectedLayout) -> Datasets:
     return Datasets(train, val)
 
 
-def build_model(config: TrainConfig, ctx: DistContext, checked: Checked, run_dir: Path) -> DSIFN:
-    """Model: a new DSIFN from the seed, or the one in ``last.pt``; the generators seeded.
+def build_model(
+    config: TrainConfig, ctx: DistContext, checked: Checked, run_dir: Path
+) -> ChangeNetwork:
+    """Model: a new network (``model.name``) from the seed, or ``last.pt``'s; generators seeded.
 
     Every process builds the same weights from ``run.seed``; processes other than rank 0 then
     reseed, so that their dropout differs. A resume sets the random states again later.
@@ -251,14 +255,14 @@ def build_model(config: TrainConfig, ctx: DistContext, checked: Checked, run_dir
     if checked.payload is not None:
         model = checked.resumed or _resumed_model(config, checked.payload, run_dir)
     else:
-        model = DSIFN(config.model)
+        model = build_network(config.model)
     if ctx.rank:
         seed_everything(config.run.seed + ctx.rank)  # dropout differs between ranks
     return model
 
 
 def build_step(
-    config: TrainConfig, model: DSIFN, device: torch.device, ctx: DistContext
+    config: TrainConfig, model: ChangeNetwork, device: torch.device, ctx: DistContext
 ) -> TrainStep:
     """Optimisation: ``model`` on its device, its wrapper, the optimiser, scaler and loss."""
     return TrainStep(
@@ -316,7 +320,7 @@ def _loader(
 
 
 def training_contract(
-    config: TrainConfig, model: DSIFNConfig, train_set: ChangeDetectionDataset
+    config: TrainConfig, model: ModelConfig, train_set: ChangeDetectionDataset
 ) -> InputContract:
     """How this run's model input is made from files, as its checkpoints record it.
 

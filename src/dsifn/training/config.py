@@ -1,7 +1,9 @@
 """Training configuration: one dataclass per concern, loaded from YAML with dotted overrides.
 
-A training run is described by a :class:`TrainConfig` with the sections ``model``
-(:class:`~dsifn.models.DSIFNConfig`), ``data`` (:class:`~dsifn.data.DataConfig`), ``loss``,
+A training run is described by a :class:`TrainConfig` with the sections ``model`` (its ``name``
+picks the network from :mod:`dsifn.models.registry`, DSIFN by default, and its other keys are
+that network's configuration: :class:`~dsifn.models.DSIFNConfig` and so on), ``data``
+(:class:`~dsifn.data.DataConfig`), ``loss``,
 ``optim``, ``schedule``, ``validation`` and ``run``. The defaults reproduce the recipe reported
 for the paper (Zhang et al., ISPRS J. P&RS 166, 2020, as secondary sources report it):
 Adam at 1e-4, learning rate x0.1 after 5 validations without F1 gain, early stop after 20,
@@ -11,28 +13,33 @@ Configs are plain YAML mirroring the sections; the bundled ones (``default``, ``
 ``dsifn_cd``) live in ``dsifn/configs``. Command-line overrides are ``key=value`` with dotted
 keys (``optim.lr=3e-4``, ``data.root=/x``); a key without a dot that names a field of exactly
 one section is a shortcut (``epochs=2`` is ``schedule.epochs=2``). Values are parsed as YAML and
-checked against the field types.
+checked against the field types; ``model.*`` keys against the network ``model.name`` selects.
+An override of ``model.name`` that changes the network starts its section from that network's
+training defaults (:func:`model_recipe`), keeping ``in_channels`` and ``normalization``, which
+describe the data rather than the network (:func:`switch_model`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from dsifn._config import Config, coerce, dataclass_in, field_types, settle
+from dsifn._config import Config, build, coerce, dataclass_in, field_types, plain, settle
 from dsifn._validation import check_choice
 from dsifn.data import DataConfig
 from dsifn.devices import Precision
 from dsifn.errors import ConfigError
 from dsifn.io.atomic import atomic_path
 from dsifn.models.dsifn import DSIFNConfig
+from dsifn.models.registry import ModelConfig, model_config, model_entry
 
 __all__ = [
     "BUNDLED_CONFIGS",
@@ -44,7 +51,10 @@ __all__ = [
     "ValidationConfig",
     "apply_overrides",
     "load_config",
+    "loss_weights",
+    "model_recipe",
     "parse_overrides",
+    "switch_model",
 ]
 
 Optimizer = Literal["adam", "adamw", "sgd"]
@@ -53,13 +63,21 @@ TargetMode = Literal["downsample", "upsample"]
 
 # Names accepted by `load_config` / `dsifn train --config` for the YAML files shipped with dsifn.
 BUNDLED_CONFIGS = ("default", "levir", "dsifn_cd")
+# What a model section keeps when model.name changes: what describes the data, not the network.
+SHARED_MODEL_FIELDS = ("in_channels", "normalization")
+T = TypeVar("T", bound="TrainConfig")
 
 
 @dataclass(frozen=True)
 class LossConfig(Config):
-    """Deep-supervision loss: BCE + soft Dice on each of the five side outputs (paper)."""
+    """Deep-supervision loss: BCE + soft Dice on each of the five side outputs (paper).
 
-    weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)  # per output, finest first
+    A network with fewer outputs takes the first weights, finest first: the baselines, whose one
+    output is at stride 1, train with BCE + Dice on it, weighted by ``weights[0]``
+    (:func:`loss_weights`).
+    """
+
+    weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)  # per DSIFN output, finest first
     bce_weight: float = 1.0  # factor of the binary cross-entropy term
     dice_weight: float = 1.0  # factor of the soft Dice term
     target_mode: TargetMode = "downsample"  # reference brought to each output's size (paper)
@@ -217,21 +235,73 @@ class RunConfig(Config):
         return min(4, cores // this_process().local_world_size)
 
 
-def _paper_model() -> DSIFNConfig:
-    return DSIFNConfig(encoder_weights="imagenet")
+def loss_weights(loss: LossConfig, outputs: int, name: str = "the model") -> tuple[float, ...]:
+    """The weights of a network's outputs: the first ``outputs`` of ``loss.weights``.
+
+    Args:
+        loss: The ``loss`` section.
+        outputs: How many maps the network returns (5 for DSIFN, 1 for the baselines).
+        name: The network, for the message.
+
+    Raises:
+        ConfigError: If every weight the network uses is 0 (it would learn nothing).
+    """
+    weights = loss.weights[:outputs]
+    if not any(weights):
+        raise ConfigError(
+            f"{name} trains on its first {outputs} output(s) with loss.weights "
+            f"{list(weights)}: all zero, it would learn nothing"
+        )
+    return weights
+
+
+def model_recipe(name: str, **shared: Any) -> ModelConfig:
+    """A network's configuration as training starts from it: its defaults, the paper's encoder.
+
+    DSIFN starts from ImageNet VGG16 weights (downloaded once; the paper's frozen encoder);
+    the baselines train from scratch with their published defaults.
+
+    Args:
+        name: A ``model.name``.
+        **shared: Fields to set (those of :data:`SHARED_MODEL_FIELDS`, say).
+    """
+    options: dict[str, Any] = {"encoder_weights": "imagenet"} if name == "dsifn" else {}
+    config: ModelConfig = model_entry(name).config(**options, **shared)
+    return config
+
+
+def _paper_model() -> ModelConfig:
+    return model_recipe("dsifn")
 
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
     """Everything a training run needs, one section per concern."""
 
-    model: DSIFNConfig = field(default_factory=_paper_model)  # network (frozen ImageNet VGG16)
+    model: ModelConfig = field(default_factory=_paper_model)  # network (DSIFN: frozen VGG16)
     data: DataConfig = field(default_factory=lambda: DataConfig(crop_size=512))  # dataset
     loss: LossConfig = field(default_factory=LossConfig)  # deep-supervision loss
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimiser
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # length and lr schedule
     validation: ValidationConfig = field(default_factory=ValidationConfig)  # validation rounds
     run: RunConfig = field(default_factory=RunConfig)  # execution
+
+    @classmethod
+    def from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
+        """Build from a plain (nested) mapping; the model section's ``name`` picks the network.
+
+        Raises:
+            ConfigError: On an unknown key (listing the valid ones) or a value of the wrong type.
+        """
+        if isinstance(values, Mapping) and "model" in values:
+            values = {**values, "model": model_config(values["model"])}
+        return build(cls, values, cls.section)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dictionary; the model section's ``name`` comes first."""
+        out: dict[str, Any] = plain(self)
+        out["model"] = {"name": type(self.model).name, **out["model"]}
+        return out
 
     def to_yaml(self) -> str:
         """The configuration as YAML text."""
@@ -322,9 +392,13 @@ def apply_overrides(config: TrainConfig, overrides: Mapping[str, str]) -> TrainC
     Raises:
         ConfigError: On an unknown key (listing the valid keys) or a value of the wrong type.
     """
+    rest = dict(overrides)
+    for key in ("model.name", "name"):  # the network first: it decides the valid model.* keys
+        if key in rest:
+            config = switch_model(config, _parse_value(rest.pop(key), str))
     tree = config.to_dict()
-    for raw_key, text in overrides.items():
-        path, hint = _resolve_key(raw_key)
+    for raw_key, text in rest.items():
+        path, hint = _resolve_key(raw_key, type(config.model))
         node = tree
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
@@ -360,28 +434,57 @@ def _accepts(hint: Any, value: Any) -> bool:
     return True
 
 
-def _resolve_key(key: str) -> tuple[list[str], Any]:
-    """Check a dotted key against the dataclass tree; return its path and field type."""
+def switch_model(config: TrainConfig, name: str) -> TrainConfig:
+    """``config`` training network ``name``: the same run, another ``model`` section.
+
+    The section starts from :func:`model_recipe`, keeping :data:`SHARED_MODEL_FIELDS` (the
+    band count and normalisation describe the data); ``config`` itself when it already trains
+    ``name``.
+
+    Raises:
+        ConfigError: If ``name`` is no network's.
+    """
+    if not isinstance(name, str) or type(config.model).name == name:
+        model_entry(str(name))  # refuses a name that is not one
+        return config
+    shared = {f: getattr(config.model, f) for f in SHARED_MODEL_FIELDS}
+    return dataclasses.replace(config, model=model_recipe(name, **shared))
+
+
+def _section_fields(section: str, hint: Any, model: type[Any]) -> dict[str, Any]:
+    """The keys of a section and their types; the model section's are its network's."""
+    if section == "model":
+        return {"name": str, **field_types(model)}
+    return field_types(dataclass_in(hint))
+
+
+def _resolve_key(key: str, model: type[Any] = DSIFNConfig) -> tuple[list[str], Any]:
+    """Check a dotted key against the dataclass tree; return its path and field type.
+
+    ``model`` is the configuration class of the network the run trains.
+    """
     parts = key.split(".")
     sections = field_types(TrainConfig)
     if len(parts) == 1 and parts[0] not in sections:
-        owners = [name for name, hint in sections.items() if parts[0] in field_types(hint)]
+        owners = [n for n, hint in sections.items() if parts[0] in _section_fields(n, hint, model)]
         if len(owners) == 1:
             parts = [owners[0], parts[0]]
         elif len(owners) > 1:
             choices = ", ".join(f"{o}.{parts[0]}" for o in owners)
             raise ConfigError(f"override key {key!r} is ambiguous: use one of {choices}")
-    cls: Any = TrainConfig
     hint: Any = TrainConfig
     for i, part in enumerate(parts):
-        cls = dataclass_in(hint)
-        if cls is None:
+        if dataclass_in(hint) is None:
             where = ".".join(parts[:i])
             raise ConfigError(f"override key {key!r}: {where} has no sub-keys")
-        fields = field_types(cls)
+        if i == 1:
+            fields = _section_fields(parts[0], hint, model)
+        else:
+            fields = field_types(dataclass_in(hint))
         if part not in fields:
             prefix = ".".join(parts[:i])
             valid = ", ".join(f"{prefix}.{f}" if prefix else f for f in fields)
-            raise ConfigError(f"unknown config key {key!r}; valid keys here: {valid}")
+            network = f" for model.name={model.name}" if parts[0] == "model" else ""
+            raise ConfigError(f"unknown config key {key!r}{network}; valid keys here: {valid}")
         hint = fields[part]
     return parts, hint

@@ -12,7 +12,8 @@ accumulation and clipping. After each validation round (each epoch, or every
   the decision threshold); until
   a round gives a finite F1 (a validation split without labelled pixels never does), the
   latest round's model, with ``meta["best_scored"]`` false;
-- ``metrics.jsonl`` / ``metrics.csv`` (one row per round), ``curves.png`` and, when
+- ``metrics.jsonl`` / ``metrics.csv`` (one row per round: the round's scores, the training
+  time so far ``time_s`` and the seconds its validation took ``val_s``), ``curves.png`` and, when
   tensorboard is installed, ``tensorboard/`` events;
 - ``config.yaml``: the resolved configuration, written at the start.
 
@@ -51,7 +52,7 @@ from dsifn.distributed import (
 from dsifn.errors import ConfigError
 from dsifn.metrics import ConfusionMatrix
 from dsifn.models.checkpoint import save_checkpoint
-from dsifn.models.dsifn import DSIFN
+from dsifn.models.registry import ChangeNetwork
 from dsifn.progress import progress_bar, write
 from dsifn.training.build import (
     RUN_FILES,
@@ -88,7 +89,7 @@ class TrainResult:
     best_epoch: int  # epochs completed when the best round ran
     stop_reason: str  # "epochs", "early_stop", "max_steps" or "time_limit"
     best_scored: bool  # whether any round gave a finite F1; if not, best.pt is only the last
-    model: DSIFN = field(repr=False)  # the trained (last) model, in eval mode, on its device
+    model: ChangeNetwork = field(repr=False)  # the trained (last) model, eval mode, its device
 
 
 def train(
@@ -100,7 +101,7 @@ def train(
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Train a DSIFN as ``config`` describes, writing checkpoints and logs to ``run_dir``.
+    """Train the network ``config`` names, writing checkpoints and logs to ``run_dir``.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process calls this; the
     process group is joined here (nccl on CUDA, gloo on the CPU) and only rank 0 writes files,
@@ -219,7 +220,7 @@ class _Trainer:
         self.show_progress = progress  # bars and round lines (rank 0 only)
         self.callbacks = tuple(callbacks)
         self.data = checked.datasets or open_datasets(config, checked.layout)
-        self.model = build_model(config, ctx, checked, run_dir)  # the DSIFN: trained, saved
+        self.model = build_model(config, ctx, checked, run_dir)  # the network: trained, saved
         self.step = build_step(config, self.model, device, ctx)
         self.wrapped = self.step.wrapped  # what runs the step: DDP / compiled / the model
         self.optimizer = self.step.optimizer
@@ -354,6 +355,7 @@ class _Trainer:
         cfg, state = self.config, self.state
         threshold = cfg.validation.threshold
         broadcast_buffers(self.ctx, self.model)
+        began = time.monotonic()
         scores, val_loss = validate(
             self.step,
             self.loaders.val,
@@ -381,6 +383,7 @@ class _Trainer:
             **{f"val_{k}": v for k, v in scores.items()},
             "best_f1": state.best_f1,
             "time_s": self._elapsed(),
+            "val_s": time.monotonic() - began,  # of time_s: this round's validation
         }
         if reason:
             entry["stop_reason"] = reason

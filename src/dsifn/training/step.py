@@ -7,9 +7,10 @@ the gradient scaler (active for fp16 only). After ``optim.accumulate`` micro-bat
 the gradient norm (``optim.grad_clip``) and steps the optimiser. Under DDP the gradients are
 averaged at that step only.
 
-Two models take part: ``model``, the :class:`~dsifn.models.dsifn.DSIFN` whose parameters are
-optimised and saved, and ``wrapped``, what the forward pass calls: ``model`` itself, or
-``model`` in DDP and/or compiled (see :func:`wrap_for_training`).
+Two models take part: ``model``, the network (DSIFN or a baseline of
+:mod:`dsifn.models.registry`) whose parameters are optimised and saved, and ``wrapped``, what
+the forward pass calls: ``model`` itself, or ``model`` in DDP and/or compiled (see
+:func:`wrap_for_training`).
 
 The same forward and loss, without the backward, give validation its loss (:meth:`TrainStep.loss`);
 scoring the model is the evaluation core's job (:mod:`dsifn.training.validation`).
@@ -38,8 +39,10 @@ from dsifn.devices import autocast, resolve_precision
 from dsifn.distributed import DistContext, all_reduce_sum
 from dsifn.errors import DSIFNError
 from dsifn.losses import DeepSupervisionLoss
-from dsifn.models.dsifn import DSIFN, DSIFNOutput
-from dsifn.training.config import LossConfig, OptimConfig, ScheduleConfig
+from dsifn.models.dsifn import DSIFNOutput
+from dsifn.models.outputs import ChangeOutput
+from dsifn.models.registry import ChangeNetwork, entry_of
+from dsifn.training.config import LossConfig, OptimConfig, ScheduleConfig, loss_weights
 from dsifn.training.optim import build_optimisation
 
 __all__ = ["StepResult", "TrainStep", "resolve_channels_last", "wrap_for_training"]
@@ -74,7 +77,7 @@ class StepResult(NamedTuple):
 
 
 def wrap_for_training(
-    model: DSIFN, *, device: torch.device, ctx: DistContext, compile: bool
+    model: ChangeNetwork, *, device: torch.device, ctx: DistContext, compile: bool
 ) -> tuple[nn.Module, nn.parallel.DistributedDataParallel | None]:
     """What the training forward pass calls: ``model``, in DDP and/or compiled.
 
@@ -108,7 +111,8 @@ class TrainStep:
         optimizer: Built by :func:`~dsifn.training.optim.build_optimisation` (fused on CUDA).
         scheduler: The learning-rate schedule (stepped by the engine), or None.
         scaler: The gradient scaler (enabled for fp16 only).
-        loss_fn: The deep-supervision loss.
+        loss_fn: The deep-supervision loss, one weight per output of the network
+            (:func:`~dsifn.training.config.loss_weights`).
         precision: The resolved precision.
         channels_last: Whether inputs and weights are NHWC.
         nonfinite_losses: () int64 count of non-finite losses seen when ``check_finite`` is
@@ -117,7 +121,7 @@ class TrainStep:
 
     def __init__(
         self,
-        model: DSIFN,
+        model: ChangeNetwork,
         *,
         loss: LossConfig,
         optim: OptimConfig,
@@ -168,8 +172,9 @@ class TrainStep:
             precision=self.precision,
             fused=fused,
         )
+        outputs = len(model.output_strides)
         self.loss_fn = DeepSupervisionLoss(
-            weights=loss.weights,
+            weights=loss_weights(loss, outputs, entry_of(model).title),
             target_mode=loss.target_mode,
             pos_weight=loss.pos_weight,
             bce_weight=loss.bce_weight,
@@ -194,11 +199,11 @@ class TrainStep:
 
     def _forward(
         self, module: nn.Module, batch: Batch
-    ) -> tuple[DSIFNOutput, Tensor, Tensor, Tensor]:
+    ) -> tuple[DSIFNOutput | ChangeOutput, Tensor, Tensor, Tensor]:
         """Outputs and loss of ``batch`` through ``module``, with the reference it used."""
         t1, t2, mask, valid = self.inputs(batch)
         with autocast(self.device, self.precision):
-            outputs: DSIFNOutput = module(t1, t2)
+            outputs: DSIFNOutput | ChangeOutput = module(t1, t2)
         loss = self.loss_fn(outputs, mask, valid)  # float32 whatever the autocast dtype
         return outputs, loss, mask, valid
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from dsifn.cli.options import add_device_options, add_overwrite_option, finite_float
+from dsifn.cli.options import (
+    add_device_options,
+    add_overwrite_option,
+    comma_separated,
+    finite_float,
+)
 
 # dsifn.benchmark.config.Mode's values, repeated here: building the parser must not import torch.
 MODES = ("train", "infer", "scene", "all")
@@ -61,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--runtimes",
-        type=_names,
+        type=comma_separated,
         default=("eager", "fast"),
         help="inference paths side by side, comma-separated: eager (the baseline), fast, "
         "openvino, openvino-int8, onnxruntime, onnxruntime-int8 [eager,fast]",
@@ -78,11 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs [0]")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the report here")
     add_overwrite_option(parser)
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """``"eager,openvino-int8"`` -> ``("eager", "openvino-int8")``."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from keras import layers, ops
 
-from dsifn.errors import ConfigError
+from dsifn.errors import ConfigError, WeightsError
 from dsifn.models.decoder import ElementwisePReLU, decoder_widths
 from dsifn.models.dsifn import DSIFN, DSIFNConfig
 from dsifn.models.vgg import VGG16_LAYOUT
@@ -249,8 +249,16 @@ def keras_model_from_checkpoint(path: str | os.PathLike[str]) -> keras.Model:
 
     Returns:
         The Keras model (see :func:`build_keras_model` for inputs and outputs).
+
+    Raises:
+        WeightsError: If the checkpoint holds another network than DSIFN.
     """
     from dsifn.models.checkpoint import load_checkpoint
 
     model = load_checkpoint(path)
+    if not isinstance(model, DSIFN):
+        raise WeightsError(
+            f"{path} holds a {type(model).__name__}: the Keras 3 model is DSIFN's only "
+            "(export other networks to ONNX or OpenVINO)"
+        )
     return transfer_weights(model, build_keras_model(model.config))
