@@ -156,3 +156,30 @@ def test_no_change_gives_an_empty_but_valid_layer(probability_raster, tmp_path):
     assert write_polygons(probability_raster, out, threshold=0.999) == 0
     meta, _, geometry, _ = pyogrio.raw.read(out)
     assert len(geometry) == 0 and "32633" in meta["crs"]
+
+
+def test_a_failed_overwrite_leaves_map_polygons_and_quicklook_byte_for_byte(tmp_path, monkeypatch):
+    import hashlib
+
+    import dsifn.inference.quicklook
+
+    before = write_geotiff(tmp_path / "t1.tif", np.full((1, 64, 80), LOW, np.uint8), nodata=None)
+    after = write_geotiff(tmp_path / "t2.tif", _hand_made_mask(), nodata=None)
+    out = tmp_path / "out"
+    outputs = {
+        "polygons": out / "vectors" / "changes.gpkg",
+        "quicklook": out / "look.png",
+    }
+    options = {"tile_size": 32, "overlap": 8, "progress": False, **outputs}
+    predict_scene(BandRunner(), before, after, out / "change.tif", **options)
+    files = [out / "change.tif", *outputs.values()]
+    hashes = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")  # the last output fails to be written
+
+    monkeypatch.setattr(dsifn.inference.quicklook, "write_quicklook", broken)
+    with pytest.raises(OSError, match="No space left"):
+        predict_scene(BandRunner(), before, after, out / "change.tif", overwrite=True, **options)
+    assert [hashlib.sha256(f.read_bytes()).hexdigest() for f in files] == hashes
+    assert sorted(p.name for p in out.rglob(".*")) == []  # no staging left behind
