@@ -151,7 +151,7 @@ def _compare_accuracy(
         pairs=config.accuracy_pairs,
         size=config.size,
         batch=batch,
-        threshold=InputContract.from_meta(model.checkpoint_meta, model.config).threshold,
+        threshold=InputContract.of(model).threshold,
         seed=config.seed,
         device=device,
     )

@@ -19,7 +19,14 @@ import numpy as np
 
 from dsifn.contract import is_change
 from dsifn.data import ChangeDetectionDataset, reading_config
-from dsifn.evaluation.report import error_legend, error_map, mask_to_gray, page_head, safe_name
+from dsifn.evaluation.report import (
+    error_legend,
+    error_map,
+    mask_to_gray,
+    page_head,
+    pixel_counts,
+    safe_name,
+)
 from dsifn.evaluation.results import image_f1
 from dsifn.inference.loading import load_runner
 from dsifn.inference.pipeline import predict_images
@@ -131,8 +138,8 @@ def _write_dates(
 
 
 def _pair_f1(predicted: np.ndarray, mask: np.ndarray, valid: np.ndarray) -> float:
-    p, r, v = predicted.astype(bool), mask.astype(bool), valid.astype(bool)
-    return image_f1(int((p & r & v).sum()), int((p & ~r & v).sum()), int((~p & r & v).sum()))
+    tp, fp, fn, _ = pixel_counts(predicted, mask, valid)
+    return image_f1(tp, fp, fn)
 
 
 def render_page(

@@ -73,7 +73,7 @@ def resolve_threshold(
         return DEFAULT_THRESHOLD
     if isinstance(model, TileRunner):
         return model.contract.threshold
-    return InputContract.from_meta(model.checkpoint_meta, model.config).threshold
+    return InputContract.of(model).threshold
 
 
 def check_compatible(runner: TileRunner, dataset: Dataset[Sample]) -> None:

@@ -351,21 +351,18 @@ def fits_one_tile(
     runner: TileRunner, height: int, width: int, tile_size: int | None = None
 ) -> bool:
     """Whether an image goes through ``runner`` whole: it is one tile of its own size."""
-    grid, _, _ = plan_tiles(runner, height, width, tile_size)
+    return _whole(plan_tiles(runner, height, width, tile_size)[0], height, width)
+
+
+def _whole(grid: TileGrid, height: int, width: int) -> bool:
     return len(grid) == 1 and (grid.tile_height, grid.tile_width) == (height, width)
 
 
-def memory_pair(images: np.ndarray, valid: np.ndarray | None = None) -> ImagePair:
-    """An in-memory pair of already scaled dates, for the tile loop.
-
-    Args:
-        images: float32 (2, C, H, W) values in [0, 1].
-        valid: bool (H, W) where both dates have data; None: everywhere.
-    """
+def memory_pair(images: np.ndarray) -> ImagePair:
+    """An in-memory pair of already scaled dates (float32 (2, C, H, W) in [0, 1]), all valid."""
     bands = images.shape[1]
     as_is = Scaling((0.0,) * bands, (1.0,) * bands, "already in [0, 1]", clip=False)
-    t1, t2 = MemorySource(images[0], valid, name="T1"), MemorySource(images[1], valid, name="T2")
-    return ImagePair(t1, t2, as_is)
+    return ImagePair(MemorySource(images[0], name="T1"), MemorySource(images[1], name="T2"), as_is)
 
 
 def predict_images(
@@ -388,7 +385,7 @@ def predict_images(
     """
     height, width = images.shape[-2:]
     grid, _, _ = plan_tiles(runner, height, width, tile_size)
-    if fits_one_tile(runner, height, width, tile_size):
+    if _whole(grid, height, width):
         norm = normalizer(runner)
         return runner(norm(list(images[:, 0])), norm(list(images[:, 1])))
     maps = []

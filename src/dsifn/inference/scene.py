@@ -127,6 +127,7 @@ def predict_scene(
             plan = plan_scene(
                 runner, pair, contract, opts, model=model_name, inputs=(before, after)
             )
+            check_map_format(Path(out), plain=plan.plain, opts=opts)
             # Said once the pair is known to fit: no line before an error.
             say([*notices, *pair.notices], _said(runner))
             count = _write(runner, pair, plan, Path(out), opts)
@@ -262,7 +263,6 @@ def _write(
     Returns:
         The number of polygons written, or None when none were asked for.
     """
-    check_map_format(out_path, plain=plan.plain, opts=opts)
     finals = [out_path, *(Path(p) for p in (opts.polygons, opts.quicklook) if p is not None)]
     with work_folder(out_path.parent) as tmp:
         work = Path(tmp) / "probability.tif"

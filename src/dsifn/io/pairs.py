@@ -124,7 +124,6 @@ class ImagePair:
         self.count: int = t1.count  # bands per date
         self.dtype: str = str(np.result_type(t1.dtype, t2.dtype))
         self.plain = plain
-        self.names: tuple[str, str] = (t1.name, t2.name)
         self.notices: tuple[str, ...] = tuple(notices)
         self.radiometry = radiometry  # how digital numbers became values, for the metadata
 
