@@ -166,3 +166,7 @@ def test_an_interrupted_write_keeps_the_old_dataset_whole(tmp_path, monkeypatch)
         write_synthetic_dataset(root, config, seed=2, overwrite=True, progress=False)
     assert digest() == before  # the old dataset, byte for byte
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no private folder left
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):  # into a folder that does not exist yet
+        write_synthetic_dataset(tmp_path / "new" / "data", config, seed=2, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nor a folder made for it

@@ -373,7 +373,6 @@ def write_synthetic_dataset(
     config = config or SyntheticConfig()
     final = Path(root)
     _check_replaceable(final, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
     with work_folder(final.parent) as work:
         tmp = Path(work) / final.name
         counts = {"train": config.train, "val": config.val, "test": config.test}
@@ -386,6 +385,7 @@ def write_synthetic_dataset(
                     bar.update()
         info = {"generator": "dsifn.data.synthetic", "seed": seed, "config": config.to_dict()}
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+        final.parent.mkdir(parents=True, exist_ok=True)
         move_into_place(tmp, final)  # every file synced, then renamed over any old dataset
     return final
 

@@ -174,12 +174,13 @@ def move_into_place(tmp: Path, final: Path) -> None:
 
 
 def work_folder(parent: Path) -> tempfile.TemporaryDirectory[str]:
-    """A private ``.dsifn-*`` folder in ``parent``, after removing stale ones.
+    """A private ``.dsifn-*`` folder in ``parent`` (or the nearest folder above it that exists).
 
-    It names its owner (host and process), so that a later run can tell a dead run's folder
-    from a live one's (:func:`remove_stale`).
+    No folder is created for it: a run that fails leaves the tree as it found it. Stale
+    folders there are removed first. It names its owner (host and process), so that a later
+    run can tell a dead run's folder from a live one's (:func:`remove_stale`).
     """
-    parent.mkdir(parents=True, exist_ok=True)
+    parent = _existing_folder(parent)
     remove_stale(parent)
     folder = tempfile.TemporaryDirectory(prefix=".dsifn-", dir=parent)
     (Path(folder.name) / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
