@@ -198,7 +198,7 @@ def test_cancel_stops_dsifn_and_leaves_nothing(data, tmp_path):
     assert report["ran_in_main_thread"] is False
     assert report["ticks"] >= 20  # the main thread's timer kept firing: no frozen interface
     assert "Canceled: dsifn stopped and removed its work files." in report["infos"]
-    assert "dsifn: interrupted" in report["infos"]
+    assert "dsifn: terminated" in report["infos"]
     assert sorted(os.listdir(out)) == []  # no map, no polygons, no .dsifn-* work folder
 
 

@@ -12,12 +12,15 @@ from fixtures.qgis import plugin_module
 
 process = plugin_module("process")
 
-# A stand-in for dsifn: progress lines, a work file it removes on Ctrl-C, a result line.
+# A stand-in for dsifn: progress lines, a work file it removes when asked to stop (SIGTERM, as
+# dsifn's own handler does), a result line.
 CHILD = """
 import json, pathlib, signal, sys, time
+def terminated(signum, frame):
+    raise KeyboardInterrupt
 work = pathlib.Path(sys.argv[1])
-if sys.argv[2] == "stubborn":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+stubborn = sys.argv[2] == "stubborn"
+signal.signal(signal.SIGTERM, signal.SIG_IGN if stubborn else terminated)
 work.write_text("partial")
 try:
     for done in range(int(sys.argv[3]) + 1):
@@ -27,8 +30,8 @@ try:
         time.sleep(float(sys.argv[4]))
 except KeyboardInterrupt:
     work.unlink()
-    print("dsifn: interrupted", file=sys.stderr)
-    sys.exit(130)
+    print("dsifn: terminated", file=sys.stderr)
+    sys.exit(143)
 print("dsifn: a notice", file=sys.stderr)
 print("wrote out.tif (3 tiles, threshold 0.5)")
 """
@@ -63,17 +66,17 @@ def test_lines_are_reported_as_they_come(tmp_path):
     assert recorder.output == outcome.stdout == ["wrote out.tif (3 tiles, threshold 0.5)"]
 
 
-def test_cancel_interrupts_the_child_which_cleans_up(tmp_path):
+def test_cancel_stops_the_child_which_cleans_up(tmp_path):
     recorder = Recorder(cancel_after=1)
     start = time.monotonic()
     outcome = process.run(_argv(tmp_path, steps=100, pause=0.2), os.environ, recorder.listener())
-    assert outcome.canceled and outcome.returncode == 130
-    assert outcome.stderr[-1] == "dsifn: interrupted"
+    assert outcome.canceled and outcome.returncode == 143
+    assert outcome.stderr[-1] == "dsifn: terminated"
     assert not (tmp_path / "work").exists()
     assert time.monotonic() - start < 10  # not the 20 s the child would take
 
 
-def test_a_child_that_ignores_the_interrupt_is_killed_after_the_grace(tmp_path, monkeypatch):
+def test_a_child_that_ignores_the_request_is_killed_after_the_grace(tmp_path, monkeypatch):
     monkeypatch.setattr(process, "GRACE_SECONDS", 0.5)
     recorder = Recorder(cancel_after=1)
     outcome = process.run(
@@ -94,4 +97,4 @@ def test_an_error_in_a_listener_leaves_no_child(tmp_path):
     listener = process.Listener(progress=fail, message=print, output=print, canceled=lambda: False)
     with pytest.raises(RuntimeError, match="listener failed"):
         process.run(_argv(tmp_path, steps=100, pause=0.2), os.environ, listener)
-    assert not (tmp_path / "work").exists()  # interrupted: it cleaned up
+    assert not (tmp_path / "work").exists()  # asked to stop: it cleaned up

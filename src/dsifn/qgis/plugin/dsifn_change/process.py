@@ -2,9 +2,13 @@
 
 Pure Python with no QGIS import. The child's standard output and error are read by two threads
 into one queue; the caller's thread (Processing's task thread, which never blocks the
-interface) takes the lines, reports them, and polls for Cancel. Cancel sends the child an
-interrupt (SIGINT; CTRL_BREAK on Windows), upon which dsifn removes its work files and exits
-with status 130; a child still running after a grace period is killed.
+interface) takes the lines, reports them, and polls for Cancel. Cancel asks the child to stop
+(SIGTERM; CTRL_BREAK on Windows), upon which dsifn removes its work files and exits (143; 130
+on Windows); a child still running after a grace period is killed.
+
+SIGTERM rather than SIGINT: a program started in the background of a shell script inherits
+SIGINT ignored (so do QGIS and its children when QGIS was started that way), and dsifn,
+like Python, leaves an ignored SIGINT ignored; it always handles SIGTERM itself.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .command import Progress, parse_progress
 POLL_SECONDS = 0.1
 """How often Cancel is checked while the child says nothing."""
 GRACE_SECONDS = 30.0
-"""How long an interrupted child has to clean up before it is killed."""
+"""How long a child asked to stop has to clean up before it is killed."""
 
 
 @dataclass
@@ -84,15 +88,15 @@ def _follow(
     listener: Listener,
     outcome: Outcome,
 ) -> None:
-    """Report lines until both streams end; interrupt the child on Cancel, kill it if late."""
-    open_streams, interrupted_at = 2, None
+    """Report lines until both streams end; ask the child to stop on Cancel, kill it if late."""
+    open_streams, asked_at = 2, None
     while open_streams:
-        if interrupted_at is None and listener.canceled():
-            outcome.canceled, interrupted_at = True, time.monotonic()
-            _interrupt(child)
-        if interrupted_at is not None and time.monotonic() - interrupted_at > GRACE_SECONDS:
+        if asked_at is None and listener.canceled():
+            outcome.canceled, asked_at = True, time.monotonic()
+            _ask_to_stop(child)
+        if asked_at is not None and time.monotonic() - asked_at > GRACE_SECONDS:
             child.kill()
-            interrupted_at = float("inf")  # killed: wait for the streams to close
+            asked_at = float("inf")  # killed: wait for the streams to close
         try:
             stream, line = lines.get(timeout=POLL_SECONDS)
         except queue.Empty:
@@ -140,19 +144,19 @@ def _own_group() -> dict[str, object]:
     return {"start_new_session": True}
 
 
-def _interrupt(child: subprocess.Popen[str]) -> None:
-    """Ask the child to stop as Ctrl-C would, so that it cleans up; else terminate it."""
+def _ask_to_stop(child: subprocess.Popen[str]) -> None:
+    """Ask the child to stop in a way it cleans up after (on Windows, CTRL_BREAK)."""
     try:
         if os.name == "nt":
             child.send_signal(signal.CTRL_BREAK_EVENT)
         else:
-            child.send_signal(signal.SIGINT)
+            child.send_signal(signal.SIGTERM)
     except OSError:
         child.terminate()
 
 
 def _stop(child: subprocess.Popen[str]) -> None:
-    _interrupt(child)
+    _ask_to_stop(child)
     try:
         child.wait(timeout=GRACE_SECONDS)
     except subprocess.TimeoutExpired:
