@@ -97,6 +97,12 @@ def test_the_error_line_is_the_message():
     assert command.failure_message(-9, []) == "dsifn was stopped by signal 9"
 
 
+def test_a_cancel_says_whether_dsifn_cleaned_up_or_was_killed():
+    assert command.cancel_message(143) == "Canceled: dsifn stopped and removed its work files."
+    killed = command.cancel_message(-9)
+    assert "stopped by signal 9" in killed and "work folder may remain" in killed
+
+
 def test_the_threshold_used_is_read_from_predicts_line():
     result = SceneResult(
         output=Path("c.tif"), polygons=Path("p.gpkg"), quicklook=None, polygon_count=3,

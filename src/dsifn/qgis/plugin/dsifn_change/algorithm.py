@@ -40,6 +40,7 @@ from .command import (
     PredictRequest,
     Progress,
     SourceError,
+    cancel_message,
     check_model,
     check_outputs,
     child_environment,
@@ -208,7 +209,7 @@ class DetectChange(QgsProcessingAlgorithm):
         feedback.pushCommandInfo(_shown(argv))
         outcome = self._run(argv, feedback)
         if outcome.canceled:
-            feedback.pushInfo("Canceled: dsifn stopped and removed its work files.")
+            feedback.pushInfo(cancel_message(outcome.returncode))
             return {}
         if outcome.returncode != 0:
             raise QgsProcessingException(failure_message(outcome.returncode, outcome.stderr))

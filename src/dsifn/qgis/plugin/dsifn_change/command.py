@@ -251,6 +251,16 @@ def is_error_line(line: str) -> bool:
     return bool(_ERROR.match(line))
 
 
+def cancel_message(returncode: int) -> str:
+    """What to tell the user after Cancel: whether dsifn stopped itself or had to be killed."""
+    if returncode < 0:
+        return (
+            f"Canceled: dsifn did not stop in time and was stopped by signal {-returncode}; "
+            "a .dsifn-* work folder may remain (the next run removes it)."
+        )
+    return "Canceled: dsifn stopped and removed its work files."
+
+
 def failure_message(returncode: int, stderr_lines: Sequence[str]) -> str:
     """The one line to show for a run that failed: the command's error line if it wrote one."""
     errors = [line for line in stderr_lines if is_error_line(line)]
