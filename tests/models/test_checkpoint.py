@@ -251,6 +251,32 @@ def test_atomic_path_syncs_the_file_before_the_rename_and_the_folder_after(
     assert (tmp_path / "out.bin").read_bytes() == b"12345"
 
 
+def test_a_folder_that_cannot_be_moved_in_puts_the_old_one_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from dsifn.io.atomic import move_into_place
+
+    final, new = tmp_path / "plugin", tmp_path / "work" / "plugin"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    new.mkdir(parents=True)
+    (new / "new.txt").write_text("new")
+    real_replace = os.replace
+
+    def replace(src, dst) -> None:
+        if Path(src) == new:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space"):
+        move_into_place(new, final)
+    assert [p.name for p in final.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plugin", "work"]  # nothing aside
+
+
 def test_output_checks_refuse_unwritable_places_whatever_overwrite_says(tmp_path: Path) -> None:
     from dsifn.errors import ConfigError
     from dsifn.io.atomic import check_output_folder, check_output_path

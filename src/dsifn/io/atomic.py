@@ -160,13 +160,18 @@ def move_into_place(tmp: Path, final: Path) -> None:
 
     The data is synced before the rename and the folder's entry after it, so a power loss
     leaves the old file or the new one whole, never an empty one. A folder replaces an
-    existing folder of that name (moved aside first, then removed).
+    existing folder of that name (moved aside first, then removed; put back if the new one
+    cannot be moved in).
     """
     sync_tree(tmp)
     if tmp.is_dir() and final.is_dir():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            os.replace(old, final)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)

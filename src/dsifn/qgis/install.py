@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from dsifn._version import __version__
 from dsifn.errors import ConfigError, OutputExistsError
-from dsifn.io.atomic import atomic_path, check_output_folder
+from dsifn.io.atomic import atomic_path, check_output_folder, move_into_place, work_folder
 
 __all__ = [
     "PLUGIN_NAME",
@@ -146,16 +145,23 @@ def _metadata(path: Path) -> str:
     return re.sub(r"^version=.*$", f"version={__version__}", text, count=1, flags=re.MULTILINE)
 
 
+def _contents(executable: str | None) -> Iterator[tuple[str, bytes]]:
+    """What an installed plugin holds: each file's path in the plugin folder and its bytes.
+
+    The plugin's files, ``metadata.txt`` with this version, and the record last.
+    """
+    for path, name in plugin_files():
+        metadata = name == "metadata.txt"
+        yield name, _metadata(path).encode("utf-8") if metadata else path.read_bytes()
+    yield RECORD, _record(executable).encode("utf-8")
+
+
 def _write_tree(folder: Path, executable: str | None) -> None:
     """Write the plugin's files and its record into ``folder``."""
-    for path, name in plugin_files():
+    for name, data in _contents(executable):
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if name == "metadata.txt":
-            target.write_text(_metadata(path), encoding="utf-8")
-        else:
-            shutil.copyfile(path, target)
-    (folder / RECORD).write_text(_record(executable), encoding="utf-8")
+        target.write_bytes(data)
 
 
 def install_plugin(
@@ -187,25 +193,12 @@ def install_plugin(
     check_output_folder(plugins)
     plugins.mkdir(parents=True, exist_ok=True)
     executable = dsifn_executable() if executable is None else executable
-    with tempfile.TemporaryDirectory(prefix=f".{PLUGIN_NAME}-", dir=plugins) as tmp:
-        staged = Path(tmp) / PLUGIN_NAME
+    with work_folder(plugins) as work:
+        staged = Path(work) / PLUGIN_NAME
         _write_tree(staged, executable)
-        _replace_folder(staged, final, Path(tmp) / "old")
+        move_into_place(staged, final)
     settings = enable_in_settings(plugins.parent.parent / "QGIS" / "QGIS3.ini")
     return InstalledPlugin(folder=final, executable=executable, enabled=settings)
-
-
-def _replace_folder(new: Path, final: Path, aside: Path) -> None:
-    """Rename ``new`` onto ``final``; an old ``final`` is moved aside first, back on failure."""
-    had_old = final.exists()
-    if had_old:
-        os.replace(final, aside)
-    try:
-        os.replace(new, final)
-    except BaseException:
-        if had_old:
-            os.replace(aside, final)
-        raise
 
 
 def enable_in_settings(ini: Path) -> Path:
@@ -255,11 +248,6 @@ def write_plugin_zip(
         atomic_path(out, overwrite=overwrite) as tmp,
         zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive,
     ):
-        for path, name in plugin_files():
-            target = f"{PLUGIN_NAME}/{name}"
-            if name == "metadata.txt":
-                archive.writestr(target, _metadata(path))
-            else:
-                archive.write(path, target)
-        archive.writestr(f"{PLUGIN_NAME}/{RECORD}", _record(executable))
+        for name, data in _contents(executable):
+            archive.writestr(f"{PLUGIN_NAME}/{name}", data)
     return Path(out)
