@@ -52,6 +52,8 @@ from .command import (
 )
 from .settings import executable_setting, recorded_executable
 
+ICON = os.path.join(os.path.dirname(__file__), "icon.svg")
+
 HELP = """Detects change between two dates of the same place with a DSIFN model, by running \
 <code>dsifn predict</code> in your own Python environment (QGIS never loads torch).
 
@@ -107,7 +109,7 @@ class DetectChange(QgsProcessingAlgorithm):
 
     def icon(self) -> QIcon:
         """The provider's icon."""
-        return QIcon(os.path.join(os.path.dirname(__file__), "icon.svg"))
+        return QIcon(ICON)
 
     def tags(self) -> list[str]:
         """Words the toolbox search finds the algorithm by."""

@@ -144,6 +144,11 @@ def gdal_dataset_name(
     return source
 
 
+def is_path(text: str) -> bool:
+    """Whether an executable setting names a file (else a command looked up on ``PATH``)."""
+    return os.sep in text or "/" in text
+
+
 def find_executable(setting: str, recorded: str | None, path: str | None) -> str:
     """The dsifn executable: the Processing setting, else the one that installed the plugin.
 
@@ -158,7 +163,7 @@ def find_executable(setting: str, recorded: str | None, path: str | None) -> str
     """
     setting = setting.strip()
     if setting:
-        if os.sep in setting or "/" in setting:
+        if is_path(setting):
             if os.path.isfile(setting) and os.access(setting, os.X_OK):
                 return setting
             raise SourceError(

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithm import DetectChange
+from .algorithm import ICON, DetectChange
 from .settings import add_setting, remove_setting
-
-ICON = os.path.join(os.path.dirname(__file__), "icon.svg")
 
 
 class DsifnProvider(QgsProcessingProvider):

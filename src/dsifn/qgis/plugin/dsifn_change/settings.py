@@ -6,7 +6,7 @@ import os
 
 from processing.core.ProcessingConfig import ProcessingConfig, Setting
 
-from .command import read_recorded
+from .command import is_path, read_recorded
 
 EXECUTABLE = "DSIFN_EXECUTABLE"
 """The setting's key (stored as ``Processing/Configuration/DSIFN_EXECUTABLE``)."""
@@ -50,5 +50,5 @@ def executable_setting() -> str:
 def _check(value: str) -> None:
     """Accept empty (automatic), a command name found on PATH at run time, or a file."""
     text = str(value or "").strip()
-    if (os.sep in text or "/" in text) and not os.path.isfile(text):
+    if is_path(text) and not os.path.isfile(text):
         raise ValueError(f"dsifn executable {text} does not exist")
