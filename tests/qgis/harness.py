@@ -70,9 +70,12 @@ def add_layers(specs):
         QgsProject.instance().addMapLayer(layer)
 
 
-def styles():
+def styles(skipped):
+    """Renderer and source of each layer of the project, by name, but those with ids skipped."""
     found = {}
     for layer in QgsProject.instance().mapLayers().values():
+        if layer.id() in skipped:
+            continue
         renderer = layer.renderer()
         found[layer.name()] = {
             "renderer": type(renderer).__name__ if renderer else None,
@@ -161,11 +164,7 @@ def main(spec_path):
         commands=feedback.commands,
         canceled=feedback.isCanceled(),
         ran_in_main_thread=feedback.ran_in_main_thread,
-        loaded={
-            name: style
-            for name, style in styles().items()
-            if QgsProject.instance().mapLayersByName(name)[0].id() not in before
-        },
+        loaded=styles(before),
     )
     if spec.get("keep"):
         report["kept"] = keep(report["results"], spec["keep"])
