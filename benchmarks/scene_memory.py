@@ -34,7 +34,7 @@ from torch import nn
 from dsifn import DSIFN
 from dsifn.inference.runner import TorchRunner
 from dsifn.inference.scene import predict_scene
-from dsifn.testing import StandInRunner, write_scene
+from dsifn.testing import StandInRunner, write_pair
 
 
 def rss_mib() -> float:
@@ -65,14 +65,12 @@ def calibrated_dsifn(t1: Path, t2: Path, runs: int = 4) -> DSIFN:
 def compare_whole(size: int, tile: int, overlap: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_scene(folder / "t1.tif", size, size, seed=1)
-        write_scene(folder / "t2.tif", size, size, seed=2)
-        model = calibrated_dsifn(folder / "t1.tif", folder / "t2.tif")
-        runner = TorchRunner(model, device="cpu", precision="fp32")
+        t1, t2 = write_pair(folder, size)
+        runner = TorchRunner(calibrated_dsifn(t1, t2), device="cpu", precision="fp32")
         predict_scene(
             runner,
-            folder / "t1.tif",
-            folder / "t2.tif",
+            t1,
+            t2,
             folder / "c.tif",
             tile_size=tile,
             overlap=overlap,
@@ -81,12 +79,12 @@ def compare_whole(size: int, tile: int, overlap: int) -> None:
         with rasterio.open(folder / "c.tif") as src:
             tiled = src.read(1)
 
-        def load(name: str) -> np.ndarray:
-            with rasterio.open(folder / name) as src:
+        def load(path: Path) -> np.ndarray:
+            with rasterio.open(path) as src:
                 x = np.clip(src.read().astype(np.float32) / 10000, 0, 1)
             return runner.normalization(torch.from_numpy(x)).numpy()[None]
 
-        whole = runner(load("t1.tif"), load("t2.tif"))[0, 0]
+        whole = runner(load(t1), load(t2))[0, 0]
     diff = np.abs(tiled - whole)
     inner = diff[16:-16, 16:-16]
     print(
@@ -120,9 +118,8 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.write_pair:
         folder, size = Path(args.write_pair), args.size or 1024
-        for seed, name in ((1, "t1.tif"), (2, "t2.tif")):
-            write_scene(folder / name, size, size, seed=seed, dtype=args.dtype)
-        print(f"wrote {folder / 't1.tif'} and {folder / 't2.tif'} ({size} x {size}, {args.dtype})")
+        t1, t2 = write_pair(folder, size, dtype=args.dtype)
+        print(f"wrote {t1} and {t2} ({size} x {size}, {args.dtype})")
         return
     if args.compare_whole:
         compare_whole(args.size or 384, args.tile, args.overlap)
@@ -131,8 +128,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         folder = Path(tmp)
         start = time.perf_counter()
-        write_scene(folder / "t1.tif", size, size, seed=1)
-        write_scene(folder / "t2.tif", size, size, seed=2)
+        t1, t2 = write_pair(folder, size)
         made = time.perf_counter() - start
         print(
             f"scene {size} x {size} x 3 uint16 pair written window by window in {made:.0f} s; "
@@ -148,8 +144,8 @@ def main() -> None:
         start = time.perf_counter()
         result = predict_scene(
             runner,
-            folder / "t1.tif",
-            folder / "t2.tif",
+            t1,
+            t2,
             folder / "change.tif",
             polygons=folder / "change.gpkg",
             quicklook=folder / "look.png",

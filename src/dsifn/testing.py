@@ -17,7 +17,7 @@ from torch import nn
 from dsifn.contract import InputContract
 from dsifn.normalization import Normalization
 
-__all__ = ["StandIn", "StandInRunner", "fake_scene", "write_scene"]
+__all__ = ["StandIn", "StandInRunner", "fake_scene", "write_pair", "write_scene"]
 
 # What the stand-in computes:
 # - "constant": 0.5 everywhere; costs nothing (the pipeline's own cost).
@@ -156,3 +156,18 @@ def write_scene(
                 window = fake_scene(seed, h, w, bands, dtype, top=row, left=col)
                 dst.write(window, window=Window(col, row, w, h))
     return path
+
+
+def write_pair(folder: Path, side: int, *, seed: int = 1, **options: Any) -> tuple[Path, Path]:
+    """Write a square pair of fake scenes, ``t1.tif`` (``seed``) and ``t2.tif`` (``seed + 1``).
+
+    Args:
+        folder: Where the two files go.
+        side: Their height and width.
+        seed: T1's seed; T2 has the next.
+        **options: The other arguments of :func:`write_scene` (``bands``, ``dtype``, ...).
+    """
+    return (
+        write_scene(folder / "t1.tif", side, side, seed=seed, **options),
+        write_scene(folder / "t2.tif", side, side, seed=seed + 1, **options),
+    )

@@ -34,7 +34,7 @@ from dsifn.benchmark.timing import case_result, interleaved
 from dsifn.devices import Precision
 from dsifn.inference.runner import TileRunner, TorchRunner
 from dsifn.models.registry import ChangeNetwork
-from dsifn.testing import StandInRunner, write_scene
+from dsifn.testing import StandInRunner, write_pair
 
 if TYPE_CHECKING:
     from dsifn.inference.scene import SceneResult
@@ -131,14 +131,7 @@ def measure_scene(
     with tempfile.TemporaryDirectory(prefix="dsifn-bench-") as tmp:
         folder = Path(tmp)
         side, bands = config.scene_size, runner.contract.band_count
-        pair = (
-            write_scene(
-                folder / "t1.tif", side, side, bands=bands, dtype="uint8", seed=config.seed
-            ),
-            write_scene(
-                folder / "t2.tif", side, side, bands=bands, dtype="uint8", seed=config.seed + 1
-            ),
-        )
+        pair = write_pair(folder, side, bands=bands, dtype="uint8", seed=config.seed)
         predict = functools.partial(
             _timed_prediction, pair=pair, tile=config.size, batch=batch, device=device
         )
