@@ -33,7 +33,7 @@ from dsifn._validation import check_choice
 from dsifn.bands import parse_bands
 from dsifn.errors import ConfigError, InputError
 from dsifn.io.pairs import PixelReading, check_resampling
-from dsifn.io.radiometry import UNITS, Unit
+from dsifn.io.radiometry import UNITS, Unit, check_reflectance_scale
 from dsifn.normalization import Normalization
 from dsifn.scaling import ScalingRule
 
@@ -143,6 +143,12 @@ class InputContract:
         object.__setattr__(self, "threshold", check_threshold(self.threshold))
         check_resampling("the contract's resampling", self.resampling)
         check_choice("the contract's radiometry", self.radiometry, UNITS)
+        check_reflectance_scale(
+            self.radiometry,
+            self.scaling.scale,
+            "scale",
+            "the model reads reflectance, so the scale is in reflectance units; leave it unset",
+        )
         if self.threshold_rule != THRESHOLD_RULE:
             raise ConfigError(f"unknown threshold rule {self.threshold_rule!r}")
         if self.nodata is not None and math.isinf(float(self.nodata)):
@@ -291,19 +297,18 @@ class InputContract:
             f"as {how} say: {self.describe()}"
         )
 
-    def resolve(self, source: str, said: set[str] | None = None, **options: Any) -> InputContract:
+    def resolve(self, source: str, **options: Any) -> InputContract:
         """:meth:`resolved` with its notices said on stderr at once (:func:`say`).
 
         Args:
             source: The model file, for the notice of a missing contract.
-            said: Lines already said, to say each only once (a folder of pairs); updated.
             **options: As :meth:`override`.
 
         Returns:
             The contract to use.
         """
         contract, lines = self.resolved(source, **options)
-        say(lines, said)
+        say(lines)
         return contract
 
     def resolved(self, source: str, **options: Any) -> tuple[InputContract, list[str]]:

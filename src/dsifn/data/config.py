@@ -11,7 +11,7 @@ from dsifn.bands import parse_bands
 from dsifn.contract import InputContract
 from dsifn.errors import ConfigError
 from dsifn.io.pairs import PixelReading, check_resampling
-from dsifn.io.radiometry import Conversion
+from dsifn.io.radiometry import Conversion, check_reflectance_scale
 from dsifn.scaling import ScalingRule
 
 __all__ = ["AugmentConfig", "DataConfig", "Layout", "reading_config"]
@@ -21,8 +21,6 @@ Layout = Literal[
 ]
 # What the model learns from: digital numbers as stored, reflectance, or decided by the data.
 Radiometry = Literal["auto", "dn", "reflectance"]
-# A scale above this, applied to reflectance (0 to about 1), is a scale of digital numbers.
-_REFLECTANCE_SCALE_LIMIT = 100.0
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -155,13 +153,13 @@ class DataConfig(Config):
             raise ConfigError(f"data.scale / data.stretch: {exc}") from exc
         check_resampling("data.resampling", self.resampling)
         check_choice("data.radiometry", self.radiometry, get_args(Radiometry))
-        scale = self.scale or 0.0
-        if self.radiometry == "reflectance" and scale > _REFLECTANCE_SCALE_LIMIT:
-            raise ConfigError(
-                f"data.scale={self.scale:g} would divide reflectance (0 to about 1): with "
-                "data.radiometry=reflectance the scale is in reflectance units; leave it unset, "
-                "or read digital numbers with data.radiometry=dn"
-            )
+        check_reflectance_scale(
+            self.radiometry,
+            self.scale,
+            "data.scale",
+            "with data.radiometry=reflectance the scale is in reflectance units; leave it unset, "
+            "or read digital numbers with data.radiometry=dn",
+        )
         if self.crop_size is not None and self.crop_size < 1:
             raise ConfigError(f"data.crop_size must be positive; got {self.crop_size}")
         if self.samples_per_epoch is not None:

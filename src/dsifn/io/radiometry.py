@@ -38,17 +38,19 @@ from typing import Literal
 import numpy as np
 
 from dsifn.bands import SENTINEL2_BANDS, band_in_name
-from dsifn.errors import DataError
+from dsifn.errors import ConfigError, DataError
 from dsifn.io.image_source import ImageData, ImageSource
 
 __all__ = [
     "BASELINE_04_DATE",
+    "REFLECTANCE_SCALE_LIMIT",
     "S2_QUANTIFICATION",
     "UNITS",
     "Conversion",
     "ConvertedSource",
     "Unit",
     "band_conversion",
+    "check_reflectance_scale",
     "convert_date",
     "describe_conversions",
     "from_scale_offset",
@@ -63,6 +65,28 @@ UNITS: tuple[Unit, ...] = ("dn", "reflectance")
 S2_QUANTIFICATION = 10000.0
 # First products of processing baseline 04.00, whose digital numbers carry an offset of 1000.
 BASELINE_04_DATE = date(2022, 1, 25)
+# A scale above this, applied to reflectance (0 to about 1), is a scale of digital numbers.
+REFLECTANCE_SCALE_LIMIT = 100.0
+
+
+def check_reflectance_scale(unit: str, scale: float | None, name: str, remedy: str) -> None:
+    """Refuse a scale of digital numbers (above :data:`REFLECTANCE_SCALE_LIMIT`) on reflectance.
+
+    On reflectance (0 to about 1) the scale of the values mapped to 1.0 is in reflectance
+    units (0.3); 10000 would squeeze every value to nearly 0. One rule for a data configuration
+    and an input contract alike.
+
+    Args:
+        unit: What the values are: ``"dn"``, ``"reflectance"`` (or ``"auto"``: not decided).
+        scale: The scale asked for; None: by dtype.
+        name: The option, for the message (``data.scale``).
+        remedy: What to do instead, for the message.
+
+    Raises:
+        ConfigError: ``"{name}={scale} would divide reflectance (0 to about 1): {remedy}"``.
+    """
+    if unit == "reflectance" and (scale or 0.0) > REFLECTANCE_SCALE_LIMIT:
+        raise ConfigError(f"{name}={scale:g} would divide reflectance (0 to about 1): {remedy}")
 
 
 @dataclass(frozen=True)
