@@ -38,7 +38,7 @@ from dsifn.io import stac
 from dsifn.io.image_source import ImageData, ImageSource, MemorySource, PixelGrid
 from dsifn.io.pillow_images import ArraySource, decode_pillow
 from dsifn.io.radiometry import Conversion, product_hint, safe_conversion
-from dsifn.io.raster_images import RasterSource, SourceName
+from dsifn.io.raster_images import RasterSource, SourceName, url_name
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -67,7 +67,6 @@ BAND_FILE_SUFFIXES = (".tif", ".tiff", ".jp2")
 # GDAL dataset names that are not paths: virtual file systems and DRIVER:... connections
 # (two letters at least, so that a Windows drive letter stays a path).
 _GDAL_NAME = re.compile(r"^(/vsi[a-z0-9_]+/|[A-Za-z][A-Za-z0-9_]+:)")
-_URL = re.compile(r"^https?://", re.IGNORECASE)
 
 
 def source_names(
@@ -82,10 +81,11 @@ def source_names(
     names: list[SourceName] = []
     for item in values:
         text = os.fspath(item)
-        if _URL.match(text) and stac.is_item(text):
+        remote = url_name(text)
+        if remote is not None and stac.is_item(text):
             names.append(text)
-        elif _URL.match(text):
-            names.append(f"/vsicurl/{text}")
+        elif remote is not None:
+            names.append(remote)
         elif _GDAL_NAME.match(text):
             names.append(text)
         else:
@@ -164,9 +164,9 @@ def _by_name(
         (a STAC item's ``raster:bands``, a SAFE product's metadata; None: nothing), and why
         their names say they are a product of baseline 04.00 or later.
     """
-    names = [band_id(n) or n.upper() for n in names]
     if len(files) == 1 and stac.is_item(str(files[0])):
-        found = stac.item_bands(files[0], names, what)
+        # band_files reads names as band_id does; a STAC item is searched by the ids.
+        found = stac.item_bands(files[0], [band_id(n) or n.upper() for n in names], what)
         return found.files, found.stated, found.hint
     expanded: list[SourceName] = []
     for file in files:

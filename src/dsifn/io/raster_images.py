@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,11 +23,27 @@ from dsifn.io.image_source import (
 )
 from dsifn.io.radiometry import Conversion, from_scale_offset
 
-__all__ = ["RasterSource", "SourceName"]
+__all__ = ["RasterSource", "SourceName", "is_url", "url_name"]
 
 # A raster to open: a local file, or a name GDAL opens that is not one (``/vsicurl/...``,
 # ``GPKG:file.gpkg:table``), kept as text so that no path logic changes it.
 SourceName = str | Path
+
+_URL = re.compile(r"^https?://", re.IGNORECASE)
+_CURL = "/vsicurl/"
+
+
+def is_url(text: str) -> bool:
+    """Whether ``text`` is an ``http(s)://`` URL."""
+    return _URL.match(text) is not None
+
+
+def url_name(text: str) -> str | None:
+    """How GDAL reads an ``http(s)://`` URL: ``/vsicurl/URL``; None where ``text`` is not one.
+
+    GDAL reads it by windows, never downloading it whole.
+    """
+    return f"{_CURL}{text}" if is_url(text) else None
 
 
 class RasterSource(ImageSource):
@@ -234,7 +251,7 @@ def _remote_options(path: SourceName) -> dict[str, str]:
 
     A value the user set in the environment wins.
     """
-    remote = isinstance(path, str) and path.startswith("/vsicurl/")
+    remote = isinstance(path, str) and path.startswith(_CURL)
     if not remote or "GDAL_DISABLE_READDIR_ON_OPEN" in os.environ:
         return {}
     return {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}

@@ -22,10 +22,9 @@ from urllib.parse import urlparse
 from dsifn.bands import band_id
 from dsifn.errors import ConfigError, InputError
 from dsifn.io.radiometry import BASELINE_04_DATE, Conversion, from_scale_offset, product_hint
+from dsifn.io.raster_images import is_url, url_name
 
 __all__ = ["ItemBands", "is_item", "item_bands"]
-
-_URL = re.compile(r"^https?://", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def is_item(text: str) -> bool:
     suffix (``.../collections/sentinel-2-l2a/items/S2B_31UDQ_20230601_0_L2A``); a URL with
     another suffix (``.tif``) is a raster.
     """
-    if _URL.match(text):
+    if is_url(text):
         suffix = PurePosixPath(urlparse(text).path).suffix.lower()
         return suffix in ("", ".json")
     return Path(text).suffix.lower() == ".json"
@@ -130,8 +129,9 @@ def _asset_of(item: Any, name: str, where: str) -> tuple[str, Any]:
 
 def _gdal_name(href: str) -> str | Path:
     """How GDAL reads an asset: ``/vsicurl/`` over HTTP, ``/vsis3/`` from S3, else a path."""
-    if _URL.match(href):
-        return f"/vsicurl/{href}"
+    remote = url_name(href)
+    if remote is not None:
+        return remote
     if href.startswith("s3://"):
         return f"/vsis3/{href[len('s3://') :]}"
     if href.startswith("file://"):
