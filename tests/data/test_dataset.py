@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -95,3 +96,46 @@ def test_index_out_of_range(levir):
     with pytest.raises(IndexError):
         dataset[2]
     assert dataset[-1]["name"] == dataset.names[-1]
+
+
+def test_a_pairs_stretch_is_sampled_once_and_scales_crops_as_the_whole_pair(levir, monkeypatch):
+    import dsifn.data.dataset as dataset
+    import dsifn.io.pairs as pairs
+
+    sampled, opened = [], []
+    sample_pair, open_pair = pairs.stretch_sample, dataset.open_pair
+
+    def counted_sample(*dates):
+        sampled.append(dates)
+        return sample_pair(*dates)
+
+    def counted_open(*args, **kwargs):
+        opened.append(args)
+        return open_pair(*args, **kwargs)
+
+    monkeypatch.setattr(pairs, "stretch_sample", counted_sample)
+    monkeypatch.setattr(dataset, "open_pair", counted_open)
+    stretched = DataConfig(root=str(levir), crop_size=24, stretch=(2, 98))
+    train = ChangeDetectionDataset(stretched, "train", train=True)
+    crops = [train[i] for _ in range(2) for i in range(len(train))]
+    assert all(0 <= float(c["image"].min()) <= float(c["image"].max()) <= 1 for c in crops)
+    assert len(sampled) == len(train.samples)  # once per pair, not once per read
+    assert len(opened) == len(crops)  # one open per read: no pair opened to learn its stretch
+    for index, sample in enumerate(train.samples):
+        whole = dataset.read_dates(sample, train.config)  # the pair's stretch resolved afresh
+        crop = train._dates(index, sample, (3, 5, 16, 16))  # through the dataset's cache
+        assert np.array_equal(crop.values, whole.values[..., 3:19, 5:21])
+
+
+def test_pairs_are_read_with_the_radiometry_decided_for_the_dataset(levir):
+    from dsifn.data.dataset import read_dates, resolve_layout, settle_radiometry
+    from dsifn.errors import ConfigError
+
+    undecided = DataConfig(root=str(levir))
+    layout = resolve_layout(undecided)
+    sample = layout.splits["train"].samples[0]
+    with pytest.raises(ConfigError, match="decided per dataset"):
+        read_dates(sample, undecided)
+    decided = settle_radiometry(undecided, layout)
+    assert decided.radiometry == "dn"  # PNGs state nothing
+    assert read_dates(sample, decided).values.shape == (2, 3, 32, 32)

@@ -9,7 +9,7 @@ import torch
 from dsifn.cli.main import main
 from dsifn.data import OSCD_BANDS, ChangeDetectionDataset, DataConfig, detect_layout
 from dsifn.data.augment import augment_sample, sample_generator
-from dsifn.data.dataset import load_pair, resolve_layout
+from dsifn.data.dataset import load_pair, resolve_layout, settle_radiometry
 from dsifn.data.layouts import pick_fraction
 from dsifn.data.readers import decode_mask, read_mask
 from dsifn.errors import ConfigError
@@ -114,8 +114,9 @@ def test_the_1_2_tif_and_the_0_255_png_decode_to_the_same_change(tmp_path):
     assert ok_tif.all() and ok_png.all()
     layout = detect_layout(tmp_path, "oscd")
     pairs = layout.splits["train"].samples + layout.splits["val"].samples
+    config = settle_radiometry(DataConfig(root=str(tmp_path)), layout)
     for sample in pairs:
-        _, mask, _, _ = load_pair(sample, DataConfig(root=str(tmp_path)))
+        _, mask, _, _ = load_pair(sample, config)
         assert np.array_equal(mask[0] > 0, truth)
 
 
@@ -143,7 +144,7 @@ def test_training_crops_come_from_labelled_pixels_and_read_only_their_window(tmp
     # The windowed read gives what cropping the whole pair gives, draw for draw.
     generator = sample_generator(3, 3, 0)
     sample = dataset.samples[dataset.crops.draw(generator)]
-    image, mask, valid, _ = (torch.from_numpy(a) for a in load_pair(sample, config))
+    image, mask, valid, _ = (torch.from_numpy(a) for a in load_pair(sample, dataset.config))
     whole = augment_sample(image, mask, valid, config.augment, generator, 16, 0.5)
     windowed = dataset[0]
     for a, b in zip(whole, (windowed["image"], windowed["mask"], windowed["valid"]), strict=True):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dsifn.data import ChangeDetectionDataset, DataConfig, detect_layout
-from dsifn.data.dataset import read_dates, resolve_layout
+from dsifn.data.dataset import read_dates, resolve_layout, settle_radiometry
 from dsifn.errors import DataError
 from dsifn.evaluation.scoring import evaluate
 from dsifn.testing import StandInRunner
@@ -47,7 +47,9 @@ def test_rect_images_are_read_by_default_and_the_raw_band_files_on_request(downl
     values = {}
     for rect in (True, False):
         config = DataConfig(root=str(download), bands=("B04",), oscd_rect=rect)
-        pair = read_dates(resolve_layout(config).splits["test"].samples[0], config)
+        layout = resolve_layout(config)
+        config = settle_radiometry(config, layout)
+        pair = read_dates(layout.splits["test"].samples[0], config)
         values[rect] = pair.values[0, 0, 0, 0]
     # OSCD's digital numbers read as reflectance (DN / 10000): the layout knows them.
     assert values[True] == pytest.approx((oscd_band_value("B04", 1) + OSCD_RECT_MARK) / 1e4)

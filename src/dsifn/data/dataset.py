@@ -13,7 +13,7 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
-from dsifn.contract import notify
+from dsifn.contract import say
 from dsifn.data.augment import (
     augment_sample,
     augment_window,
@@ -27,7 +27,7 @@ from dsifn.data.layouts import DetectedLayout, Sample, detect_layout
 from dsifn.data.readers import read_mask
 from dsifn.errors import DataError
 from dsifn.io.images import is_plain, open_image, source_names
-from dsifn.io.pairs import PairData, PixelReading, open_pair
+from dsifn.io.pairs import PairData, open_pair
 from dsifn.io.radiometry import Unit
 from dsifn.scaling import Scaling
 
@@ -37,7 +37,6 @@ __all__ = [
     "read_dates",
     "read_label",
     "resolve_layout",
-    "sample_reading",
     "settle_radiometry",
     "summarize",
 ]
@@ -60,14 +59,12 @@ def resolve_layout(config: DataConfig, layout: DetectedLayout | None = None) -> 
 
 
 def _sample_unit(config: DataConfig, sample: Sample) -> Unit:
-    """``data.radiometry`` "auto" for one pair: reflectance where the data says how.
+    """``data.radiometry`` "auto" decided by one pair: reflectance where the data says how.
 
     Reflectance when no ``data.scale`` is given (a scale is one of digital numbers) and the
     layout knows the pair's digital numbers (OSCD) or its T1 files state a scale and offset
     for every band used.
     """
-    if config.radiometry != "auto":
-        return config.radiometry
     if config.scale is not None:
         return "dn"
     if sample.known is not None:
@@ -92,24 +89,10 @@ def settle_radiometry(config: DataConfig, layout: DetectedLayout) -> DataConfig:
     return dataclasses.replace(config, radiometry=unit)
 
 
-def sample_reading(sample: Sample, config: DataConfig) -> PixelReading:
-    """How one pair's pixels are read: the config's reading with what its layout knows."""
-    settled = dataclasses.replace(config, radiometry=_sample_unit(config, sample))
-    return settled.reading(known=sample.known)
-
-
-# What the pair reader said about each pair (its T1 files, the line), said once per process.
-_SAID: set[tuple[str, str]] = set()
+# What the pair reader said about each pair (by its T1 files), said once per process; the
+# lock keeps a line said once when threads read pairs (dsifn.data.checks).
+_SAID: dict[str, set[str]] = {}
 _SAID_LOCK = threading.Lock()
-
-
-def _say_once(sample: Sample, line: str) -> None:
-    key = (sample.where("T1"), line)
-    with _SAID_LOCK:
-        if key in _SAID:
-            return
-        _SAID.add(key)
-    notify(f"{sample.name}: {line}")
 
 
 def read_dates(
@@ -126,7 +109,8 @@ def read_dates(
 
     Args:
         sample: The pair's files (an image each, or band files stacked onto the finest grid).
-        config: Band selection, unit, scaling, nodata and resampling.
+        config: Band selection, unit, scaling, nodata and resampling; its ``radiometry``
+            decided for the dataset (:func:`settle_radiometry`), not ``"auto"``.
         window: ``(row, col, height, width)`` to read alone, clipped to the image; None:
             the whole image.
         scaling: The pair's scaling when already known; None: resolved from the whole pair
@@ -137,15 +121,17 @@ def read_dates(
         (H, W) validity, True where both dates have data; the scaling used.
 
     Raises:
+        ConfigError: If ``config.radiometry`` is still ``"auto"``.
         DataError: If a file is unreadable, the dates differ in size or band count (or, for a
             layout that aligns them, do not overlap).
         InputError: If a file is missing or a selected band does not exist.
     """
+    reading = config.reading(known=sample.known)
     try:
-        reading = sample_reading(sample, config)
         with open_pair(sample.t1, sample.t2, reading, align=sample.align, scaling=scaling) as pair:
-            for line in pair.notices:
-                _say_once(sample, line)
+            with _SAID_LOCK:
+                said = _SAID.setdefault(sample.where("T1"), set())
+                say([f"{sample.name}: {line}" for line in pair.notices], said)
             return pair.read(*(window or (0, 0, None, None)))
     except DataError as exc:
         raise DataError(f"{sample.name}: {exc}") from exc
@@ -171,7 +157,13 @@ def load_pair(
         DataError: If a file is unreadable, the dates differ in size or band count, the mask
             differs in size, or a selected band does not exist.
     """
-    pair = read_dates(sample, config, scaling=scaling)
+    return _with_label(sample, config, read_dates(sample, config, scaling=scaling))
+
+
+def _with_label(
+    sample: Sample, config: DataConfig, pair: PairData
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_], NDArray[np.bool_]]:
+    """:func:`load_pair`'s arrays from the whole pair read: the label read and checked."""
     mask, valid = read_label(sample, config)
     if mask.shape[-2:] != pair.values.shape[-2:]:
         raise DataError(
@@ -188,10 +180,6 @@ def read_label(sample: Sample, config: DataConfig) -> tuple[NDArray[np.float32],
 
 def _size(array: NDArray[Any]) -> str:
     return f"{array.shape[-1]}x{array.shape[-2]}"
-
-
-def _describe(array: NDArray[Any]) -> str:
-    return f"{array.shape[0]} band(s) {_size(array)}"
 
 
 def summarize(problems: Sequence[str], what: str) -> str:
@@ -309,7 +297,7 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         sample = self.samples[index]
         if self.train and config.crop_size is not None:
             return self._windowed(index, sample, generator)
-        arrays = load_pair(sample, config, scaling=self._scaling(index))
+        arrays = _with_label(sample, config, self._dates(index, sample))
         image, mask, valid, has_data = (torch.from_numpy(a) for a in arrays)
         if not self.train:
             return {
@@ -343,7 +331,7 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         mask, valid = torch.from_numpy(mask_np), torch.from_numpy(label_ok)
         side = crop_side(crop_size, draw_scale(config.augment, generator))
         top, left = crop_window(valid, side, generator, config.crop_min_valid)
-        pair = read_dates(sample, config, (top, left, side, side), scaling=self._scaling(index))
+        pair = self._dates(index, sample, (top, left, side, side))
         image_np, has_data = pair.values, pair.valid
         height, width = has_data.shape
         full_h, full_w = mask_np.shape[-2:]
@@ -364,18 +352,20 @@ class ChangeDetectionDataset(Dataset[dict[str, Any]]):
         )
         return {"image": image, "mask": mask, "valid": valid, "name": sample.name}
 
-    def _scaling(self, index: int) -> Scaling | None:
-        """A pair's percentile stretch, resolved once per pair and process (None: no stretch).
+    def _dates(
+        self, index: int, sample: Sample, window: tuple[int, int, int, int] | None = None
+    ) -> PairData:
+        """:func:`read_dates` of image ``index``, its percentile stretch resolved once.
 
-        Fixed rules cost nothing to resolve; a stretch samples the whole pair, which every
-        crop of it shares.
+        Fixed rules cost nothing to resolve; a stretch samples the whole pair (whatever the
+        window), which the first read of the pair resolves and every later read, each crop
+        of it, reuses (once per pair and process).
         """
         if self.config.stretch is None:
-            return None
-        if index not in self._stretches:
-            sample = self.samples[index]
-            self._stretches[index] = read_dates(sample, self.config, (0, 0, 1, 1)).scaling
-        return self._stretches[index]
+            return read_dates(sample, self.config, window)
+        pair = read_dates(sample, self.config, window, scaling=self._stretches.get(index))
+        self._stretches.setdefault(index, pair.scaling)
+        return pair
 
     def __repr__(self) -> str:
         mode = "train" if self.train else "eval"

@@ -43,7 +43,6 @@ __all__ = [
     "check_same_grid",
     "combine",
     "open_pair",
-    "read_pair",
     "stretch_sample",
 ]
 
@@ -122,7 +121,6 @@ class ImagePair:
         self.scaling = scaling
         self.grid: PixelGrid = t1.grid
         self.count: int = t1.count  # bands per date
-        self.dtype: str = str(np.result_type(t1.dtype, t2.dtype))
         self.plain = plain
         self.notices: tuple[str, ...] = tuple(notices)
         self.radiometry = radiometry  # how digital numbers became values, for the metadata
@@ -335,19 +333,6 @@ def _grid(grid: PixelGrid) -> str:
     """``693x538 px of 0.000116 x 0.000116``."""
     x, y = grid.resolution
     return f"{grid.width}x{grid.height} px of {x:.6g} x {y:.6g}"
-
-
-def read_pair(
-    before: Files,
-    after: Files,
-    reading: PixelReading | None = None,
-    window: tuple[int, int, int, int] | None = None,
-    *,
-    scaling: Scaling | None = None,
-) -> PairData:
-    """Open a pair, read a window of it (``(row, col, height, width)``; None: all), close it."""
-    with open_pair(before, after, reading, scaling=scaling) as pair:
-        return pair.read(*(window or (0, 0, None, None)))
 
 
 def check_same_grid(first: ImageSource, second: ImageSource) -> None:
