@@ -121,6 +121,18 @@ def test_existing_run_is_not_reused_without_overwrite(tmp_path, levir):
         train(tiny_config(levir), run, resume=True, overwrite=True, progress=False)
 
 
+def test_refused_loss_weights_leave_an_overwritten_run_untouched(tmp_path, levir):
+    run = tmp_path / "run"
+    run.mkdir()
+    old = {"config.yaml": b"old: run\n", "last.pt": b"old last", "best.pt": b"old best"}
+    for name, data in old.items():
+        (run / name).write_bytes(data)
+    config = tiny_config(levir, "loss.weights=[0,0,0,0,0]")
+    with pytest.raises(ConfigError, match="all zero, it would learn nothing"):
+        train(config, run, overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old
+
+
 @pytest.mark.parametrize(
     ("override", "error", "match"),
     [

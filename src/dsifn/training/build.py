@@ -37,9 +37,9 @@ from dsifn.errors import ConfigError, DataError, OutputExistsError
 from dsifn.io.atomic import check_output_folder
 from dsifn.models.checkpoint import model_with_weights
 from dsifn.models.dsifn import DSIFNConfig
-from dsifn.models.registry import ChangeNetwork, ModelConfig, build_network
+from dsifn.models.registry import ChangeNetwork, ModelConfig, build_network, entry_of
 from dsifn.models.vgg import fetch_encoder_weights
-from dsifn.training.config import TrainConfig
+from dsifn.training.config import TrainConfig, loss_weights
 from dsifn.training.optim import build_optimisation
 from dsifn.training.resume import read_resume, seed_everything
 from dsifn.training.step import TrainStep
@@ -201,13 +201,16 @@ def _check_data(config: TrainConfig, *, progress: bool) -> DetectedLayout:
 
 
 def _check_settings(config: TrainConfig, device: torch.device) -> None:
-    """Refuse what the set-up would refuse later: precision, optimiser and schedule values.
+    """Refuse what the set-up would refuse later: precision, loss weights, optimiser, schedule.
 
-    The optimisation is built once over a one-element stand-in parameter, by the function the
+    The loss weights are checked by the function the training step takes them with, and the
+    optimisation is built once over a one-element stand-in parameter, by the function the
     training step builds it with, so torch's own checks of its values run before the run
     directory is touched.
     """
     precision = resolve_precision(config.run.precision, device)
+    entry = entry_of(config.model)
+    loss_weights(config.loss, len(entry.network.output_strides), entry.title)
     probe = [torch.nn.Parameter(torch.zeros(1))]
     try:
         build_optimisation(
