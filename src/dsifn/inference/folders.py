@@ -100,7 +100,6 @@ class FolderPlan:
 
     jobs: tuple[PairJob, ...]  # to predict, in name order
     skipped: tuple[str, ...]  # this share's pairs whose complete map exists (skip_existing)
-    share: int  # pairs in this share
 
 
 @dataclass(frozen=True)
@@ -180,6 +179,7 @@ def plan_outputs(
         raise ConfigError("give `overwrite=True` or `skip_existing=True`, not both")
     names = (share or Share()).of(pairs.matched)
     jobs: dict[Path, PairJob] = {}
+    plains: dict[Path, bool] = {}  # whether each map's pair is of plain images
     for name in names:
         plain = is_plain([pairs.before_dir / name])
         out = Path(out_dir) / (Path(name).stem + (".png" if plain else ".tif"))
@@ -188,15 +188,16 @@ def plan_outputs(
                 f"{jobs[out].before.name} and {name} would both write {out}; rename one"
             )
         jobs[out] = PairJob(pairs.before_dir / name, pairs.after_dir / name, out)
+        plains[out] = plain
     skipped = []
     for out, job in list(jobs.items()):
-        check_map_format(out, plain=is_plain([job.before]), opts=opts)
+        check_map_format(out, plain=plains[out], opts=opts)
         if skip_existing and complete_map(out):
             skipped.append(job.before.name)
             del jobs[out]
             continue
         check_output_path(out, overwrite=opts.overwrite)
-    return FolderPlan(tuple(jobs.values()), tuple(skipped), len(names))
+    return FolderPlan(tuple(jobs.values()), tuple(skipped))
 
 
 def predict_folders(
@@ -256,8 +257,14 @@ def predict_folders(
     # Gloo on the CPU whatever the device: only small Python objects travel between processes.
     ctx = setup_distributed(torch.device("cpu"))
     try:
-        planning = {"share": share, "skip_existing": skip_existing}
-        plan = _plan_on_rank0(ctx, (before_dir, after_dir, out_dir), opts, on_pairs, planning)
+        plan = _plan_on_rank0(
+            ctx,
+            (before_dir, after_dir, out_dir),
+            opts,
+            on_pairs,
+            share=share,
+            skip_existing=skip_existing,
+        )
         runner = _load_on_every_rank(ctx, runner_or_checkpoint, opts)
         results = _predict_shared(ctx, runner, plan.jobs, opts, on_result)
         return FolderResult(tuple(results), ctx.rank, ctx.world_size, plan.skipped)
@@ -270,7 +277,9 @@ def _plan_on_rank0(
     folders: tuple[PathLike, PathLike, PathLike],
     opts: SceneOptions,
     on_pairs: Callable[[FolderPairs], None] | None,
-    planning: dict[str, Any],
+    *,
+    share: Share | None,
+    skip_existing: bool,
 ) -> FolderPlan:
     """Rank 0 pairs the folders and checks every output; every rank gets its plan."""
     plan: FolderPlan | None = None
@@ -280,7 +289,7 @@ def _plan_on_rank0(
             pairs = pair_folders(folders[0], folders[1])
             if on_pairs is not None and pairs.matched:
                 on_pairs(pairs)
-            plan = plan_outputs(pairs, folders[2], opts, **planning)
+            plan = plan_outputs(pairs, folders[2], opts, share=share, skip_existing=skip_existing)
         except Exception as exc:  # re-raised by agree_gather after telling the other ranks
             error = exc
     found: FolderPlan = agree_gather(ctx, plan, error)[0]

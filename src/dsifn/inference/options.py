@@ -123,8 +123,6 @@ class ScenePlan:
 
     contract: InputContract  # how pixels were read and the decision threshold
     tiles: TileGrid | WindowGrid  # plain tiles, or scene-wide attention's windows
-    tile: int  # tile (window) side
-    overlap: int  # pixels shared by neighbouring tiles (windows)
     run: TileLoop  # the tile loop that predicts ``tiles``
     plain: bool  # plain images: a PNG map without georeference
     tags: dict[str, str]  # what the map records about how it was made

@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from dsifn.inference.tiling import (
 from dsifn.io.image_source import MemorySource
 from dsifn.io.pairs import ImagePair, PairData
 from dsifn.scaling import Scaling
+
+if TYPE_CHECKING:
+    from dsifn.contract import InputContract
 
 __all__ = [
     "DEFAULT_TILE",
@@ -328,6 +331,8 @@ def plan_tiles(
     width: int,
     tile_size: int | None = None,
     overlap: int | None = None,
+    *,
+    contract: InputContract | None = None,
 ) -> tuple[TileGrid, int, int]:
     """The tiles ``dsifn predict`` cuts an image into, with their side and overlap.
 
@@ -337,11 +342,13 @@ def plan_tiles(
         width: Image columns.
         tile_size: Tile side asked for (:func:`tile_side` decides).
         overlap: Pixels shared by neighbours; None: an eighth of the tile.
+        contract: The input contract whose trained tile side applies; None: the runner's.
 
     Returns:
         The grid (tiles shrink to an image smaller than one), the tile side and the overlap.
     """
-    tile = tile_side(runner.tile_size, tile_size, runner.contract.tile_size)
+    trained = (runner.contract if contract is None else contract).tile_size
+    tile = tile_side(runner.tile_size, tile_size, trained)
     overlap = tile // 8 if overlap is None else overlap
     fixed = runner.tile_size is not None
     return TileGrid.plan(height, width, tile, overlap, fixed=fixed), tile, overlap

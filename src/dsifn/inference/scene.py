@@ -47,7 +47,7 @@ from dsifn.inference.outputs import (
     scene_tags,
     write_outputs,
 )
-from dsifn.inference.pipeline import run_tiles, tile_side
+from dsifn.inference.pipeline import plan_tiles, run_tiles, tile_side
 from dsifn.inference.runner import TileRunner
 from dsifn.inference.scene_attention import WindowGrid, as_attention_runner, run_scene_attention
 from dsifn.inference.tiling import TileGrid
@@ -221,16 +221,17 @@ def plan_scene(
             f"the model takes {contract.band_count} band(s) per date but the images have "
             f"{pair.count}; choose them, e.g. `bands='4,3,2'`"
         )
-    tile = tile_side(runner.tile_size, opts.tile_size, contract.tile_size, attention=opts.attention)
     height, width = pair.grid.height, pair.grid.width
     tiles: TileGrid | WindowGrid
     run: TileLoop
     if opts.attention == "scene":
+        tile = tile_side(runner.tile_size, opts.tile_size, contract.tile_size, attention="scene")
         tiles = WindowGrid.plan(height, width, tile, as_attention_runner(runner).receptive_radius)
         overlap, run = 2 * tiles.margin, run_scene_attention
     else:
-        overlap = tile // 8 if opts.overlap is None else opts.overlap
-        tiles = TileGrid.plan(height, width, tile, overlap, fixed=runner.tile_size is not None)
+        tiles, tile, overlap = plan_tiles(
+            runner, height, width, opts.tile_size, opts.overlap, contract=contract
+        )
         run = run_tiles
     tags = scene_tags(
         model=_describe(runner),
@@ -244,7 +245,7 @@ def plan_scene(
         overlap=overlap,
         opts=opts,
     )
-    return ScenePlan(contract, tiles, tile, overlap, run, pair.plain, tags)
+    return ScenePlan(contract, tiles, run, pair.plain, tags)
 
 
 def _describe(runner: TileRunner) -> str:
