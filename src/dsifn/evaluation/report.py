@@ -169,17 +169,18 @@ class ReportWriter:
         self.overwrite = overwrite
         self.rows: list[_Row] = []
         self._stems: dict[str, str] = {}  # pair name -> file name stem
+        self._taken: set[str] = set()  # the stems of _stems, as a set
         self._where: dict[Path, Path] = {}  # final path -> where it is written (staged)
 
     def _stem(self, name: str) -> str:
         if name not in self._stems:
             base = safe_name(name)
             stem, k = base, 1
-            taken = set(self._stems.values())
-            while stem in taken:  # two names that sanitise alike must not share files
+            while stem in self._taken:  # two names that sanitise alike must not share files
                 k += 1
                 stem = f"{base}_{k}"
             self._stems[name] = stem
+            self._taken.add(stem)
         return self._stems[name]
 
     def _files(self, name: str) -> dict[str, str]:
