@@ -168,6 +168,16 @@ class PreparedEvaluation:
         )
         return CheckpointEvaluation(result=result, pairs=len(self.dataset), tuned=tuned)
 
+    def store_tuned(self, threshold: float, *, out: str | os.PathLike[str] | None = None) -> None:
+        """Record a threshold tuned on this evaluation's val split in its checkpoint.
+
+        Args:
+            threshold: The threshold :meth:`run` chose (``CheckpointEvaluation.tuned[0]``).
+            out: Write the updated checkpoint here instead of over it (a staged path).
+        """
+        note = f"F1-best on the val split of {self.root}"
+        store_threshold(self.checkpoint, threshold, note=note, out=out)
+
 
 def prepare_evaluation(
     checkpoint: str | os.PathLike[str],
@@ -262,5 +272,5 @@ def evaluate_checkpoint(
         sweep=sweep,
     )
     if found.tuned is not None:
-        store_threshold(checkpoint, found.tuned[0], note=f"F1-best on the val split of {root}")
+        prepared.store_tuned(found.tuned[0])
     return found

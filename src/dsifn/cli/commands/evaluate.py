@@ -16,7 +16,7 @@ from dsifn.cli.options import (
 
 if TYPE_CHECKING:
     from dsifn.evaluation.report import ReportWriter
-    from dsifn.evaluation.workflow import CheckpointEvaluation
+    from dsifn.evaluation.workflow import CheckpointEvaluation, PreparedEvaluation
 
 NAME = "evaluate"
 HELP = "score a checkpoint on a dataset split: metrics table, metrics.json, masks, HTML report"
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             on_prediction=writer,
             tile_size=args.tile_size,
         )
-        _write(args, found, out, writer, where)
+        _write(args, prepared, found, out, writer, where)
     _report(args, found, out, writer)
     return 0
 
@@ -130,6 +130,7 @@ def _outputs(
 
 def _write(
     args: argparse.Namespace,
+    prepared: PreparedEvaluation,
     found: CheckpointEvaluation,
     out: Path | None,
     writer: ReportWriter | None,
@@ -137,7 +138,6 @@ def _write(
 ) -> None:
     """Write the metrics, the report and the tuned checkpoint at their staged places."""
     from dsifn.evaluation.report import write_json
-    from dsifn.evaluation.workflow import store_threshold
 
     result = found.result
     if out is not None:
@@ -146,10 +146,7 @@ def _write(
     if writer is not None and args.report:
         writer.write_html(result, details=_details(args))
     if found.tuned is not None:
-        note = f"F1-best on the val split of {args.data}"
-        store_threshold(
-            args.checkpoint, found.tuned[0], note=note, out=where[Path(args.checkpoint)]
-        )
+        prepared.store_tuned(found.tuned[0], out=where[Path(args.checkpoint)])
 
 
 def _details(args: argparse.Namespace) -> dict[str, str]:
@@ -221,5 +218,5 @@ def _report(
     print(format_table(result, title=f"{args.checkpoint} on {args.split} ({found.pairs} pairs)"))
     if out is not None:
         print(f"wrote {out / 'metrics.json'}")
-    if writer is not None and args.report:
-        print(f"wrote {out / 'report.html' if out else 'report.html'}")
+    if out is not None and args.report:  # a report needs --out
+        print(f"wrote {out / 'report.html'}")
