@@ -82,8 +82,12 @@ def test_dsifn_options_are_refused_for_a_baseline(capsys: pytest.CaptureFixture[
     )
 
 
-def test_the_parser_knows_the_registry_without_importing_it() -> None:
-    from dsifn.cli.commands import info
+def test_the_parser_offers_every_registered_network(capsys) -> None:
+    from dsifn.cli.main import build_parser
     from dsifn.models import MODEL_NAMES
 
-    assert info.MODEL_NAMES == MODEL_NAMES
+    parser = build_parser()
+    assert [parser.parse_args(["info", "--model", m]).model for m in MODEL_NAMES] == [*MODEL_NAMES]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["info", "--model", "unet"])
+    assert "invalid choice: 'unet'" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
+from dsifn.benchmark.config import Mode
 from dsifn.cli.options import (
     add_device_options,
     add_overwrite_option,
@@ -11,8 +13,6 @@ from dsifn.cli.options import (
     finite_float,
 )
 
-# dsifn.benchmark.config.Mode's values, repeated here: building the parser must not import torch.
-MODES = ("train", "infer", "scene", "all")
 NAME = "benchmark"
 HELP = "time training steps, inference and scene prediction: eager fp32 baseline vs the fast path"
 
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--infer-batch", type=int, default=None, help="inference pairs per call [2 x --batch]"
     )
-    parser.add_argument("--mode", default="all", choices=MODES, help="what to time [all]")
+    parser.add_argument("--mode", default="all", choices=get_args(Mode), help="what to time [all]")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round [5]")
     parser.add_argument(
         "--warmup", type=int, default=2, help="untimed steps first; compilation happens here [2]"

@@ -7,15 +7,13 @@ from pathlib import Path
 
 from dsifn.cli.flags import set_param
 from dsifn.cli.options import add_overwrite_option, comma_separated, finite_float
+from dsifn.models.registry import MODEL_NAMES
 
 NAME = "compare"
 HELP = (
     "train DSIFN, FC-EF, FC-Siam-conc, FC-Siam-diff and CDNet for the same budget on the same "
     "data; write a table, a picture and an HTML page"
 )
-
-# dsifn.models.MODEL_NAMES, repeated: building the parser must not import torch.
-MODEL_NAMES = ("dsifn", "fc_ef", "fc_siam_conc", "fc_siam_diff", "cdnet")
 
 EPILOG = """\
 examples:

@@ -6,16 +6,13 @@ import argparse
 from typing import TYPE_CHECKING
 
 from dsifn.cli.options import add_model_options, model_options_from_args
+from dsifn.models.registry import MODEL_NAMES
 
 if TYPE_CHECKING:
     from dsifn.models.registry import ChangeNetwork
 
 NAME = "info"
 HELP = "print parameter counts and forward FLOPs of a network (DSIFN or a baseline) for a size"
-
-# dsifn.models.MODEL_NAMES, repeated: building the parser must not import torch (a test keeps
-# them equal).
-MODEL_NAMES = ("dsifn", "fc_ef", "fc_siam_conc", "fc_siam_diff", "cdnet")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
