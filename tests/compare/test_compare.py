@@ -15,6 +15,7 @@ from PIL import Image
 from dsifn.cli.main import main
 from dsifn.compare import OUTPUTS, CompareSettings, run_compare
 from dsifn.data.synthetic import SyntheticConfig, write_synthetic_dataset
+from dsifn.errors import DataError
 from dsifn.inference.loading import load_runner
 from dsifn.training.config import load_config
 from fixtures.processes import become_rank, free_port
@@ -154,6 +155,36 @@ def test_an_interrupted_comparison_resumes_and_keeps_finished_runs(
     assert all((out / name).is_file() for name in OUTPUTS)
 
 
+@pytest.mark.slow  # one short training, scored, its outputs written twice: 4 to 10 s on 2 cores
+def test_a_failed_final_write_leaves_no_pictures_and_overwrite_replaces_them(
+    synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "cmp"
+    base = load_config("default", [f"data.root={synthetic}", *RECIPE])
+    settings = CompareSettings(models=("fc_siam_diff",), steps=2, pairs=1)
+
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError("no space left on device")
+
+    # The picture is the last output written: the page's pictures were made before it.
+    with monkeypatch.context() as patch:
+        patch.setattr("dsifn.compare.workflow.plot_comparison", full_disk)
+        with pytest.raises(OSError, match="no space left"):
+            run_compare(base, settings, out, progress=False, log=lambda _: None)
+    assert sorted(p.name for p in out.iterdir()) == ["runs"]  # no pictures, nothing staged
+    assert (out / "runs" / "fc_siam_diff-s0" / "result.json").is_file()
+
+    # An earlier comparison's picture of another pair: replaced with the rest on overwriting.
+    (out / "pairs").mkdir()
+    (out / "pairs" / "other_pair_fc_ef.png").write_bytes(b"")
+    run_compare(base, settings, out, overwrite=True, progress=False, log=lambda _: None)
+    assert all((out / name).is_file() for name in OUTPUTS)
+    page = (out / "compare.html").read_text()
+    shown = sorted(p.name for p in (out / "pairs").iterdir())
+    assert len(shown) == 4  # one pair: before, after, reference and the one error map
+    assert all(f'src="pairs/{name}"' in page for name in shown)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -224,11 +255,11 @@ def test_under_two_processes_every_run_is_ddp_and_only_rank_0_writes(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp", "said"]
 
 
-def test_the_parser_knows_the_registry_without_importing_it() -> None:
-    from dsifn.cli.commands import compare
+def test_the_parser_compares_every_registered_network_by_default() -> None:
+    from dsifn.cli.main import build_parser
     from dsifn.models import MODEL_NAMES
 
-    assert compare.MODEL_NAMES == MODEL_NAMES
+    assert build_parser().parse_args(["compare", "--out", "x"]).models == MODEL_NAMES
 
 
 def test_missing_pretrained_weights_are_refused_before_any_run(
@@ -240,4 +271,22 @@ def test_missing_pretrained_weights_are_refused_before_any_run(
     assert main([*argv, "--models", "fc_ef,dsifn", "run.device=cpu"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("dsifn compare: error: ") and "vgg16-397923af.pth" in line
+    assert not (tmp_path / "cmp" / "runs").exists()
+
+
+def test_pretrained_weights_are_fetched_once_for_all_the_runs_that_start_from_them(
+    synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetched: list[str] = []
+
+    def stop(data: Any) -> None:  # the check after the weights': no run trains
+        raise DataError("checked the weights")
+
+    monkeypatch.setattr("dsifn.compare.workflow.fetch_encoder_weights", fetched.append)
+    monkeypatch.setattr("dsifn.compare.workflow.resolve_layout", stop)
+    base = load_config("default", [f"data.root={synthetic}", "run.device=cpu"])
+    settings = CompareSettings(models=("dsifn", "fc_ef"), seeds=(0, 1, 2), steps=1)
+    with pytest.raises(DataError, match="checked the weights"):
+        run_compare(base, settings, tmp_path / "cmp", progress=False, log=lambda _: None)
+    assert fetched == ["imagenet"]  # three DSIFN runs, one file
     assert not (tmp_path / "cmp" / "runs").exists()

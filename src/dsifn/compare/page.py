@@ -1,10 +1,12 @@
 """The comparison's HTML page: the table, the picture, and test pairs predicted by every network.
 
 :func:`choose_pairs` picks the test pairs to show, the same for every network: evenly spaced
-over the split among those with change in their reference. :func:`write_pair_pictures` writes
-each pair's dates and reference once, and each network's error map of it (predicted by its
-first seed's ``best.pt`` at its tuned threshold, through the one batched-prediction rule,
-:func:`dsifn.inference.pipeline.predict_images`); :func:`render_page` is the page as text.
+over the split among those with change in their reference. :func:`pair_picture_paths` names
+their pictures before any is made, and :func:`write_pair_pictures` writes them, staged with the
+comparison's other outputs: each pair's dates and reference once, and each network's error map
+of it (predicted by its first seed's ``best.pt`` at its tuned threshold, through the one
+batched-prediction rule, :func:`dsifn.inference.pipeline.predict_images`); :func:`render_page`
+is the page as text.
 """
 
 from __future__ import annotations
@@ -32,9 +34,16 @@ from dsifn.inference.loading import load_runner
 from dsifn.inference.pipeline import predict_images
 from dsifn.io.pictures import display_stretch, write_png
 
-__all__ = ["PairPictures", "choose_pairs", "render_page", "write_pair_pictures"]
+__all__ = [
+    "PairPictures",
+    "choose_pairs",
+    "pair_picture_paths",
+    "render_page",
+    "write_pair_pictures",
+]
 
 PAIRS_FOLDER = "pairs"  # the pictures of the page's pairs, beside the page
+_DATES = ("before", "after", "reference")  # each pair's pictures before the error maps
 # Beyond the package's style: a wide picture, numbers on one line, a column per network.
 _STYLE = """<style>
 td { white-space: nowrap; }
@@ -73,6 +82,23 @@ def choose_pairs(per_image: Mapping[str, Sequence[int]], count: int) -> list[str
     return [pool[i] for i in sorted(set(picks.tolist()))]
 
 
+def pair_picture_paths(names: Sequence[str], models: Sequence[str]) -> list[str]:
+    """Every picture :func:`write_pair_pictures` writes, relative to the page, in its order.
+
+    Planned before anything is predicted, so that the pictures are checked and staged with
+    the comparison's other outputs (:func:`dsifn.io.atomic.staged`).
+
+    Args:
+        names: The pairs to show.
+        models: model.name of every network shown.
+    """
+    paths = []
+    for name in names:
+        stem = safe_name(name)
+        paths += [f"{PAIRS_FOLDER}/{stem}_{kind}.png" for kind in (*_DATES, *models)]
+    return paths
+
+
 def write_pair_pictures(
     out: Path,
     names: Sequence[str],
@@ -82,9 +108,9 @@ def write_pair_pictures(
     layout: str,
     device: str,
     precision: str,
-    overwrite: bool,
+    where: Mapping[Path, Path],
 ) -> list[PairPictures]:
-    """Write each pair's dates, reference and every network's error map under ``out/pairs``.
+    """Write each pair's dates, reference and every network's error map, staged.
 
     Args:
         out: The page's folder.
@@ -94,7 +120,8 @@ def write_pair_pictures(
         layout: Its layout (``"auto"`` detects it).
         device: Where the networks run.
         precision: In which precision.
-        overwrite: Replace pictures that exist.
+        where: ``out / path`` of every picture of :func:`pair_picture_paths` -> the staged
+            path it is written at.
     """
     if not names:
         return []
@@ -107,14 +134,14 @@ def write_pair_pictures(
     for name in names:
         sample = test[test.names.index(name)]
         stem = safe_name(name)
-        dates = _write_dates(out, stem, sample, overwrite)
+        dates = _write_dates(out, stem, sample, where)
         errors, f1 = {}, {}
         for model, runner in runners.items():
             probability = predict_images(runner, sample["image"].numpy()[None])[0]
             predicted = is_change(probability, runner.contract.threshold)
             relative = f"{PAIRS_FOLDER}/{stem}_{model}.png"
             picture = error_map(predicted, sample["mask"], sample["valid"])
-            write_png(out / relative, picture, overwrite=overwrite)
+            write_png(where[out / relative], picture)
             errors[model] = relative
             f1[model] = _pair_f1(predicted, sample["mask"].numpy(), sample["valid"].numpy())
         found.append(PairPictures(name, dates, errors, f1))
@@ -122,7 +149,7 @@ def write_pair_pictures(
 
 
 def _write_dates(
-    out: Path, stem: str, sample: Mapping[str, Any], overwrite: bool
+    out: Path, stem: str, sample: Mapping[str, Any], where: Mapping[Path, Path]
 ) -> dict[str, str]:
     """The pair's before, after and reference pictures; their paths relative to ``out``."""
     has_data = sample["has_data"].numpy()[0].astype(bool)
@@ -130,9 +157,9 @@ def _write_dates(
     before, after = display_stretch([image[0], image[1]], [has_data, has_data])
     pictures = {"before": before, "after": after, "reference": mask_to_gray(sample["mask"])}
     paths = {}
-    for kind, picture in pictures.items():
+    for kind in _DATES:
         relative = f"{PAIRS_FOLDER}/{stem}_{kind}.png"
-        write_png(out / relative, picture, overwrite=overwrite)
+        write_png(where[out / relative], pictures[kind])
         paths[kind] = relative
     return paths
 

@@ -4,9 +4,10 @@
 :func:`dsifn.training.train`: an ordinary run directory, DDP under ``torchrun``.
 :func:`score_run` then does, on one process, what a researcher does by hand after training:
 the decision threshold tuned on the validation split and stored in ``best.pt``
-(:func:`dsifn.evaluation.evaluate_checkpoint`, the one evaluation core), the test split scored
-with the counts at every threshold (the precision-recall curve), the inference speed on this
-machine, the parameter and FLOP counts. :func:`write_result` records it all in the run's
+(:func:`dsifn.evaluation.workflow.prepare_evaluation`, the one evaluation core, as
+:func:`dsifn.evaluation.evaluate_checkpoint` runs it), the test split scored with the counts at
+every threshold (the precision-recall curve), then with the model it loaded the inference speed
+on this machine and the parameter and FLOP counts. :func:`write_result` records it all in the run's
 ``result.json``, written last and atomically: a run with one is finished.
 """
 
@@ -25,21 +26,19 @@ import torch
 
 from dsifn.benchmark.timing import seconds_per_step
 from dsifn.compare.plan import RESULT_FILE, PlannedRun, RunState
-from dsifn.data import ChangeDetectionDataset, reading_config
-from dsifn.evaluation.workflow import evaluate_checkpoint
+from dsifn.data import ChangeDetectionDataset
+from dsifn.evaluation.report import write_json
+from dsifn.evaluation.workflow import prepare_evaluation
 from dsifn.flops import count_parameters, forward_flops
 from dsifn.inference.pipeline import normalizer, tile_side
 from dsifn.inference.runner import TorchRunner
-from dsifn.io.atomic import atomic_path
 from dsifn.metrics import ThresholdSweep
-from dsifn.models.checkpoint import load_checkpoint
 from dsifn.models.registry import model_entry
 from dsifn.training.engine import Callback, train
 
 __all__ = ["PR_POINTS", "read_result", "score_run", "train_run", "write_result"]
 
 PR_POINTS = 1000  # thresholds k / 1000 at which result.json keeps the test counts
-_BINS = 1000  # resolution of the test sweep (a multiple of PR_POINTS)
 _ROUNDS = 5  # timed rounds of inference; the median counts
 
 
@@ -76,31 +75,32 @@ def score_run(run: PlannedRun, *, processes: int = 1, progress: bool) -> dict[st
     Returns:
         ``model``, ``seed``, ``config``, the test ``scores`` and ``counts`` at the threshold
         tuned on val (``threshold``, ``val_f1``) and each test pair's counts (``per_image``:
-        name to tp, fp, fn, tn), ``pr`` (test counts at every :data:`PR_POINTS`-th threshold),
+        name to tp, fp, fn, tn), ``pr`` (test counts at thresholds k / :data:`PR_POINTS`),
         ``parameters``, ``flops_per_pair`` and ``flops_size``, and the ``training`` and
         ``inference`` speeds.
     """
     cfg = run.config
-    best = run.run_dir / "best.pt"
-    sweep = ThresholdSweep(bins=_BINS)
-    found = evaluate_checkpoint(
-        best,
+    prepared = prepare_evaluation(
+        run.run_dir / "best.pt",
         cfg.data.root,
         split="test",
         layout=cfg.data.layout,
         tune=True,
         device=cfg.run.device,
         precision=cfg.run.precision,
-        batch_size=cfg.validation.batch_size,
-        per_image=True,
-        progress=progress,
-        sweep=sweep,
+    )
+    sweep = ThresholdSweep(bins=PR_POINTS)
+    found = prepared.run(
+        batch_size=cfg.validation.batch_size, per_image=True, progress=progress, sweep=sweep
     )
     assert found.tuned is not None
     threshold, val_scores = found.tuned
+    prepared.store_tuned(threshold)
     result = found.result
-    runner = TorchRunner(load_checkpoint(best), device=cfg.run.device, precision=cfg.run.precision)
-    side = _tile(runner, cfg.data.root, cfg.data.layout)
+    # The model as loaded once: storing the threshold rewrites best.pt's contract only.
+    runner = prepared.runner
+    assert isinstance(runner, TorchRunner)  # best.pt is a dsifn checkpoint: torch runs it
+    side = _tile(runner, prepared.dataset)
     total, _ = count_parameters(runner.model)
     return {
         "model": run.model,
@@ -124,22 +124,20 @@ def score_run(run: PlannedRun, *, processes: int = 1, progress: bool) -> dict[st
     }
 
 
-def _tile(runner: TorchRunner, root: str, layout: str) -> int:
+def _tile(runner: TorchRunner, test: ChangeDetectionDataset) -> int:
     """The side of the tiles ``dsifn predict`` gives the model, or of the test images if smaller.
 
     Speeds and FLOPs are given for square pairs of this side.
     """
-    test = ChangeDetectionDataset(reading_config(runner.contract, root, layout), "test")
     height, width = (int(n) for n in test[0]["image"].shape[-2:])
     return min(tile_side(runner.tile_size, None, runner.contract.tile_size), height, width)
 
 
 def _pr_counts(sweep: ThresholdSweep) -> dict[str, list[float] | list[int]]:
-    """Test counts at thresholds 0, 1/100 ... 1: enough for a precision-recall curve."""
-    step = _BINS // PR_POINTS
-    rows = sweep.confusion()[::step]
+    """Test counts at thresholds 0, 1/1000 ... 1: enough for a precision-recall curve."""
+    rows = sweep.confusion()
     return {
-        "thresholds": [k / PR_POINTS for k in range(PR_POINTS + 1)],
+        "thresholds": sweep.thresholds,
         "tp": [r[0] for r in rows],
         "fp": [r[1] for r in rows],
         "fn": [r[2] for r in rows],
@@ -211,10 +209,7 @@ def inference_speed(runner: TorchRunner, side: int, *, batch: int) -> dict[str, 
 
 def write_result(run: PlannedRun, record: Mapping[str, Any]) -> Path:
     """Write ``result.json`` atomically: from now on the run counts as finished."""
-    path = run.run_dir / RESULT_FILE
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return path
+    return write_json(run.run_dir / RESULT_FILE, record, overwrite=True)
 
 
 def read_result(run: PlannedRun) -> dict[str, Any]:

@@ -27,7 +27,13 @@ import torch
 
 from dsifn.benchmark.hardware import environment
 from dsifn.compare.figures import plot_comparison
-from dsifn.compare.page import PAIRS_FOLDER, choose_pairs, render_page, write_pair_pictures
+from dsifn.compare.page import (
+    PAIRS_FOLDER,
+    choose_pairs,
+    pair_picture_paths,
+    render_page,
+    write_pair_pictures,
+)
 from dsifn.compare.plan import CompareSettings, PlannedRun, RunState, plan_runs, run_state
 from dsifn.compare.runs import read_result, score_run, train_run, write_result
 from dsifn.compare.table import Summary, csv_text, header, json_data, markdown, rows, summarise
@@ -75,8 +81,8 @@ def run_compare(
         base: The recipe every run shares (``data.root`` must be set).
         settings: Networks, seeds, budget and pairs shown.
         out: The comparison's folder.
-        overwrite: Replace the table, picture and page, and runs of another configuration
-            (runs of this one are kept: delete a run's folder to run it again).
+        overwrite: Replace the table, picture, page and pairs' pictures, and runs of another
+            configuration (runs of this one are kept: delete a run's folder to run it again).
         progress: Show progress bars.
         log: Where the messages go (on the writing process only).
         callbacks: Passed to every training run (called after each validation round).
@@ -139,10 +145,16 @@ def _check(
     if not overwrite and pairs.is_dir() and any(pairs.iterdir()):
         raise OutputExistsError(f"{pairs} holds pictures; pass `overwrite=True` to replace them")
     states = [run_state(run, overwrite=overwrite) for run in runs]
-    for run in runs:  # a DSIFN's pretrained encoder, fetched (or refused) now, not hours on
+    # A DSIFN's pretrained encoder, fetched (or refused) now, not hours on: each file once, for
+    # the runs that start from it (one resumed or finished has its weights in its checkpoint).
+    sources: dict[str, None] = {}
+    for run, state in zip(runs, states, strict=True):
         model = run.config.model
-        if isinstance(model, DSIFNConfig) and model.encoder_weights is not None:
-            fetch_encoder_weights(model.encoder_weights)
+        if state in ("new", "restart") and isinstance(model, DSIFNConfig):
+            if model.encoder_weights is not None:
+                sources.setdefault(model.encoder_weights)
+    for source in sources:
+        fetch_encoder_weights(source)
     layout = resolve_layout(base.data)
     for split in ("train", base.validation.split, "test"):
         if split not in layout.splits:
@@ -197,7 +209,11 @@ def _write_outputs(
     overwrite: bool,
     say: Callable[[str], None],
 ) -> CompareResult:
-    """The table (Markdown, CSV, JSON), the picture and the page: pictures first, page last."""
+    """The table (Markdown, CSV, JSON), the picture, the page and its pairs' pictures.
+
+    All staged together and moved into place page last, so that a failure leaves none of them;
+    when overwriting, an earlier comparison's pictures that the page no longer shows go.
+    """
     summaries = summarise(records)
     details = _details(base, settings, records)
     notes = _notes(base, settings, records)
@@ -206,39 +222,55 @@ def _write_outputs(
     checkpoints = {
         r["model"]: out / "runs" / f"{r['model']}-s{r['seed']}" / "best.pt" for r in first_seed
     }
-    pairs = write_pair_pictures(
-        out,
-        choose_pairs(records[0]["per_image"], settings.pairs),
-        checkpoints,
-        root=base.data.root,
-        layout=base.data.layout,
-        device=base.run.device,
-        precision=base.run.precision,
-        overwrite=overwrite,
-    )
+    names = choose_pairs(records[0]["per_image"], settings.pairs)
+    pictures = [out / path for path in pair_picture_paths(names, list(checkpoints))]
     titles = {s.model: s.title for s in summaries}
     size = summaries[0].flops_size
-    page = render_page(
-        title=title,
-        details=details,
-        header=header(size),
-        rows=rows(summaries),
-        notes=notes,
-        picture="compare.png",
-        titles=titles,
-        pairs=pairs,
-    )
+    table = markdown(summaries, notes)
     finals = [out / name for name in OUTPUTS]
-    with staged(finals, overwrite=overwrite) as paths:
-        html, md, csv, js, png = paths
+    # The pictures go with the other outputs, the page moved into place last: a failure
+    # leaves none of them.
+    with staged([*finals, *pictures], overwrite=overwrite) as paths:
+        html, md, csv, js, png = paths[: len(finals)]
+        pairs = write_pair_pictures(
+            out,
+            names,
+            checkpoints,
+            root=base.data.root,
+            layout=base.data.layout,
+            device=base.run.device,
+            precision=base.run.precision,
+            where=dict(zip(pictures, paths[len(finals) :], strict=True)),
+        )
+        page = render_page(
+            title=title,
+            details=details,
+            header=header(size),
+            rows=rows(summaries),
+            notes=notes,
+            picture="compare.png",
+            titles=titles,
+            pairs=pairs,
+        )
         html.write_text(page, encoding="utf-8")
-        md.write_text(f"# {title}\n\n" + markdown(summaries, notes), encoding="utf-8")
+        md.write_text(f"# {title}\n\n" + table, encoding="utf-8")
         csv.write_text(csv_text(summaries), encoding="utf-8")
         js.write_text(_json(json_data(summaries, records, {"details": details, "notes": notes})))
         plot_comparison(summaries, png, title=f"{title}: {settings.budget()} per run")
-    say(markdown(summaries, notes))
+    if overwrite:
+        _remove_stale_pictures(out / PAIRS_FOLDER, pictures)
+    say(table)
     say(f"wrote {', '.join(str(f) for f in finals)} and {out / PAIRS_FOLDER}/")
     return CompareResult(out, summaries, records, finals)
+
+
+def _remove_stale_pictures(folder: Path, kept: Sequence[Path]) -> None:
+    """Remove an earlier comparison's pictures that this one's page does not show."""
+    if not folder.is_dir():
+        return
+    for picture in set(folder.glob("*.png")) - set(kept):
+        if picture.is_file():
+            picture.unlink()
 
 
 def _json(data: Any) -> str:
