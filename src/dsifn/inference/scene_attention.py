@@ -43,7 +43,7 @@ from dsifn.inference.runner import TileRunner
 from dsifn.inference.tiling import apply_dihedral, axis_starts, dihedral_average, tta_transforms
 from dsifn.io.pairs import ImagePair, PairData
 from dsifn.models.decoder import Descriptors
-from dsifn.models.dsifn import SIZE_MULTIPLE
+from dsifn.models.padding import SIZE_MULTIPLE
 
 __all__ = [
     "DEFAULT_WINDOW",

@@ -127,11 +127,15 @@ class CalibrationSet:
     held_out: list[dict[str, Any]]
     calibration_tiles: list[str]  # the calibrating tiles' names ("PAIR@top,left"), as inputs
     calibration_pairs: list[str]  # the pairs they were cut from, in the order read
-    held_out_pairs: list[str]  # the pairs the held-out tiles were cut from, in the order read
     split: str  # the split read
     tile_size: int  # side of the tiles asked for (a smaller image is one tile of its size)
     tile_shapes: list[str]  # "HxW" of the tiles actually cut (both sides), sorted
     source: Calibration  # what was asked for
+
+    @property
+    def held_out_pairs(self) -> list[str]:
+        """The pairs the held-out tiles were cut from, in the order read."""
+        return _pairs_of(self.held_out)
 
 
 def _split_of(calibration: Calibration, splits: Sequence[str]) -> str:
@@ -274,7 +278,6 @@ def read_calibration(
         held_out=held_out,
         calibration_tiles=[tile["name"] for tile in tiles],
         calibration_pairs=_pairs_of(tiles),
-        held_out_pairs=_pairs_of(held_out),
         split=split,
         tile_size=side,
         tile_shapes=sorted({tile["shape"] for tile in (*tiles, *held_out)}),

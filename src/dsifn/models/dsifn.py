@@ -32,7 +32,6 @@ from dsifn.normalization import CAFFE_BGR, IMAGENET_RGB, Normalization, check_in
 
 __all__ = [
     "DSIFN",
-    "SIZE_MULTIPLE",  # defined in dsifn.models.padding; importers of it from here still work
     "DSIFNConfig",
     "DSIFNOutput",
     "decoder_receptive_radius",

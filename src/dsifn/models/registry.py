@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypeGuard, cast
 
 from dsifn._config import build, field_types
 from dsifn._validation import check_choice
@@ -90,11 +90,11 @@ def model_entry(name: str) -> ModelEntry:
 
 def entry_of(thing: ModelConfig | ChangeNetwork) -> ModelEntry:
     """The entry of a configuration, or of a network (by its configuration)."""
-    config = thing.config if isinstance(thing, (DSIFN, BaselineNetwork)) else thing
+    config = thing.config if is_network(thing) else cast(ModelConfig, thing)
     return MODELS[type(config).name]
 
 
-def is_network(thing: object) -> bool:
+def is_network(thing: object) -> TypeGuard[ChangeNetwork]:
     """Whether ``thing`` is one of the package's networks (not wrapped)."""
     return isinstance(thing, (DSIFN, BaselineNetwork))
 
