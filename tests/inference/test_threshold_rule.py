@@ -14,6 +14,7 @@ from dsifn.contract import InputContract
 from dsifn.inference.scene import predict_scene
 from dsifn.metrics import ConfusionMatrix, ThresholdSweep
 from dsifn.normalization import Normalization
+from dsifn.testing import StandInRunner
 from fixtures.rasters import write_geotiff
 
 # T2's value 77 becomes p = 77 / 255 in float32; the threshold is exactly that number.
@@ -21,17 +22,10 @@ AT, ABOVE = 77, 78
 THRESHOLD = float(np.float32(AT) / np.float32(255))
 
 
-class _T2Runner:
+def _t2_runner() -> StandInRunner:
     """Stand-in whose probability is T2's first band (identity normalisation)."""
-
-    def __init__(self) -> None:
-        self.normalization = Normalization(mean=(0.0,), std=(1.0,))
-        self.contract = InputContract(1, self.normalization, threshold=THRESHOLD)
-        self.in_channels, self.tile_size, self.meta = 1, None, {}
-        self.threshold = THRESHOLD
-
-    def __call__(self, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(t2[:, :1], dtype=np.float32)
+    identity = Normalization(mean=(0.0,), std=(1.0,))
+    return StandInRunner(1, "band", contract=InputContract(1, identity, threshold=THRESHOLD))
 
 
 def _scene(tmp_path, suffix):
@@ -60,7 +54,7 @@ def _expected():
 def test_geotiff_mask_band_polygons_and_quicklook(tmp_path, dtype):
     before, after = _scene(tmp_path, ".tif")
     result = predict_scene(
-        _T2Runner(),
+        _t2_runner(),
         before,
         after,
         tmp_path / "map.tif",
@@ -80,7 +74,7 @@ def test_geotiff_mask_band_polygons_and_quicklook(tmp_path, dtype):
     assert [f["properties"]["pixels"] for f in features] == [24]
     # Just below the threshold the 36 pixels at it turn red too: at it, they are not.
     lower = predict_scene(
-        _T2Runner(),
+        _t2_runner(),
         before,
         after,
         tmp_path / "low.tif",
@@ -99,7 +93,7 @@ def _reds(path):
 
 def test_png_mask(tmp_path):
     before, after = _scene(tmp_path, ".png")
-    predict_scene(_T2Runner(), before, after, tmp_path / "m.png", mode="mask", progress=False)
+    predict_scene(_t2_runner(), before, after, tmp_path / "m.png", mode="mask", progress=False)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.png")) == 255, _expected())
 
 
