@@ -14,6 +14,7 @@ from dsifn.evaluation.report import (
     safe_name,
 )
 from dsifn.evaluation.results import EvaluationResult, Prediction
+from dsifn.evaluation.scoring import image_result
 from dsifn.io.pictures import display_stretch, write_png
 
 
@@ -81,14 +82,16 @@ def test_safe_name():
 
 def _prediction(name, pred, ref):
     pred_t = torch.tensor(pred, dtype=torch.bool)[None]
+    mask, valid = torch.tensor(ref, dtype=torch.float32)[None], torch.ones_like(pred_t)
     return Prediction(
         name=name,
         image=torch.rand(2, 3, *pred_t.shape[-2:]),
-        mask=torch.tensor(ref, dtype=torch.float32)[None],
-        valid=torch.ones_like(pred_t),
+        mask=mask,
+        valid=valid,
         has_data=torch.ones_like(pred_t),
         probability=pred_t.float(),
         prediction=pred_t,
+        result=image_result(name, pred_t.float(), mask, valid, 0.5),
     )
 
 

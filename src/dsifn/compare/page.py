@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dsifn.contract import is_change
 from dsifn.data import ChangeDetectionDataset, reading_config
@@ -26,10 +27,9 @@ from dsifn.evaluation.report import (
     error_map,
     mask_to_gray,
     page_head,
-    pixel_counts,
     safe_name,
 )
-from dsifn.evaluation.results import image_f1
+from dsifn.evaluation.scoring import image_result
 from dsifn.inference.loading import load_runner
 from dsifn.inference.pipeline import predict_images
 from dsifn.io.pictures import display_stretch, write_png
@@ -138,12 +138,16 @@ def write_pair_pictures(
         errors, f1 = {}, {}
         for model, runner in runners.items():
             probability = predict_images(runner, sample["image"].numpy()[None])[0]
-            predicted = is_change(probability, runner.contract.threshold)
+            threshold = runner.contract.threshold
+            predicted = is_change(probability, threshold)
             relative = f"{PAIRS_FOLDER}/{stem}_{model}.png"
             picture = error_map(predicted, sample["mask"], sample["valid"])
             write_png(where[out / relative], picture)
             errors[model] = relative
-            f1[model] = _pair_f1(predicted, sample["mask"].numpy(), sample["valid"].numpy())
+            counted = image_result(
+                name, torch.from_numpy(probability), sample["mask"], sample["valid"], threshold
+            )
+            f1[model] = counted.f1
         found.append(PairPictures(name, dates, errors, f1))
     return found
 
@@ -162,11 +166,6 @@ def _write_dates(
         write_png(where[out / relative], pictures[kind])
         paths[kind] = relative
     return paths
-
-
-def _pair_f1(predicted: np.ndarray, mask: np.ndarray, valid: np.ndarray) -> float:
-    tp, fp, fn, _ = pixel_counts(predicted, mask, valid)
-    return image_f1(tp, fp, fn)
 
 
 def render_page(

@@ -43,7 +43,6 @@ __all__ = [
     "error_map",
     "mask_to_gray",
     "page_head",
-    "pixel_counts",
     "render_html",
     "safe_name",
     "write_json",
@@ -93,21 +92,6 @@ def error_map(
     if valid is not None:
         out[~_as_bool(valid)] = ERROR_COLOURS["ignored"]
     return out
-
-
-def pixel_counts(
-    prediction: NDArray[Any] | Tensor,
-    reference: NDArray[Any] | Tensor,
-    valid: NDArray[Any] | Tensor,
-) -> tuple[int, int, int, int]:
-    """(tp, fp, fn, tn) of one image's decisions against its reference, over valid pixels."""
-    p, r, v = _as_bool(prediction), _as_bool(reference), _as_bool(valid)
-    return (
-        int((p & r & v).sum()),
-        int((p & ~r & v).sum()),
-        int((~p & r & v).sum()),
-        int((~p & ~r & v).sum()),
-    )
 
 
 def mask_to_gray(mask: NDArray[Any] | Tensor) -> NDArray[np.uint8]:
@@ -229,8 +213,7 @@ class ReportWriter:
             pictures["reference"] = mask_to_gray(item.mask)
         for kind, picture in pictures.items():
             self._write(files[kind], picture, has_data if kind == "prediction" else None)
-        counts = pixel_counts(pred, item.mask, item.valid)
-        self.rows.append(_Row(ImageResult(item.name, *counts, scores={}), files))
+        self.rows.append(_Row(item.result, files))
 
     def write_html(
         self,

@@ -31,6 +31,7 @@ class Prediction:
     has_data: Tensor  # (1, H, W) bool, True where both dates have data
     probability: Tensor  # (1, H, W) float change probability
     prediction: Tensor  # (1, H, W) bool, probability above the threshold
+    result: ImageResult  # its counts and scores, as the split's were counted
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ __all__ = [
     "difference_scores",
     "evaluate",
     "evaluate_scorer",
+    "image_result",
     "resolve_threshold",
     "runner_scorer",
     "score_batches",
@@ -235,10 +236,7 @@ def _each_image(
     has_data = batch.get("has_data", batch["valid"]).cpu()
     rows = []
     for i, name in enumerate(batch["name"]):
-        single = ConfusionMatrix(threshold=threshold)
-        single.update(prob[i : i + 1], mask[i : i + 1], valid[i : i + 1])
-        counts = (single.tp, single.fp, single.fn, single.tn)
-        rows.append(ImageResult(name, *counts, scores=scores_from_confusion(*counts)))
+        rows.append(image_result(name, prob[i], mask[i], valid[i], threshold))
         if on_prediction is not None:
             on_prediction(
                 Prediction(
@@ -249,9 +247,28 @@ def _each_image(
                     has_data=has_data[i],
                     probability=prob[i],
                     prediction=is_change(prob[i], threshold),
+                    result=rows[-1],
                 )
             )
     return rows
+
+
+def image_result(
+    name: str, probability: Tensor, mask: Tensor, valid: Tensor, threshold: float
+) -> ImageResult:
+    """One image's counts and scores, counted as the split's are (:class:`ConfusionMatrix`).
+
+    Args:
+        name: The pair's name.
+        probability: (1, H, W) change probability.
+        mask: (1, H, W) reference, 0/1.
+        valid: (1, H, W) bool, False where the pixel is left out.
+        threshold: Change where the probability is above it.
+    """
+    single = ConfusionMatrix(threshold=threshold)
+    single.update(probability[None], mask[None], valid[None])
+    counts = (single.tp, single.fp, single.fn, single.tn)
+    return ImageResult(name, *counts, scores=scores_from_confusion(*counts))
 
 
 def _scorer_predict(
