@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -30,6 +30,7 @@ __all__ = [
     "all_reduce_sum",
     "broadcast_buffers",
     "gather_objects",
+    "on_main",
     "process_device",
     "setup_distributed",
     "this_process",
@@ -172,6 +173,25 @@ def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+T = TypeVar("T")
+
+
+def on_main(ctx: DistContext, work: Callable[[], T]) -> T:
+    """``work()`` on the main process, its value for every process; if it fails, all stop.
+
+    The others wait in :func:`agree_gather` and stop with the main process's message.
+    """
+    value: Any = None
+    error: BaseException | None = None
+    if ctx.is_main:
+        try:
+            value = work()
+        except Exception as exc:  # re-raised by agree_gather() after telling the others
+            error = exc
+    first: T = agree_gather(ctx, value, error)[0]
+    return first
 
 
 def agree_gather(ctx: DistContext, value: Any, error: BaseException | None = None) -> list[Any]:

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
@@ -39,7 +39,7 @@ from dsifn.compare.runs import read_result, score_run, train_run, write_result
 from dsifn.compare.table import Summary, csv_text, header, json_data, markdown, rows, summarise
 from dsifn.data import resolve_layout
 from dsifn.devices import resolve_device
-from dsifn.distributed import DistContext, agree_gather, setup_distributed
+from dsifn.distributed import DistContext, on_main, setup_distributed
 from dsifn.errors import ConfigError, DataError, OutputExistsError
 from dsifn.io.atomic import check_output_path, staged
 from dsifn.models.dsifn import DSIFNConfig
@@ -52,7 +52,6 @@ __all__ = ["OUTPUTS", "CompareResult", "run_compare"]
 
 # The comparison's own files under its folder, the page first (written last).
 OUTPUTS = ("compare.html", "compare.md", "compare.csv", "compare.json", "compare.png")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,34 +97,19 @@ def run_compare(
         if ctx.distributed and device.type == "cuda":
             torch.cuda.set_device(torch.device("cuda", ctx.local_rank))
         runs = plan_runs(base, settings, folder)
-        states = _on_first(ctx, lambda: _check(base, settings, folder, runs, overwrite=overwrite))
+        states = on_main(ctx, lambda: _check(base, settings, folder, runs, overwrite=overwrite))
         say = log if ctx.is_main else _quiet
         records = [
             _one_run(run, state, i, len(runs), ctx, progress=progress, say=say, callbacks=callbacks)
             for i, (run, state) in enumerate(zip(runs, states, strict=True), start=1)
         ]
-        return _on_first(
-            ctx, lambda: _write_outputs(base, settings, folder, records, overwrite, say)
-        )
+        return on_main(ctx, lambda: _write_outputs(base, settings, folder, records, overwrite, say))
     finally:
         ctx.close()
 
 
 def _quiet(text: str) -> None:
     """Processes other than the first say nothing."""
-
-
-def _on_first(ctx: DistContext, work: Callable[[], T]) -> T:
-    """``work()`` on the first process, its value for all; if it fails, all stop with it."""
-    value: Any = None
-    error: BaseException | None = None
-    if ctx.is_main:
-        try:
-            value = work()
-        except Exception as exc:  # re-raised by agree_gather() after telling the others
-            error = exc
-    first: T = agree_gather(ctx, value, error)[0]
-    return first
 
 
 def _check(
@@ -185,7 +169,7 @@ def _one_run(
         verb = "resuming" if state == "resume" else "training"
         say(f"{what}: {verb}")
         train_run(run, state, progress=progress, callbacks=callbacks)
-        _on_first(
+        on_main(
             ctx,
             lambda: write_result(run, score_run(run, processes=ctx.world_size, progress=progress)),
         )

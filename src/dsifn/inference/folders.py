@@ -24,7 +24,13 @@ from typing import Any
 
 import torch
 
-from dsifn.distributed import DistContext, agree_gather, process_device, setup_distributed
+from dsifn.distributed import (
+    DistContext,
+    agree_gather,
+    on_main,
+    process_device,
+    setup_distributed,
+)
 from dsifn.errors import ConfigError, InputError
 from dsifn.inference.loading import load_runner
 from dsifn.inference.options import PathLike, SceneOptions, SceneResult
@@ -282,18 +288,14 @@ def _plan_on_rank0(
     skip_existing: bool,
 ) -> FolderPlan:
     """Rank 0 pairs the folders and checks every output; every rank gets its plan."""
-    plan: FolderPlan | None = None
-    error: Exception | None = None
-    if ctx.is_main:
-        try:
-            pairs = pair_folders(folders[0], folders[1])
-            if on_pairs is not None and pairs.matched:
-                on_pairs(pairs)
-            plan = plan_outputs(pairs, folders[2], opts, share=share, skip_existing=skip_existing)
-        except Exception as exc:  # re-raised by agree_gather after telling the other ranks
-            error = exc
-    found: FolderPlan = agree_gather(ctx, plan, error)[0]
-    return found
+
+    def plan() -> FolderPlan:
+        pairs = pair_folders(folders[0], folders[1])
+        if on_pairs is not None and pairs.matched:
+            on_pairs(pairs)
+        return plan_outputs(pairs, folders[2], opts, share=share, skip_existing=skip_existing)
+
+    return on_main(ctx, plan)
 
 
 def _load_on_every_rank(
