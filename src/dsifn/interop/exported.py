@@ -64,11 +64,16 @@ def _stride(name: str) -> int:
 
 
 class Probabilities(nn.Module):
-    """A network with a sigmoid on each of its outputs: what an exported graph computes."""
+    """A network with a sigmoid on each of its outputs: what an exported graph computes.
+
+    Made in eval mode, the network with it: exporters that trace it restore the mode they
+    find, recursively, so a wrapper in training mode would leave the network in training mode.
+    """
 
     def __init__(self, model: ChangeNetwork) -> None:
         super().__init__()
         self.model = model
+        self.eval()
 
     def forward(self, t1: Tensor, t2: Tensor) -> tuple[Tensor, ...]:
         """(B, 1, H/s, W/s) probabilities of each output stride s, of normalised (B, C, H, W)."""

@@ -210,9 +210,7 @@ def export_onnx(
         tiles = read_calibration(
             contract_of(info), Calibration.of(calibration), fixed_size=cfg.input_size
         )
-    # The wrapper in eval mode too: the TorchScript exporter restores the mode it finds,
-    # recursively, so a wrapper left in training mode would leave the model in training mode.
-    net = Probabilities(model.cpu().float().eval()).eval()
+    net = Probabilities(model.cpu().float())
     with atomic_path(path, overwrite=overwrite) as tmp:
         if tiles is None:
             _export_fp32(net, info, tmp, opset, check)

@@ -220,8 +220,7 @@ def export_openvino(
         tiles = read_calibration(
             contract_of(info), Calibration.of(calibration), fixed_size=cfg.input_size
         )
-    # The wrapper in eval mode too, so tracing it leaves the model in eval mode.
-    net = Probabilities(model.cpu().float().eval()).eval()
+    net = Probabilities(model.cpu().float())
     converted = _convert(net)
     _set_info(converted, info)
     if check:
