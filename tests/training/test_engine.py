@@ -121,6 +121,14 @@ def test_existing_run_is_not_reused_without_overwrite(tmp_path, levir):
         train(tiny_config(levir), run, resume=True, overwrite=True, progress=False)
 
 
+def test_a_dataset_without_the_validation_split_is_refused_before_the_run_dir(tmp_path, levir):
+    config = tiny_config(levir, "validation.split=holdout")
+    found = r"has no 'holdout' split \(found: train, val, test\)"
+    with pytest.raises(DataError, match=found + r"; training needs 'train' and 'holdout'$"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_refused_loss_weights_leave_an_overwritten_run_untouched(tmp_path, levir):
     run = tmp_path / "run"
     run.mkdir()

@@ -40,7 +40,7 @@ from dsifn.compare.table import Summary, csv_text, header, json_data, markdown, 
 from dsifn.data import resolve_layout
 from dsifn.devices import resolve_device
 from dsifn.distributed import DistContext, on_main, setup_distributed
-from dsifn.errors import ConfigError, DataError, OutputExistsError
+from dsifn.errors import ConfigError, OutputExistsError
 from dsifn.io.atomic import check_output_path, staged
 from dsifn.models.dsifn import DSIFNConfig
 from dsifn.models.registry import model_entry
@@ -139,14 +139,11 @@ def _check(
                 sources.setdefault(model.encoder_weights)
     for source in sources:
         fetch_encoder_weights(source)
-    layout = resolve_layout(base.data)
-    for split in ("train", base.validation.split, "test"):
-        if split not in layout.splits:
-            found = ", ".join(layout.splits) or "none"
-            raise DataError(
-                f"{layout.root} has no {split!r} split (found: {found}); a comparison trains "
-                f"on train, tunes its thresholds on {base.validation.split} and scores test"
-            )
+    val = base.validation.split
+    resolve_layout(base.data).require(
+        ("train", val, "test"),
+        f"a comparison trains on train, tunes its thresholds on {val} and scores test",
+    )
     return states
 
 

@@ -139,6 +139,17 @@ class DetectedLayout:
             )
         return self.splits[key]
 
+    def require(self, splits: Sequence[str], why: str) -> None:
+        """Refuse a layout that lacks one of ``splits`` (as named on disk), saying ``why``.
+
+        Raises:
+            DataError: Naming the first missing split, the splits found and ``why``.
+        """
+        for split in splits:
+            if split not in self.splits:
+                found = ", ".join(self.splits) or "none"
+                raise DataError(f"{self.root} has no {split!r} split (found: {found}); {why}")
+
     def with_validation(
         self, cities: Sequence[str] | None = None, fraction: float | None = None
     ) -> DetectedLayout:

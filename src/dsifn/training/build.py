@@ -33,7 +33,7 @@ from dsifn.data import (
 )
 from dsifn.devices import resolve_precision
 from dsifn.distributed import DistContext, EpochSampler, ShardSampler, agree
-from dsifn.errors import ConfigError, DataError, OutputExistsError
+from dsifn.errors import ConfigError, OutputExistsError
 from dsifn.io.atomic import check_output_folder
 from dsifn.models.checkpoint import model_with_weights
 from dsifn.models.dsifn import DSIFNConfig
@@ -185,13 +185,7 @@ def _check_data(config: TrainConfig, *, progress: bool) -> DetectedLayout:
         raise ConfigError("no dataset given: pass `data.root=PATH`")
     layout = resolve_layout(data)  # with the val split data.val_cities / val_fraction ask
     splits = ("train", config.validation.split)
-    for split in splits:
-        if split not in layout.splits:
-            found = ", ".join(layout.splits) or "none"
-            raise DataError(
-                f"{layout.root} has no {split!r} split (found: {found}); training needs "
-                f"{' and '.join(repr(s) for s in splits)}"
-            )
+    layout.require(splits, f"training needs {' and '.join(repr(s) for s in splits)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed below, once
         found_warnings = check_splits(data, splits, layout=layout, progress=progress)
