@@ -39,7 +39,7 @@ from dsifn.devices import Precision
 from dsifn.errors import ConfigError
 from dsifn.io.atomic import atomic_path
 from dsifn.models.dsifn import DSIFNConfig
-from dsifn.models.registry import ModelConfig, config_dict, model_config, model_entry
+from dsifn.models.registry import ModelConfig, model_config, model_entry
 
 __all__ = [
     "BUNDLED_CONFIGS",
@@ -300,7 +300,7 @@ class TrainConfig(Config):
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dictionary; the model section's ``name`` comes first."""
         out: dict[str, Any] = plain(self)
-        out["model"] = config_dict(self.model)
+        out["model"] = {"name": type(self.model).name, **out["model"]}
         return out
 
     def to_yaml(self) -> str:
